@@ -1,0 +1,57 @@
+"""Entry point of the ``mambairv2`` command.
+
+Each command lives in its own module exposing ``add_parser(subparsers)`` (which sets
+``func`` on its parser) and is listed in ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+
+from .errors import CLIError
+
+COMMANDS: tuple = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mambairv2",
+        description="MambaIRv2 image restoration (super-resolution, denoising, JPEG artifact "
+        "removal) in pure PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"mambairv2 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: never show a traceback
+        if os.environ.get("MAMBAIRV2_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (set MAMBAIRV2_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Shared fixtures. Shared data (``../shared`` next to the checkout, or ``$MAMBAIRV2_SHARED``)
+is read in place; tests that need it skip with a clear reason where it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MAMBAIRV2_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside the shared folder; skips the calling test if it does not exist."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path} (set MAMBAIRV2_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
