@@ -10,10 +10,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-
+from . import info
 from .errors import CLIError
 
-COMMANDS: tuple = ()
+COMMANDS: tuple = (info,)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,275 @@
+"""Reading and writing checkpoints: the authors' BasicSR ``.pth`` files (``params_ema``,
+``params`` or a bare state dict) and ``.safetensors`` with the configuration in the header.
+
+The configuration is inferred from the tensors alone. Loading never unpickles arbitrary
+objects (``torch.load(weights_only=True)``), and every failure is a :class:`CheckpointError`
+with a one-line message saying what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .config import MambaIRv2Config
+from .model import MambaIRv2
+
+PathLike = Union[str, os.PathLike]
+StateDict = Dict[str, torch.Tensor]
+CONFIG_METADATA_KEY = "mambairv2_config"
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a MambaIRv2 checkpoint (message: one line, says why)."""
+
+
+# -- reading -------------------------------------------------------------------------------
+def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
+    """Tensors of a checkpoint file and, for our ``.safetensors``, the stored configuration."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or _looks_like_safetensors(head):
+        return _read_safetensors(path)
+    return _unwrap(_read_torch(path), path), None
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    return len(head) >= 9 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+    config = None
+    if CONFIG_METADATA_KEY in meta:
+        try:
+            config = json.loads(meta[CONFIG_METADATA_KEY])
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: the stored configuration is not valid JSON") from None
+    return _strip_prefix(tensors), config
+
+
+def _read_torch(path: Path) -> Any:
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    is_zip = magic == b"PK"
+    if not is_zip and magic[:1] != b"\x80":
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - classified below into one-line messages
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"(Unsupported operand \d+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{path}: refused to unpickle: the file holds Python objects other than tensors{what}") from None
+        if is_zip or "zip archive" in text:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_short(exc, 80)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(exc)})") from None
+
+
+def _unwrap(obj: Any, path: Path) -> StateDict:
+    """The state dict inside a BasicSR checkpoint: ``params_ema``, then ``params``, else bare."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        keys = ", ".join(list(map(str, obj.keys()))[:5])
+        raise CheckpointError(f"{path}: no tensors found (top-level keys: {keys or 'none'})")
+    return _strip_prefix(sd)
+
+
+def _strip_prefix(sd: StateDict) -> StateDict:
+    """Removes the ``module.`` prefix that DataParallel/DDP checkpoints carry."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- configuration from tensors --------------------------------------------------------------
+def detect_config(sd: Mapping[str, torch.Tensor]) -> MambaIRv2Config:
+    """Infers the full network configuration from a state dict's keys and shapes."""
+    required = ("conv_first.weight", "patch_embed.norm.weight", "layers.0.residual_group.layers.0.wqkv.weight")
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise CheckpointError(f"not a MambaIRv2 state dict: missing {', '.join(missing)} "
+                              f"(first keys: {', '.join(list(sd)[:3])})")
+    embed_dim, in_chans = sd["conv_first.weight"].shape[:2]
+    layer_re = re.compile(r"layers\.(\d+)\.residual_group\.layers\.(\d+)\.")
+    depth_of: Dict[int, int] = {}
+    for key in sd:
+        m = layer_re.match(key)
+        if m:
+            g, j = int(m.group(1)), int(m.group(2))
+            depth_of[g] = max(depth_of.get(g, 0), j + 1)
+    groups = sorted(depth_of)
+    if groups != list(range(len(groups))):
+        raise CheckpointError(f"group indices are not contiguous: {groups}")
+    p0 = "layers.0.residual_group.layers.0."
+    try:
+        heads = tuple(int(sd[f"layers.{g}.residual_group.layers.0.win_mhsa.relative_position_bias_table"].shape[1])
+                      for g in groups)
+        table = sd[p0 + "win_mhsa.relative_position_bias_table"].shape[0]
+        window_size = (int(round(math.sqrt(table))) + 1) // 2
+        hidden, d_state = sd[p0 + "assm.selectiveScan.A_logs"].shape
+        inner_rank = sd[p0 + "embeddingA.weight"].shape[0]
+        num_tokens = sd[p0 + "assm.embeddingB.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not a MambaIRv2 state dict: missing {exc.args[0]}") from None
+    if p0 + "convffn1.sg.norm.weight" in sd:
+        ffn, kernel = "gated", 5
+    else:
+        ffn = "conv"
+        dw = sd.get(p0 + "convffn1.dwconv.depthwise_conv.0.weight")
+        if dw is None:
+            raise CheckpointError("not a MambaIRv2 state dict: no FFN weights in the first layer")
+        kernel = int(dw.shape[-1])
+    upsampler, upscale = _detect_head(sd, int(in_chans))
+    resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
+    try:
+        return MambaIRv2Config(
+            embed_dim=int(embed_dim), d_state=int(d_state), depths=tuple(depth_of[g] for g in groups),
+            num_heads=heads, window_size=window_size, inner_rank=int(inner_rank),
+            num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=int(hidden) / int(embed_dim),
+            upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn)
+    except ValueError as exc:
+        raise CheckpointError(f"inconsistent MambaIRv2 state dict: {exc}") from None
+
+
+def _detect_head(sd: Mapping[str, torch.Tensor], in_chans: int) -> Tuple[str, int]:
+    if "conv_up1.weight" in sd:
+        return "nearest+conv", 4
+    if "conv_before_upsample.0.weight" in sd:
+        convs = [k for k in sd if re.fullmatch(r"upsample\.\d+\.weight", k)]
+        if not convs:
+            raise CheckpointError("pixelshuffle head without upsample convolutions")
+        if sd["upsample.0.weight"].shape[0] == 9 * sd["upsample.0.weight"].shape[1]:
+            return "pixelshuffle", 3
+        return "pixelshuffle", 2 ** len(convs)
+    if "upsample.0.weight" in sd:
+        s = int(round(math.sqrt(sd["upsample.0.weight"].shape[0] / in_chans)))
+        return "pixelshuffledirect", s
+    return "", 1
+
+
+# -- loading ---------------------------------------------------------------------------------
+def build_and_load(sd: Mapping[str, torch.Tensor], config: MambaIRv2Config, source: str = "state dict",
+                   dtype: torch.dtype = torch.float32) -> MambaIRv2:
+    """A ``dtype`` model of ``config`` with ``sd`` loaded strictly (cast once, from the file's
+    dtype to ``dtype``); mismatches become a CheckpointError."""
+    model = MambaIRv2(config).to(dtype)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label}: {', '.join(items[:3])}{more}")
+        raise CheckpointError(f"{source}: does not match the detected {config.arch} configuration; "
+                              + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu",
+               dtype: Optional[torch.dtype] = None) -> MambaIRv2:
+    """Loads a checkpoint (configuration inferred) strictly; returns the model in eval mode.
+
+    Args:
+        path: ``.pth`` (BasicSR: ``params_ema`` preferred, then ``params``, or a bare state dict)
+            or ``.safetensors``.
+        device: where to put the model.
+        dtype: parameter dtype (default float32).
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a checkpoint, refused (arbitrary
+            pickled objects) or of another architecture.
+    """
+    sd, stored = read_state_dict(path)
+    config = detect_config(sd) if stored is None else _stored_config(stored, path)
+    model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
+    return model.to(device=device).eval()
+
+
+def _stored_config(stored: Mapping[str, Any], path: PathLike) -> MambaIRv2Config:
+    try:
+        return MambaIRv2Config.from_dict(stored)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid stored configuration ({_short(exc)})") from None
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _atomic_target(path: PathLike) -> Tuple[Path, str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    return path, tmp
+
+
+def save_safetensors(model: MambaIRv2, path: PathLike) -> Path:
+    """Writes the weights and the configuration (header metadata) atomically."""
+    from safetensors.torch import save_file
+
+    path, tmp = _atomic_target(path)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    try:
+        save_file(sd, tmp, metadata={CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
+                                     "format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_checkpoint(path: PathLike, params: Mapping[str, torch.Tensor],
+                    params_ema: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
+    """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically."""
+    path, tmp = _atomic_target(path)
+    obj = {"params": {k: v.detach().cpu() for k, v in params.items()}}
+    if params_ema is not None:
+        obj["params_ema"] = {k: v.detach().cpu() for k, v in params_ema.items()}
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

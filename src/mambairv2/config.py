@@ -1,0 +1,128 @@
+"""Configuration of a MambaIRv2 network and the paper's named variants."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Tuple
+
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
+FFN_KINDS = ("conv", "gated")
+
+
+@dataclass(frozen=True)
+class MambaIRv2Config:
+    """Hyper-parameters of one network. The fields are the released ``network_g`` keys, plus
+    ``ffn``: ``"conv"`` (conv-FFN, class MambaIRv2) or ``"gated"`` (gated MLP, MambaIRv2Light)."""
+
+    embed_dim: int = 48
+    d_state: int = 8
+    depths: Tuple[int, ...] = (5, 5, 5, 5)
+    num_heads: Tuple[int, ...] = (4, 4, 4, 4)
+    window_size: int = 16
+    inner_rank: int = 32
+    num_tokens: int = 64
+    convffn_kernel_size: int = 5
+    mlp_ratio: float = 1.0
+    upscale: int = 2
+    in_chans: int = 3
+    img_range: float = 1.0
+    upsampler: str = "pixelshuffledirect"
+    resi_connection: str = "1conv"
+    ffn: str = "gated"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+        object.__setattr__(self, "img_range", float(self.img_range))
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError("depths and num_heads must have the same length")
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
+        if self.ffn not in FFN_KINDS:
+            raise ValueError(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
+        if self.resi_connection not in ("1conv", "3conv"):
+            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
+        if self.upsampler == "" and self.upscale != 1:
+            raise ValueError("upsampler '' (denoise/JPEG) needs upscale 1")
+        if self.upsampler == "nearest+conv" and self.upscale != 4:
+            raise ValueError("upsampler 'nearest+conv' supports upscale 4 only")
+        if self.upsampler == "pixelshuffle" and self.upscale not in (2, 3, 4, 8):
+            raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
+        if any(self.embed_dim % h for h in self.num_heads):
+            raise ValueError("embed_dim must be divisible by every num_heads entry")
+
+    @property
+    def arch(self) -> str:
+        """The authors' class name for this configuration."""
+        return "MambaIRv2Light" if self.ffn == "gated" else "MambaIRv2"
+
+    @property
+    def task(self) -> str:
+        """``sr``, ``denoise`` (colour, upscale 1) or ``jpeg`` (grayscale, upscale 1)."""
+        if self.upscale > 1:
+            return "sr"
+        return "denoise" if self.in_chans == 3 else "jpeg"
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["depths"] = list(self.depths)
+        d["num_heads"] = list(self.num_heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MambaIRv2Config":
+        """Builds a config from a dict; unknown keys are an error, missing ones take defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> "MambaIRv2Config":
+        return dataclasses.replace(self, **changes)
+
+
+_LIGHT = dict(embed_dim=48, d_state=8, depths=(5, 5, 5, 5), num_heads=(4, 4, 4, 4), inner_rank=32,
+              num_tokens=64, mlp_ratio=1.0, upsampler="pixelshuffledirect", ffn="gated")
+_CLASSIC = dict(d_state=16, inner_rank=64, num_tokens=128, mlp_ratio=2.0, upsampler="pixelshuffle",
+                ffn="conv")
+_BASE = dict(_CLASSIC, embed_dim=174, depths=(6,) * 6, num_heads=(6,) * 6)
+
+#: The paper's variants: name → config fields (the scale is given separately for SR).
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "light": _LIGHT,
+    "small": dict(_CLASSIC, embed_dim=132, depths=(4,) * 6, num_heads=(4,) * 6),
+    "base": _BASE,
+    "large": dict(_CLASSIC, embed_dim=174, depths=(6,) * 9, num_heads=(6,) * 9),
+    "denoise": dict(_BASE, upsampler="", upscale=1, in_chans=3),
+    "jpeg": dict(_BASE, upsampler="", upscale=1, in_chans=1),
+}
+SR_VARIANTS = ("light", "small", "base", "large")
+
+
+def variant_config(name: str, scale: int = 4, **overrides: Any) -> MambaIRv2Config:
+    """Config of a named variant (``light``, ``small``, ``base``, ``large``, ``denoise``, ``jpeg``)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    fields = dict(VARIANTS[name])
+    if name in SR_VARIANTS:
+        if scale not in (2, 3, 4):
+            raise ValueError(f"the released {name} models exist for scale 2, 3 and 4, got {scale}")
+        fields["upscale"] = scale
+    fields.update(overrides)
+    return MambaIRv2Config(**fields)
+
+
+def variant_name(config: MambaIRv2Config) -> str:
+    """The paper variant a config equals (ignoring the scale of SR variants), or ``custom``."""
+    for name, fields in VARIANTS.items():
+        probe = dict(fields)
+        if name in SR_VARIANTS:
+            probe["upscale"] = config.upscale
+        try:
+            if MambaIRv2Config(**probe) == config:
+                return name
+        except ValueError:
+            continue
+    return "custom"

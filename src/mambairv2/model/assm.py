@@ -1,0 +1,143 @@
+"""Attentive state-space module (ASSM): ASE (prompts added to the scan's C) and SGN (tokens
+reordered so that tokens routed to the same prompt are neighbours in the scan)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import selective_scan
+
+Tensor = torch.Tensor
+
+ROUTING_MODES = ("argmax", "gumbel")
+
+
+class SelectiveScan(nn.Module):
+    """One-direction selective scan block (released name ``selectiveScan``).
+
+    Parameters keep the released names and shapes: ``x_proj_weight`` (1×(R+2N)×D),
+    ``dt_projs_weight`` (1×D×R), ``dt_projs_bias`` (1×D), ``A_logs`` (D×N), ``Ds`` (D).
+    """
+
+    def __init__(self, d_inner: int, d_state: int, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4) -> None:
+        super().__init__()
+        self.d_inner = d_inner
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_inner / 16)
+        self.x_proj_weight = nn.Parameter(torch.empty(1, self.dt_rank + 2 * d_state, d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(1, d_inner, self.dt_rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(1, d_inner))
+        self.A_logs = nn.Parameter(torch.empty(d_inner, d_state))
+        self.Ds = nn.Parameter(torch.empty(d_inner))
+        self._dt_range = (dt_min, dt_max, dt_init_floor)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The released initialisation (Mamba's dt/A/D init; x_proj as a default Linear)."""
+        dt_min, dt_max, floor = self._dt_range
+        nn.init.kaiming_uniform_(self.x_proj_weight[0], a=math.sqrt(5))
+        std = self.dt_rank ** -0.5
+        nn.init.uniform_(self.dt_projs_weight, -std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=floor)
+        self.dt_projs_bias.copy_((dt + torch.log(-torch.expm1(-dt))).unsqueeze(0))
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_logs.copy_(torch.log(a))
+        self.Ds.fill_(1.0)
+
+    def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
+        """``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N`` added to C as is.
+        Returns ``B×L×D``."""
+        x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
+        dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_projs_weight[0]).transpose(1, 2)  # B×D×L
+        c_ = c_ + prompt
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y = selective_scan(
+            x.transpose(1, 2), delta, -torch.exp(self.A_logs.to(dtype)),
+            b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
+            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True)
+        return y.transpose(1, 2).to(x.dtype)
+
+
+def gumbel_softmax_hard(logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Straight-through hard Gumbel-softmax (τ = 1) along the last dim, as
+    ``F.gumbel_softmax(hard=True)`` but with an optional generator for seeded sampling."""
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    y_soft = (logits + gumbels).softmax(-1)
+    index = y_soft.argmax(-1, keepdim=True)
+    y_hard = torch.zeros_like(logits).scatter_(-1, index, 1.0)
+    return y_hard - y_soft.detach() + y_soft
+
+
+def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
+    """Semantic-guided neighbouring: the permutation sorting tokens by group (stable, so ties
+    keep raster order) and its inverse. ``groups``: ``B×L`` integers → two ``B×L`` index tensors."""
+    order = torch.sort(groups, dim=-1, stable=True).indices
+    inverse = torch.empty_like(order).scatter_(
+        -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return order, inverse
+
+
+def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """``x[b, index[b, l], :]`` for ``x``: ``B×L×C``, ``index``: ``B×L``."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class ASSM(nn.Module):
+    """Attentive state-space module.
+
+    Routing: in training, straight-through hard Gumbel-softmax; in eval, one-hot(argmax) unless
+    ``routing`` is ``"gumbel"`` (the released stochastic inference; ``generator`` seeds it).
+    """
+
+    def __init__(self, dim: int, d_state: int, num_tokens: int, inner_rank: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.dim = dim
+        self.d_state = d_state
+        self.num_tokens = num_tokens
+        self.inner_rank = inner_rank
+        hidden = int(dim * mlp_ratio)
+        self.selectiveScan = SelectiveScan(hidden, d_state)
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out_proj = nn.Linear(hidden, dim)
+        self.in_proj = nn.Sequential(nn.Conv2d(dim, hidden, 1, 1, 0))
+        self.CPE = nn.Sequential(nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden))
+        self.embeddingB = nn.Embedding(num_tokens, inner_rank)
+        nn.init.uniform_(self.embeddingB.weight, -1 / num_tokens, 1 / num_tokens)
+        self.route = nn.Sequential(nn.Linear(dim, dim // 3), nn.GELU(), nn.Linear(dim // 3, num_tokens),
+                                   nn.LogSoftmax(dim=-1))
+        self.routing = "argmax"
+        self.generator: Optional[torch.Generator] = None
+
+    def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor]:
+        """Prompt per token (``B×L×N``, raster order) and the chosen prompt index (``B×L``)."""
+        pool = self.embeddingB.weight @ embedding_a  # T×N prompt pool
+        logits = self.route(x)
+        if self.training or self.routing == "gumbel":
+            one_hot = gumbel_softmax_hard(logits, self.generator)
+            return one_hot @ pool, one_hot.detach().argmax(-1)
+        groups = logits.argmax(-1)
+        # exactly one_hot(groups) @ pool, without the matmul
+        return pool[groups], groups
+
+    def forward(self, x: Tensor, size: Tuple[int, int], embedding_a: Tensor) -> Tensor:
+        """``x``: ``B×L×C`` tokens in raster order → ``B×L×C``."""
+        b, length, c = x.shape
+        prompt, groups = self.route_tokens(x, embedding_a)
+        order, inverse = sgn_order(groups)
+
+        img = x.transpose(1, 2).reshape(b, c, size[0], size[1])
+        img = self.in_proj(img)
+        img = img * torch.sigmoid(self.CPE(img))
+        tokens = img.flatten(2).transpose(1, 2)  # B×L×hidden
+
+        y = self.selectiveScan(permute_tokens(tokens, order), prompt)
+        y = self.out_proj(self.out_norm(y))
+        return permute_tokens(y, inverse)

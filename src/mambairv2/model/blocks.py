@@ -1,0 +1,102 @@
+"""Attentive layer (window attention + ASSM, each with its FFN) and the residual group."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .assm import ASSM
+from .attention import WindowAttention, window_partition, window_reverse
+from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
+
+Tensor = torch.Tensor
+
+
+def make_ffn(kind: str, dim: int, hidden: int, kernel_size: int) -> nn.Module:
+    return GatedMLP(dim, hidden) if kind == "gated" else ConvFFN(dim, hidden, kernel_size)
+
+
+class AttentiveLayer(nn.Module):
+    """One layer: shifted-window attention + FFN, then ASSM + FFN, each with a layer-scaled
+    shortcut (``x = s·scale + f(x)``)."""
+
+    def __init__(self, dim: int, d_state: int, num_heads: int, window_size: int, shift_size: int,
+                 inner_rank: int, num_tokens: int, convffn_kernel_size: int, mlp_ratio: float,
+                 ffn: str) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.norm4 = nn.LayerNorm(dim)
+        self.scale1 = nn.Parameter(1e-4 * torch.ones(dim))
+        self.scale2 = nn.Parameter(1e-4 * torch.ones(dim))
+        self.wqkv = nn.Linear(dim, 3 * dim)
+        self.win_mhsa = WindowAttention(dim, window_size, num_heads)
+        self.assm = ASSM(dim, d_state, num_tokens, inner_rank, mlp_ratio)
+        hidden = int(dim * mlp_ratio)
+        self.convffn1 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
+        self.convffn2 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
+        self.embeddingA = nn.Embedding(inner_rank, d_state)
+        nn.init.uniform_(self.embeddingA.weight, -1 / inner_rank, 1 / inner_rank)
+
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+        """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window)."""
+        h, w = size
+        b, n, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+
+        shortcut = x
+        qkv = self.wqkv(self.norm1(x)).view(b, h, w, 3 * c)
+        if shift:
+            qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
+        attn = self.win_mhsa(window_partition(qkv, ws), rpi, attn_mask if shift else None)
+        attn = window_reverse(attn, ws, h, w)
+        if shift:
+            attn = torch.roll(attn, shifts=(shift, shift), dims=(1, 2))
+        x_win = attn.reshape(b, n, c) + shortcut
+        x_win = self.convffn1(self.norm2(x_win), size) + x_win
+        x = shortcut * self.scale1 + x_win
+
+        shortcut = x
+        x_aca = self.assm(self.norm3(x), size, self.embeddingA.weight) + x
+        x = x_aca + self.convffn2(self.norm4(x_aca), size)
+        return shortcut * self.scale2 + x
+
+
+class BasicBlock(nn.Module):
+    """The attentive layers of one group (released name ``residual_group``); odd layers shift."""
+
+    def __init__(self, dim: int, depth: int, layer_kwargs: dict) -> None:
+        super().__init__()
+        ws = layer_kwargs["window_size"]
+        self.layers = nn.ModuleList(
+            AttentiveLayer(dim=dim, shift_size=0 if i % 2 == 0 else ws // 2, **layer_kwargs)
+            for i in range(depth))
+
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, size, rpi, attn_mask)
+        return x
+
+
+class ResidualGroup(nn.Module):
+    """Attentive state-space group (released class ASSB): layers, a conv on the image, residual."""
+
+    def __init__(self, dim: int, depth: int, resi_connection: str, layer_kwargs: dict) -> None:
+        super().__init__()
+        self.residual_group = BasicBlock(dim, depth, layer_kwargs)
+        if resi_connection == "1conv":
+            self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+        else:
+            self.conv = nn.Sequential(
+                nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(dim // 4, dim, 3, 1, 1))
+
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+        y = self.residual_group(x, size, rpi, attn_mask)
+        return image_to_tokens(self.conv(tokens_to_image(y, size))) + x

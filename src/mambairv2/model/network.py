@@ -1,0 +1,150 @@
+"""The MambaIRv2 network (both released classes: MambaIRv2 and MambaIRv2Light)."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..config import MambaIRv2Config
+from .assm import ASSM, ROUTING_MODES
+from .attention import relative_position_index, shifted_window_mask
+from .blocks import ResidualGroup
+from .ffn import image_to_tokens, tokens_to_image
+from .heads import build_head, head_forward
+
+Tensor = torch.Tensor
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
+    """Pads ``x`` (…×H×W) to ``h×w`` by appending the image flipped along each axis, as released.
+
+    Where the released padding breaks (an image shorter than half the padded size) the
+    [x, flip(x), x, flip(x), …] pattern is simply continued, which equals the released result
+    wherever that one worked."""
+    for dim, target in ((-2, h), (-1, w)):
+        size = x.shape[dim]
+        if target > size:
+            reps = -(-target // size)
+            parts = [x if i % 2 == 0 else torch.flip(x, [dim]) for i in range(reps)]
+            x = torch.cat(parts, dim).narrow(dim, 0, target)
+    return x
+
+
+class PatchEmbedNorm(nn.Module):
+    """Holds the LayerNorm applied to the tokens after ``conv_first`` (released ``patch_embed``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
+
+class MambaIRv2(nn.Module):
+    """MambaIRv2 for super-resolution (x2/x3/x4), colour denoising and JPEG artifact removal.
+
+    Input ``B×C×H×W`` in [0, 1], any ``H, W ≥ 1``; output ``B×C×(H·s)×(W·s)``.
+    Parameter and buffer names equal the authors' release, so their state dicts load strictly.
+    """
+
+    def __init__(self, config: Optional[MambaIRv2Config] = None, **fields) -> None:
+        super().__init__()
+        if config is None:
+            config = MambaIRv2Config(**fields)
+        elif fields:
+            config = config.replace(**fields)
+        self.config = config
+        c = config
+        self.window_size = c.window_size
+        self.upscale = c.upscale
+        self.img_range = c.img_range
+        mean = torch.tensor(RGB_MEAN, dtype=torch.float32) if c.in_chans == 3 else torch.zeros(1)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("relative_position_index_SA", relative_position_index(c.window_size))
+
+        self.conv_first = nn.Conv2d(c.in_chans, c.embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbedNorm(c.embed_dim)
+        layer_kwargs = dict(d_state=c.d_state, window_size=c.window_size, inner_rank=c.inner_rank,
+                            num_tokens=c.num_tokens, convffn_kernel_size=c.convffn_kernel_size,
+                            mlp_ratio=c.mlp_ratio, ffn=c.ffn)
+        self.layers = nn.ModuleList(
+            ResidualGroup(c.embed_dim, depth, c.resi_connection, dict(layer_kwargs, num_heads=heads))
+            for depth, heads in zip(c.depths, c.num_heads))
+        self.norm = nn.LayerNorm(c.embed_dim)
+        if c.resi_connection == "1conv":
+            self.conv_after_body = nn.Conv2d(c.embed_dim, c.embed_dim, 3, 1, 1)
+        else:
+            d = c.embed_dim
+            self.conv_after_body = nn.Sequential(
+                nn.Conv2d(d, d // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(d // 4, d // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(d // 4, d, 3, 1, 1))
+        build_head(self, c.upsampler, c.embed_dim, c.in_chans, c.upscale)
+        self._masks: Dict[Tuple, Tensor] = {}
+        self.apply(_init_weights)
+
+    # -- routing -------------------------------------------------------------------------
+    def set_routing(self, mode: str = "argmax", seed: Optional[int] = None) -> "MambaIRv2":
+        """Eval-mode routing: ``"argmax"`` (deterministic, default) or ``"gumbel"`` (the released
+        stochastic sampling; ``seed`` makes it reproducible). Training always uses Gumbel."""
+        if mode not in ROUTING_MODES:
+            raise ValueError(f"routing must be one of {ROUTING_MODES}, got {mode!r}")
+        generator = None
+        if mode == "gumbel" and seed is not None:
+            generator = torch.Generator(device=self.conv_first.weight.device)
+            generator.manual_seed(int(seed))
+        for m in self.modules():
+            if isinstance(m, ASSM):
+                m.routing = mode
+                m.generator = generator
+        return self
+
+    # -- forward -------------------------------------------------------------------------
+    def attention_mask(self, h: int, w: int, device: torch.device) -> Tensor:
+        """Shifted-window mask for a padded ``h×w`` input (cached per size and device)."""
+        key = (h, w, str(device))
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) > 16:
+                self._masks.clear()
+            mask = shifted_window_mask(h, w, self.window_size, self.window_size // 2).to(device)
+            self._masks[key] = mask
+        return mask
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        size = (x.shape[2], x.shape[3])
+        mask = self.attention_mask(size[0], size[1], x.device)
+        rpi = self.relative_position_index_SA
+        t = self.patch_embed(image_to_tokens(x))
+        for group in self.layers:
+            t = group(t, size, rpi, mask)
+        return tokens_to_image(self.norm(t), size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config.in_chans:
+            raise ValueError(f"expected a B×{self.config.in_chans}×H×W tensor, got {tuple(x.shape)}")
+        h0, w0 = x.shape[-2:]
+        ws = self.window_size
+        x = mirror_pad(x, -(-h0 // ws) * ws, -(-w0 // ws) * ws)
+        mean = self.mean.to(x.dtype)
+        x = (x - mean) * self.img_range
+        first = self.conv_first(x)
+        feat = self.conv_after_body(self.forward_features(first)) + first
+        x = head_forward(self, self.config.upsampler, feat, x)
+        x = x / self.img_range + mean
+        s = self.upscale
+        return x[..., : h0 * s, : w0 * s]
+
+
+def _init_weights(m: nn.Module) -> None:
+    """Released initialisation: Linear trunc-normal(0.02) with zero bias, LayerNorm 1/0."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

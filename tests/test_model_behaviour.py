@@ -1,0 +1,86 @@
+"""Routing, SGN, padding and input sizes."""
+import pytest
+import torch
+
+import mambairv2
+from mambairv2.model.assm import sgn_order, permute_tokens
+from mambairv2.model.network import mirror_pad
+
+TINY = dict(embed_dim=12, depths=(2,), num_heads=(2,), d_state=4, inner_rank=4, num_tokens=6)
+
+
+def tiny(scale=2, **kw):
+    return mambairv2.create_model("light", scale=scale, **{**TINY, **kw}).eval()
+
+
+def test_sgn_order_is_stable_and_inverted():
+    groups = torch.tensor([[2, 0, 2, 1, 0, 2], [0, 0, 0, 0, 0, 0]])
+    order, inverse = sgn_order(groups)
+    assert order[0].tolist() == [1, 4, 3, 0, 2, 5]  # ties keep raster order
+    assert order[1].tolist() == list(range(6))
+    x = torch.randn(2, 6, 3)
+    torch.testing.assert_close(permute_tokens(permute_tokens(x, order), inverse), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("h,w", [(5, 7), (20, 33), (16, 16)])
+def test_mirror_pad_equals_released_where_it_worked(h, w):
+    x = torch.randn(1, 2, h, w)
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16
+    released = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :H, :]
+    released = torch.cat([released, torch.flip(released, [3])], 3)[:, :, :, :W]
+    if H <= 2 * h and W <= 2 * w:
+        torch.testing.assert_close(mirror_pad(x, H, W), released, rtol=0, atol=0)
+    else:
+        assert released.shape[-2:] != (H, W)  # the released padding breaks here
+    out = mirror_pad(x, H, W)
+    assert out.shape[-2:] == (H, W)
+    torch.testing.assert_close(out[..., :h, :w], x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 5), (7, 40), (17, 16)])
+@pytest.mark.parametrize("scale", [1, 3])
+def test_any_size_any_batch(h, w, scale):
+    m = tiny(scale) if scale > 1 else mambairv2.create_model("denoise", **TINY).eval()
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        y = m(x)
+        y1 = m(x[1:])
+    assert y.shape == (2, 3, h * scale, w * scale)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y[1:], y1, rtol=1e-5, atol=1e-5)  # batch items are independent
+
+
+def test_eval_routing_is_deterministic_gumbel_is_seedable():
+    m = tiny()
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        a, b = m(x), m(x)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        m.set_routing("gumbel", seed=3)
+        g1 = m(x)
+        m.set_routing("gumbel", seed=3)
+        g2 = m(x)
+        m.set_routing("gumbel", seed=4)
+        g3 = m(x)
+        m.set_routing("argmax")
+        c = m(x)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    assert not torch.equal(g1, g3) and not torch.equal(g1, a)
+    torch.testing.assert_close(c, a, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        m.set_routing("random")
+
+
+def test_training_uses_gumbel_and_routes_get_gradients():
+    m = tiny().train()
+    x = torch.rand(2, 3, 16, 16)
+    m(x).abs().mean().backward()
+    route_grad = m.layers[0].residual_group.layers[0].assm.route[0].weight.grad
+    prompt_grad = m.layers[0].residual_group.layers[0].embeddingA.weight.grad
+    assert route_grad is not None and route_grad.abs().sum() > 0
+    assert prompt_grad is not None and prompt_grad.abs().sum() > 0
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    with pytest.raises(ValueError, match="expected a B×3×H×W"):
+        tiny()(torch.rand(1, 1, 8, 8))
