@@ -84,3 +84,25 @@ def test_training_uses_gumbel_and_routes_get_gradients():
 def test_wrong_channel_count_is_a_clear_error():
     with pytest.raises(ValueError, match="expected a B×3×H×W"):
         tiny()(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (16, 48), (48, 32), (64, 64)])
+def test_border_window_attention_equals_full_shift_mask(h, w):
+    """Masking only the border windows gives exactly Swin's full shift-mask attention."""
+    from mambairv2.model.attention import WindowAttention, border_windows, relative_position_index, \
+        shifted_window_mask
+
+    torch.manual_seed(0)
+    ws, heads, c, b = 16, 2, 8, 2
+    attn = WindowAttention(c, ws, heads).double()
+    nw = (h // ws) * (w // ws)
+    qkv = torch.randn(b * nw, ws * ws, 3 * c, dtype=torch.float64)
+    rpi = relative_position_index(ws)
+    got = attn(qkv, rpi, border_windows(h, w, ws, ws // 2))
+    # plain released computation with the full mask
+    full = shifted_window_mask(h, w, ws, ws // 2).double()
+    q, k, v = qkv.view(b * nw, ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    a = (q * attn.scale) @ k.transpose(-2, -1) + attn.position_bias(rpi).unsqueeze(0)
+    a = a.view(b, nw, heads, ws * ws, ws * ws) + full.unsqueeze(1).unsqueeze(0)
+    want = attn.proj((a.view(-1, heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(b * nw, ws * ws, c))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

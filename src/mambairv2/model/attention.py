@@ -1,7 +1,7 @@
 """Window multi-head self-attention with Swin's relative position bias and shift mask."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -50,6 +50,28 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
+class BorderMask(NamedTuple):
+    """Shift mask of the windows that need one (the last row and column of windows)."""
+
+    index: Tensor  #: nB window indices (raster order within an image)
+    masks: Tensor  #: nB×ws²×ws², 0 / −100
+    windows: int  #: windows per image
+
+
+def border_windows(h: int, w: int, ws: int, shift: int) -> BorderMask:
+    """The windows whose shift mask is not all zero and their masks; every other window of a
+    shifted layer attends with the position bias only, exactly as with the full mask."""
+    rows, cols = h // ws, w // ws
+    idx = sorted({(rows - 1) * cols + j for j in range(cols)} | {i * cols + cols - 1 for i in range(rows)})
+    index = torch.tensor(idx, dtype=torch.long)
+    # the mask of a window depends only on whether it is in the last row / last column
+    small = shifted_window_mask(min(h, 2 * ws), min(w, 2 * ws), ws, shift)
+    sc = min(w, 2 * ws) // ws
+    pick = [(1 if i // cols == rows - 1 and rows > 1 else 0) * sc + (1 if i % cols == cols - 1 and cols > 1 else 0)
+            for i in idx]
+    return BorderMask(index, small[torch.tensor(pick, dtype=torch.long)], rows * cols)
+
+
 class WindowAttention(nn.Module):
     """Multi-head attention inside each window, on precomputed q, k, v (``wqkv`` is outside).
 
@@ -71,19 +93,30 @@ class WindowAttention(nn.Module):
         n = self.window_size ** 2
         return self.relative_position_bias_table[rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, qkv: Tensor, rpi: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """``qkv``: ``(B·nW)×n×3C`` → ``(B·nW)×n×C``. ``mask``: ``nW×n×n`` or None."""
+    def forward(self, qkv: Tensor, rpi: Tensor, border: Optional[BorderMask] = None) -> Tensor:
+        """``qkv``: ``(B·nW)×n×3C`` → ``(B·nW)×n×C``.
+
+        ``border``: for shifted layers, the windows that need Swin's shift mask (see
+        :func:`border_windows`); the others attend with the position bias only.
+        """
         bw, n, c3 = qkv.shape
         c = c3 // 3
-        hd = c // self.num_heads
-        q, k, v = qkv.view(bw, n, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        heads = self.num_heads
+        hd = c // heads
+        q, k, v = qkv.view(bw, n, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # bw×heads×n×hd
         bias = self.position_bias(rpi).unsqueeze(0).to(qkv.dtype)  # 1×heads×n×n
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias + mask.to(qkv.dtype).unsqueeze(1))  # nW×heads×n×n
-            q = q.reshape(bw // nw, nw, self.num_heads, n, hd)
-            k = k.reshape(bw // nw, nw, self.num_heads, n, hd)
-            v = v.reshape(bw // nw, nw, self.num_heads, n, hd)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        x = x.reshape(bw, self.num_heads, n, hd).transpose(1, 2).reshape(bw, n, c)
+        if border is not None:
+            index, masks, nw = border
+            nb = index.numel()
+            b = bw // nw
+
+            def pick(t: Tensor) -> Tensor:  # B×nW×heads×n×hd → B×(nB·heads)×n×hd
+                return t.reshape(b, nw, heads, n, hd).index_select(1, index).reshape(b, nb * heads, n, hd)
+
+            masked_bias = (bias + masks.to(qkv.dtype).unsqueeze(1)).reshape(1, nb * heads, n, n)
+            xb = F.scaled_dot_product_attention(pick(q), pick(k), pick(v), attn_mask=masked_bias,
+                                                scale=self.scale)
+            x = x.reshape(b, nw, heads, n, hd).index_copy(1, index, xb.reshape(b, nb, heads, n, hd))
+        x = x.reshape(bw, heads, n, hd).transpose(1, 2).reshape(bw, n, c)
         return self.proj(x)

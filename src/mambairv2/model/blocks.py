@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .assm import ASSM
-from .attention import WindowAttention, window_partition, window_reverse
+from .attention import BorderMask, WindowAttention, window_partition, window_reverse
 from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
 
 Tensor = torch.Tensor
@@ -43,7 +43,7 @@ class AttentiveLayer(nn.Module):
         self.embeddingA = nn.Embedding(inner_rank, d_state)
         nn.init.uniform_(self.embeddingA.weight, -1 / inner_rank, 1 / inner_rank)
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
         """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window)."""
         h, w = size
         b, n, c = x.shape
@@ -53,7 +53,7 @@ class AttentiveLayer(nn.Module):
         qkv = self.wqkv(self.norm1(x)).view(b, h, w, 3 * c)
         if shift:
             qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
-        attn = self.win_mhsa(window_partition(qkv, ws), rpi, attn_mask if shift else None)
+        attn = self.win_mhsa(window_partition(qkv, ws), rpi, border if shift else None)
         attn = window_reverse(attn, ws, h, w)
         if shift:
             attn = torch.roll(attn, shifts=(shift, shift), dims=(1, 2))
@@ -77,9 +77,9 @@ class BasicBlock(nn.Module):
             AttentiveLayer(dim=dim, shift_size=0 if i % 2 == 0 else ws // 2, **layer_kwargs)
             for i in range(depth))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
         for layer in self.layers:
-            x = layer(x, size, rpi, attn_mask)
+            x = layer(x, size, rpi, border)
         return x
 
 
@@ -97,6 +97,6 @@ class ResidualGroup(nn.Module):
                 nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(dim // 4, dim, 3, 1, 1))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
-        y = self.residual_group(x, size, rpi, attn_mask)
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
+        y = self.residual_group(x, size, rpi, border)
         return image_to_tokens(self.conv(tokens_to_image(y, size))) + x

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from ..config import MambaIRv2Config
 from .assm import ASSM, ROUTING_MODES
-from .attention import relative_position_index, shifted_window_mask
+from .attention import BorderMask, border_windows, relative_position_index
 from .blocks import ResidualGroup
 from .ffn import image_to_tokens, tokens_to_image
 from .heads import build_head, head_forward
@@ -83,7 +83,7 @@ class MambaIRv2(nn.Module):
                 nn.Conv2d(d // 4, d // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(d // 4, d, 3, 1, 1))
         build_head(self, c.upsampler, c.embed_dim, c.in_chans, c.upscale)
-        self._masks: Dict[Tuple, Tensor] = {}
+        self._masks: Dict[Tuple, BorderMask] = {}
         self.apply(_init_weights)
 
     # -- routing -------------------------------------------------------------------------
@@ -103,14 +103,15 @@ class MambaIRv2(nn.Module):
         return self
 
     # -- forward -------------------------------------------------------------------------
-    def attention_mask(self, h: int, w: int, device: torch.device) -> Tensor:
-        """Shifted-window mask for a padded ``h×w`` input (cached per size and device)."""
+    def attention_mask(self, h: int, w: int, device: torch.device) -> BorderMask:
+        """Shifted-window masks for a padded ``h×w`` input (cached per size and device)."""
         key = (h, w, str(device))
         mask = self._masks.get(key)
         if mask is None:
             if len(self._masks) > 16:
                 self._masks.clear()
-            mask = shifted_window_mask(h, w, self.window_size, self.window_size // 2).to(device)
+            m = border_windows(h, w, self.window_size, self.window_size // 2)
+            mask = BorderMask(m.index.to(device), m.masks.to(device), m.windows)
             self._masks[key] = mask
         return mask
 
