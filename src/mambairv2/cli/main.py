@@ -10,10 +10,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import info
+from . import bench, convert, info
+from . import restore as restore_cmd
 from .errors import CLIError
 
-COMMANDS: tuple = (info,)
+COMMANDS: tuple = (info, restore_cmd, convert, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
