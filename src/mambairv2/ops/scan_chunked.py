@@ -1,20 +1,21 @@
 """Chunked selective scan in pure PyTorch.
 
-The sequence is cut into ``n_chunks`` chunks of ``T`` tokens and laid out ``T×B×D×chunks×N`` so
-that step ``t`` of every chunk is one contiguous slab. Two sweeps of ``T`` vectorised steps run
-all chunks at once:
+The sequence of ``L`` tokens is cut into ``nc`` chunks of ``T`` tokens. Step ``t`` of every chunk
+is one slab ``B×D×N×nc`` (chunks innermost, so broadcasts over N vectorise) that is sized to
+stay in cache. Two sweeps of ``T`` vectorised steps run all chunks at once:
 
 1. from a zero state, giving each chunk's local end state;
-2. after a carry over chunks (``state_in[c] = decay[c-1]·state_in[c-1] + local_end[c-1]``, a
-   log-depth scan), again from each chunk's true entry state, reading out ``y``.
+2. after the carry over chunks (``entry[c] = decay[c-1]·entry[c-1] + local_end[c-1]``, a
+   log-depth scan along the chunk axis), again from each chunk's true entry state, reading
+   out ``y``.
 
-Python steps: about ``2·T + log2(n_chunks)`` instead of ``L``, each over a cache-sized slab. It is exact (same
-recurrence, no exp of positive numbers, so no overflow), works with autograd, and under
-``torch.no_grad`` runs in place in preallocated buffers.
+``exp(Δ·A)`` and ``Δ·B·u`` are recomputed per step instead of materialised for the whole
+sequence (``L·D·N`` floats), which is what makes it fast on CPUs. It is exact (the same
+recurrence, no exp of positive numbers, hence no overflow) and differentiable; under
+``torch.no_grad`` it runs in place in a few preallocated slabs.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -22,88 +23,88 @@ import torch
 from .scan_common import ScanInputs
 
 Tensor = torch.Tensor
+SLAB_ELEMENTS = 200_000  # per-step working set (~0.8 MB in float32): sized for L2 caches
 
 
-def default_chunk_size(length: int) -> int:
-    """About sqrt(L), which balances the in-chunk sweeps against the carry over chunks."""
-    return max(8, min(256, int(math.ceil(math.sqrt(length)))))
+def default_chunk_size(batch: int, dim: int, d_state: int, length: int) -> int:
+    """Chunk length ``T`` such that one step's slab has about ``SLAB_ELEMENTS`` elements."""
+    t = -(-batch * dim * d_state * length // SLAB_ELEMENTS)
+    return max(8, min(256, t))
 
 
 def _entry_states(decay: Tensor, local_end: Tensor) -> Tensor:
-    """State entering each chunk, ``x_c = decay_{c-1}·x_{c-1} + local_end_{c-1}`` (x_0 = 0), by a
-    log-depth (Hillis–Steele) scan over the chunk axis (dim 2): products of decays stay ≤ 1."""
+    """State entering each chunk along the last dim, ``x_c = decay_{c-1}·x_{c-1} +
+    local_end_{c-1}`` with ``x_0 = 0``, by a log-depth (Hillis–Steele) scan; decay products stay ≤ 1."""
     a, b = decay, local_end
-    nc = b.shape[2]
+    nc = b.shape[-1]
     shift = 1
     while shift < nc:
-        b = torch.cat([b[:, :, :shift], torch.addcmul(b[:, :, shift:], a[:, :, shift:], b[:, :, :-shift])], dim=2)
-        a = torch.cat([a[:, :, :shift], a[:, :, shift:] * a[:, :, :-shift]], dim=2)
+        b = torch.cat([b[..., :shift], torch.addcmul(b[..., shift:], a[..., shift:], b[..., :-shift])], dim=-1)
+        a = torch.cat([a[..., :shift], a[..., shift:] * a[..., :-shift]], dim=-1)
         shift *= 2
-    return torch.cat([torch.zeros_like(b[:, :, :1]), b[:, :, :-1]], dim=2)
+    return torch.cat([torch.zeros_like(b[..., :1]), b[..., :-1]], dim=-1)
 
 
 def selective_scan_chunked(s: ScanInputs, chunk_size: Optional[int] = None) -> Tensor:
     """Same result as the reference recurrence. Returns ``B×D×L``."""
     batch, dim, length = s.u.shape
     n = s.A.shape[1]
-    T = int(chunk_size) if chunk_size else default_chunk_size(length)
+    T = int(chunk_size) if chunk_size else default_chunk_size(batch, dim, n, length)
     T = max(1, min(T, length))
     nc = -(-length // T)
     pad = nc * T - length
 
-    def to_steps(x: Tensor) -> Tensor:
-        """B×D×L → T×B×D×chunks (zero-padded at the end: Δ=0 keeps the state unchanged)."""
+    def steps(x: Tensor) -> Tensor:
+        """…×L → T×…×nc (zero-padded at the end: Δ = 0 leaves the state unchanged)."""
         if pad:
             x = torch.nn.functional.pad(x, (0, pad))
-        return x.reshape(x.shape[0], x.shape[1], nc, T).permute(3, 0, 1, 2).contiguous()
+        x = x.reshape(*x.shape[:-1], nc, T)
+        return x.permute(x.dim() - 1, *range(x.dim() - 1)).contiguous()
 
-    def bc_to_steps(x: Tensor) -> Tensor:
-        """B×G×N×L → T×B×G×chunks×N."""
-        if pad:
-            x = torch.nn.functional.pad(x, (0, pad))
-        return x.reshape(batch, x.shape[1], n, nc, T).permute(4, 0, 1, 3, 2).contiguous()
+    delta = steps(s.delta).unsqueeze(3)  # T×B×D×1×nc
+    delta_u = delta * steps(s.u).unsqueeze(3)  # T×B×D×1×nc
+    Bs = steps(s.B_per_channel())  # T×B×(1|D)×N×nc
+    Cs = steps(s.C_per_channel())
+    A = s.A.view(1, dim, n, 1)
+    chunk_decay = torch.exp(delta.sum(0) * A)  # B×D×N×nc
 
-    delta = to_steps(s.delta)  # T×B×D×nc
-    u = to_steps(s.u)
-    Bs = bc_to_steps(s.B_per_channel())
-    Cs = bc_to_steps(s.C_per_channel())
-    A = s.A.view(1, 1, dim, 1, n)
-
-    delta_a = torch.exp(delta.unsqueeze(-1) * A)  # T×B×D×nc×N
-    delta_b_u = (delta * u).unsqueeze(-1) * Bs  # T×B×D×nc×N
-    chunk_decay = torch.exp(delta.sum(0).unsqueeze(-1) * A[0])  # B×D×nc×N
-
-    inplace = not torch.is_grad_enabled() or not any(
-        t.requires_grad for t in (s.u, s.delta, s.A, s.B, s.C))
-
-    # sweep 1: local end state of every chunk
-    if inplace:
-        h = delta_b_u[0].clone()
-        for t in range(1, T):
-            h.mul_(delta_a[t]).add_(delta_b_u[t])
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (s.u, s.delta, s.A, s.B, s.C)):
+        y = _sweeps_inplace(delta, delta_u, Bs, Cs, A, chunk_decay)
     else:
-        h = delta_b_u[0]
-        for t in range(1, T):
-            h = delta_a[t] * h + delta_b_u[t]
-    local_end = h
-
-    # carry across chunks: the state entering each chunk
-    h = _entry_states(chunk_decay, local_end)  # B×D×nc×N
-
-    # sweep 2: true states, read out y
-    if inplace:
-        states = delta_b_u  # overwritten in place with the states
-        for t in range(T):
-            torch.addcmul(states[t], delta_a[t], h, out=states[t])
-            h = states[t]
-        y = torch.einsum("tbdcn,tbdcn->tbdc", states, Cs.expand_as(states)) if Cs.shape[2] != 1 else \
-            torch.einsum("tbdcn,tbcn->tbdc", states, Cs[:, :, 0])
-    else:
-        ys = []
-        for t in range(T):
-            h = delta_a[t] * h + delta_b_u[t]
-            ys.append((h * Cs[t]).sum(-1))
-        y = torch.stack(ys, dim=0)  # T×B×D×nc
-
-    y = y.permute(1, 2, 3, 0).reshape(batch, dim, nc * T)[:, :, :length]
+        y = _sweeps(delta, delta_u, Bs, Cs, A, chunk_decay)
+    y = y.permute(1, 2, 3, 0).reshape(batch, dim, nc * T)[:, :, :length]  # T×B×D×nc → B×D×L
     return s.finish(y)
+
+
+def _sweeps_inplace(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor,
+                    chunk_decay: Tensor) -> Tensor:
+    T = delta.shape[0]
+    shape = chunk_decay.shape  # B×D×N×nc
+    decay = torch.empty(shape, dtype=A.dtype, device=A.device)
+    h = torch.zeros(shape, dtype=A.dtype, device=A.device)
+    for t in range(T):
+        torch.mul(delta[t], A, out=decay).exp_()
+        h.mul_(decay).addcmul_(delta_u[t], Bs[t])
+    h = _entry_states(chunk_decay, h)
+    scratch = torch.empty_like(h)
+    y = torch.empty((T,) + shape[:2] + shape[3:], dtype=A.dtype, device=A.device)  # T×B×D×nc
+    for t in range(T):
+        torch.mul(delta[t], A, out=decay).exp_()
+        h.mul_(decay).addcmul_(delta_u[t], Bs[t])
+        torch.sum(torch.mul(h, Cs[t], out=scratch), dim=2, out=y[t])
+    return y
+
+
+def _sweeps(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor,
+            chunk_decay: Tensor) -> Tensor:
+    """Out-of-place twin of :func:`_sweeps_inplace`, for autograd."""
+    T = delta.shape[0]
+    h = torch.zeros_like(chunk_decay)
+    for t in range(T):
+        h = h * torch.exp(delta[t] * A) + delta_u[t] * Bs[t]
+    h = _entry_states(chunk_decay, h)
+    ys = []
+    for t in range(T):
+        h = h * torch.exp(delta[t] * A) + delta_u[t] * Bs[t]
+        ys.append((h * Cs[t]).sum(2))
+    return torch.stack(ys, dim=0)
