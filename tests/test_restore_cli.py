@@ -131,6 +131,15 @@ def test_format_and_suffix(tmp_path, double):
     assert Image.open(tmp_path / "out" / "a_x2.jpg").format == "JPEG"
 
 
+def test_formats_without_alpha_or_16_bits_say_so(tmp_path, double, capsys):
+    _png(tmp_path / "in" / "a.png", 4, 4, c=4, dtype=np.uint16)
+    assert _run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", "w", "--format", "jpg") == 0
+    err = capsys.readouterr().err
+    assert "transparency dropped" in err and "stored as 8-bit" in err
+    out = imageio.read_image(tmp_path / "out" / "a.jpg")
+    assert out.pixels.shape == (8, 8, 3) and out.bit_depth == 8
+
+
 def test_folders_recursive_and_globs(tmp_path, double):
     src = tmp_path / "in"
     _png(src / "top.png", 4, 4)

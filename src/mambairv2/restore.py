@@ -196,13 +196,13 @@ def _tiled(forward: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: i
                     raise RuntimeError(f"model output {tuple(y.shape)} is not an integer multiple "
                                        f"of its input {tuple(x[:, :, :th, :tw].shape)}")
                 out = torch.zeros(1, y.shape[1], h * scale, w * scale, dtype=torch.float32)
-                weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float64)
+                weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32)
             ramp = overlap * scale
             wy = edge_ramp(th * scale, ramp, lead=y0 > 0, trail=y0 + th < h)
             wx = edge_ramp(tw * scale, ramp, lead=x0 > 0, trail=x0 + tw < w)
-            wt = (wy[:, None] * wx[None, :])[None, None]
+            wt = (wy[:, None] * wx[None, :]).float()[None, None]
             sy, sx = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
-            out[:, :, sy, sx] += y * wt.float()
+            out[:, :, sy, sx].addcmul_(y, wt)
             weight[:, :, sy, sx] += wt
             if bar is not None:
                 bar.update(1)
@@ -210,7 +210,7 @@ def _tiled(forward: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: i
         if bar is not None:
             bar.close()
     assert out is not None and weight is not None
-    return (out / weight.float()).to(torch.float32)
+    return out.div_(weight)
 
 
 class _Runner:

@@ -261,13 +261,14 @@ def _load(path: Path, device, dtype):
 # -- running -------------------------------------------------------------------------------------
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text:
         return "out of memory; try --tile 256 (or --tile auto)"
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _restore_one(model, job: Job, args: argparse.Namespace, progress: bool) -> None:
-    """Reads, restores and writes one image; raises ImageReadError/ImageWriteError/OSError/…"""
+def _restore_one(model, job: Job, args: argparse.Namespace, progress: bool) -> List[str]:
+    """Reads, restores and writes one image; returns notes on what the output format could not
+    hold. Raises ImageReadError/ImageWriteError/OSError/…"""
     import numpy as np
 
     from ..imageio import atomic_write_bytes, encode_image, format_for_name, read_image, with_pixels
@@ -284,8 +285,14 @@ def _restore_one(model, job: Job, args: argparse.Namespace, progress: bool) -> N
                        self_ensemble=args.self_ensemble, progress=progress)
     out_px = np.rint(y[0].permute(1, 2, 0).numpy() * peak).astype(px.dtype)
     fmt = format_for_name(args.format) if args.format else image.format
+    notes = []
+    if fmt == "JPEG" and image.channels in (2, 4):
+        notes.append("JPEG has no alpha channel: transparency dropped")
+    if fmt in ("JPEG", "WEBP", "BMP") and image.bit_depth == 16:
+        notes.append(f"{fmt} holds 8 bits per sample: stored as 8-bit")
     data = encode_image(with_pixels(image, out_px), fmt, quality=args.quality)
     atomic_write_bytes(job.out, data, overwrite=args.overwrite)
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -353,7 +360,8 @@ def run(args: argparse.Namespace) -> int:
             for job in todo:
                 bar.set_postfix_str(job.src.name[-40:], refresh=False)
                 try:
-                    _restore_one(model, job, args, progress=interactive)
+                    for note in _restore_one(model, job, args, progress=interactive):
+                        say(f"note: {job.out}: {note}")
                     tally.restored += 1
                 except FileExistsError:
                     tally.skipped += 1
