@@ -86,23 +86,38 @@ def test_wrong_channel_count_is_a_clear_error():
         tiny()(torch.rand(1, 1, 8, 8))
 
 
+@pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("h,w", [(16, 16), (16, 48), (48, 32), (64, 64)])
-def test_border_window_attention_equals_full_shift_mask(h, w):
-    """Masking only the border windows gives exactly Swin's full shift-mask attention."""
-    from mambairv2.model.attention import WindowAttention, border_windows, relative_position_index, \
-        shifted_window_mask
+def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w, shifted):
+    """Gathering tokens by the window plan, attending per mask group and scatter-adding back
+    gives exactly the released roll → partition → full shift mask → reverse → roll back."""
+    from mambairv2.model.attention import WindowAttention, relative_position_index, \
+        shifted_window_mask, window_partition, window_plan
 
     torch.manual_seed(0)
     ws, heads, c, b = 16, 2, 8, 2
+    shift = ws // 2 if shifted else 0
     attn = WindowAttention(c, ws, heads).double()
-    nw = (h // ws) * (w // ws)
-    qkv = torch.randn(b * nw, ws * ws, 3 * c, dtype=torch.float64)
+    wqkv = torch.nn.Linear(c, 3 * c).double()
+    x = torch.randn(b, h * w, c, dtype=torch.float64)
     rpi = relative_position_index(ws)
-    got = attn(qkv, rpi, border_windows(h, w, ws, ws // 2))
-    # plain released computation with the full mask
-    full = shifted_window_mask(h, w, ws, ws // 2).double()
-    q, k, v = qkv.view(b * nw, ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    plan = window_plan(b, h, w, ws, shift, torch.device("cpu"))
+    assert sorted(plan.index.tolist()) == list(range(b * h * w))
+    y = attn(wqkv(x.reshape(-1, c)[plan.index]), rpi, plan)
+    got = torch.zeros(b * h * w, c, dtype=torch.float64).index_add(0, plan.index, y).view(b, h, w, c)
+    # the released computation
+    qkv = wqkv(x).view(b, h, w, 3 * c)
+    if shift:
+        qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
+    win = window_partition(qkv, ws)
+    nw = (h // ws) * (w // ws)
+    q, k, v = win.view(b * nw, ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
     a = (q * attn.scale) @ k.transpose(-2, -1) + attn.position_bias(rpi).unsqueeze(0)
-    a = a.view(b, nw, heads, ws * ws, ws * ws) + full.unsqueeze(1).unsqueeze(0)
-    want = attn.proj((a.view(-1, heads, ws * ws, ws * ws).softmax(-1) @ v).transpose(1, 2).reshape(b * nw, ws * ws, c))
+    if shift:
+        full = shifted_window_mask(h, w, ws, shift).double()
+        a = (a.view(b, nw, heads, ws * ws, ws * ws) + full.unsqueeze(1).unsqueeze(0)).view(-1, heads, ws * ws, ws * ws)
+    out = attn.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b * nw, ws * ws, c))
+    want = out.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    if shift:
+        want = torch.roll(want, shifts=(shift, shift), dims=(1, 2))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

@@ -38,6 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ..runtime import tune_allocator
+
+    tune_allocator()
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

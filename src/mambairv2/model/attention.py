@@ -1,7 +1,7 @@
 """Window multi-head self-attention with Swin's relative position bias and shift mask."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,14 +15,6 @@ def window_partition(x: Tensor, ws: int) -> Tensor:
     b, h, w, c = x.shape
     x = x.view(b, h // ws, ws, w // ws, ws, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-
-
-def window_reverse(windows: Tensor, ws: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition`: ``(B·nW)×(ws·ws)×C`` → ``B×H×W×C``."""
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // ws) * (w // ws))
-    x = windows.view(b, h // ws, w // ws, ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def relative_position_index(ws: int) -> Tensor:
@@ -50,26 +42,51 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
-class BorderMask(NamedTuple):
-    """Shift mask of the windows that need one (the last row and column of windows)."""
+class WindowGroup(NamedTuple):
+    """Consecutive windows of a :class:`WindowPlan` that share one shift mask."""
 
-    index: Tensor  #: nB window indices (raster order within an image)
-    masks: Tensor  #: nB×ws²×ws², 0 / −100
-    windows: int  #: windows per image
+    windows: int  #: number of windows (over the whole batch)
+    mask: Optional[Tensor]  #: ws²×ws² shift mask (0 / −100), None where it is all zero
 
 
-def border_windows(h: int, w: int, ws: int, shift: int) -> BorderMask:
-    """The windows whose shift mask is not all zero and their masks; every other window of a
-    shifted layer attends with the position bias only, exactly as with the full mask."""
+class WindowPlan(NamedTuple):
+    """Where each token goes for window attention, replacing Swin's roll + window partition.
+
+    ``index[p]`` is the position, in the flattened ``B×H×W`` raster, of the token that sits at
+    position ``p`` of the window order. Windows come in groups by shift mask (without shift one
+    group; with it: inner windows, last row, last column, corner), batch-major within a group,
+    tokens in raster order within a window, so every group is one contiguous slice and gets a
+    single broadcast mask instead of one mask per window.
+    """
+
+    index: Tensor
+    groups: Tuple[WindowGroup, ...]
+
+
+def window_plan(b: int, h: int, w: int, ws: int, shift: int, device: torch.device) -> WindowPlan:
+    """The plan of a ``b×h×w`` token grid (``h``, ``w`` multiples of ``ws``); ``shift`` is the
+    cyclic shift of the released model (0, or ``ws // 2`` in odd layers)."""
     rows, cols = h // ws, w // ws
-    idx = sorted({(rows - 1) * cols + j for j in range(cols)} | {i * cols + cols - 1 for i in range(rows)})
-    index = torch.tensor(idx, dtype=torch.long)
-    # the mask of a window depends only on whether it is in the last row / last column
-    small = shifted_window_mask(min(h, 2 * ws), min(w, 2 * ws), ws, shift)
-    sc = min(w, 2 * ws) // ws
-    pick = [(1 if i // cols == rows - 1 and rows > 1 else 0) * sc + (1 if i % cols == cols - 1 and cols > 1 else 0)
-            for i in idx]
-    return BorderMask(index, small[torch.tensor(pick, dtype=torch.long)], rows * cols)
+    window = torch.arange(rows * cols)
+    if shift:
+        # a window's mask depends only on whether it is in the last row / the last column
+        small = shifted_window_mask(min(h, 2 * ws), min(w, 2 * ws), ws, shift)
+        sc = min(w, 2 * ws) // ws
+        code = ((window // cols == rows - 1) & (rows > 1)).long() * sc + \
+            ((window % cols == cols - 1) & (cols > 1)).long()
+        keys = sorted(set(code.tolist()))
+        members = [window[code == k] for k in keys]
+        masks = [small[k] if bool(small[k].any()) else None for k in keys]
+    else:
+        members, masks = [window], [None]
+    a = torch.arange(ws)
+    parts, groups = [], []
+    for wins, mask in zip(members, masks):
+        r, c = (wins // cols)[:, None, None], (wins % cols)[:, None, None]
+        tok = ((r * ws + a[None, :, None] + shift) % h) * w + (c * ws + a[None, None, :] + shift) % w
+        parts.append((torch.arange(b)[:, None] * (h * w) + tok.reshape(1, -1)).reshape(-1))
+        groups.append(WindowGroup(b * wins.numel(), None if mask is None else mask.to(device)))
+    return WindowPlan(torch.cat(parts).to(device), tuple(groups))
 
 
 class WindowAttention(nn.Module):
@@ -93,30 +110,19 @@ class WindowAttention(nn.Module):
         n = self.window_size ** 2
         return self.relative_position_bias_table[rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, qkv: Tensor, rpi: Tensor, border: Optional[BorderMask] = None) -> Tensor:
-        """``qkv``: ``(B·nW)×n×3C`` → ``(B·nW)×n×C``.
-
-        ``border``: for shifted layers, the windows that need Swin's shift mask (see
-        :func:`border_windows`); the others attend with the position bias only.
-        """
-        bw, n, c3 = qkv.shape
-        c = c3 // 3
+    def forward(self, qkv: Tensor, rpi: Tensor, plan: WindowPlan) -> Tensor:
+        """``qkv``: ``N×3C`` tokens in the window order of ``plan`` → ``N×C`` in that order."""
+        c = qkv.shape[1] // 3
         heads = self.num_heads
         hd = c // heads
-        q, k, v = qkv.view(bw, n, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # bw×heads×n×hd
+        n = self.window_size ** 2
         bias = self.position_bias(rpi).unsqueeze(0).to(qkv.dtype)  # 1×heads×n×n
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        if border is not None:
-            index, masks, nw = border
-            nb = index.numel()
-            b = bw // nw
-
-            def pick(t: Tensor) -> Tensor:  # B×nW×heads×n×hd → B×(nB·heads)×n×hd
-                return t.reshape(b, nw, heads, n, hd).index_select(1, index).reshape(b, nb * heads, n, hd)
-
-            masked_bias = (bias + masks.to(qkv.dtype).unsqueeze(1)).reshape(1, nb * heads, n, n)
-            xb = F.scaled_dot_product_attention(pick(q), pick(k), pick(v), attn_mask=masked_bias,
-                                                scale=self.scale)
-            x = x.reshape(b, nw, heads, n, hd).index_copy(1, index, xb.reshape(b, nb, heads, n, hd))
-        x = x.reshape(bw, heads, n, hd).transpose(1, 2).reshape(bw, n, c)
-        return self.proj(x)
+        outs, start = [], 0
+        for group in plan.groups:
+            tokens = group.windows * n
+            q, k, v = qkv[start:start + tokens].view(group.windows, n, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+            mask = bias if group.mask is None else bias + group.mask.to(qkv.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            outs.append(x.transpose(1, 2).reshape(tokens, c))
+            start += tokens
+        return self.proj(outs[0] if len(outs) == 1 else torch.cat(outs))

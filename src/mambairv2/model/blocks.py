@@ -1,16 +1,17 @@
 """Attentive layer (window attention + ASSM, each with its FFN) and the residual group."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 
 from .assm import ASSM
-from .attention import BorderMask, WindowAttention, window_partition, window_reverse
+from .attention import WindowAttention, WindowPlan
 from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
 
 Tensor = torch.Tensor
+Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift
 
 
 def make_ffn(kind: str, dim: int, hidden: int, kernel_size: int) -> nn.Module:
@@ -43,21 +44,18 @@ class AttentiveLayer(nn.Module):
         self.embeddingA = nn.Embedding(inner_rank, d_state)
         nn.init.uniform_(self.embeddingA.weight, -1 / inner_rank, 1 / inner_rank)
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
-        """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window)."""
-        h, w = size
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
+        """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window);
+        ``plans``: the window plans without and with shift (see ``WindowPlan``)."""
         b, n, c = x.shape
-        ws, shift = self.window_size, self.shift_size
+        plan = plans[1] if self.shift_size else plans[0]
 
         shortcut = x
-        qkv = self.wqkv(self.norm1(x)).view(b, h, w, 3 * c)
-        if shift:
-            qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
-        attn = self.win_mhsa(window_partition(qkv, ws), rpi, border if shift else None)
-        attn = window_reverse(attn, ws, h, w)
-        if shift:
-            attn = torch.roll(attn, shifts=(shift, shift), dims=(1, 2))
-        x_win = attn.reshape(b, n, c) + shortcut
+        # roll + window partition as one gather of the normalised tokens (the per-token wqkv
+        # commutes with it), and the inverse as a scatter-add onto the shortcut
+        windows = self.norm1(x).reshape(b * n, c).index_select(0, plan.index)
+        attn = self.win_mhsa(self.wqkv(windows), rpi, plan)
+        x_win = shortcut.reshape(b * n, c).index_add(0, plan.index, attn).view(b, n, c)
         x_win = self.convffn1(self.norm2(x_win), size) + x_win
         x = shortcut * self.scale1 + x_win
 
@@ -77,9 +75,9 @@ class BasicBlock(nn.Module):
             AttentiveLayer(dim=dim, shift_size=0 if i % 2 == 0 else ws // 2, **layer_kwargs)
             for i in range(depth))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
         for layer in self.layers:
-            x = layer(x, size, rpi, border)
+            x = layer(x, size, rpi, plans)
         return x
 
 
@@ -97,6 +95,6 @@ class ResidualGroup(nn.Module):
                 nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(dim // 4, dim, 3, 1, 1))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, border: Optional[BorderMask]) -> Tensor:
-        y = self.residual_group(x, size, rpi, border)
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
+        y = self.residual_group(x, size, rpi, plans)
         return image_to_tokens(self.conv(tokens_to_image(y, size))) + x

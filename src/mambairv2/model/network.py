@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from ..config import MambaIRv2Config
 from .assm import ASSM, ROUTING_MODES
-from .attention import BorderMask, border_windows, relative_position_index
+from .attention import WindowPlan, relative_position_index, window_plan
 from .blocks import ResidualGroup
 from .ffn import image_to_tokens, tokens_to_image
 from .heads import build_head, head_forward
@@ -83,7 +83,7 @@ class MambaIRv2(nn.Module):
                 nn.Conv2d(d // 4, d // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(d // 4, d, 3, 1, 1))
         build_head(self, c.upsampler, c.embed_dim, c.in_chans, c.upscale)
-        self._masks: Dict[Tuple, BorderMask] = {}
+        self._plans: Dict[Tuple, Tuple[WindowPlan, WindowPlan]] = {}
         self.apply(_init_weights)
 
     # -- routing -------------------------------------------------------------------------
@@ -103,25 +103,25 @@ class MambaIRv2(nn.Module):
         return self
 
     # -- forward -------------------------------------------------------------------------
-    def attention_mask(self, h: int, w: int, device: torch.device) -> BorderMask:
-        """Shifted-window masks for a padded ``h×w`` input (cached per size and device)."""
-        key = (h, w, str(device))
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) > 16:
-                self._masks.clear()
-            m = border_windows(h, w, self.window_size, self.window_size // 2)
-            mask = BorderMask(m.index.to(device), m.masks.to(device), m.windows)
-            self._masks[key] = mask
-        return mask
+    def window_plans(self, b: int, h: int, w: int, device: torch.device) -> Tuple[WindowPlan, WindowPlan]:
+        """Window plans without and with shift for a padded ``b×h×w`` input (cached)."""
+        key = (b, h, w, str(device))
+        plans = self._plans.get(key)
+        if plans is None:
+            if len(self._plans) > 16:
+                self._plans.clear()
+            ws = self.window_size
+            plans = (window_plan(b, h, w, ws, 0, device), window_plan(b, h, w, ws, ws // 2, device))
+            self._plans[key] = plans
+        return plans
 
     def forward_features(self, x: Tensor) -> Tensor:
         size = (x.shape[2], x.shape[3])
-        mask = self.attention_mask(size[0], size[1], x.device)
+        plans = self.window_plans(x.shape[0], size[0], size[1], x.device)
         rpi = self.relative_position_index_SA
         t = self.patch_embed(image_to_tokens(x))
         for group in self.layers:
-            t = group(t, size, rpi, mask)
+            t = group(t, size, rpi, plans)
         return tokens_to_image(self.norm(t), size)
 
     def forward(self, x: Tensor) -> Tensor:
