@@ -28,6 +28,10 @@ SLAB_ELEMENTS = 200_000  # per-step working set (~0.8 MB in float32): sized for 
 # slab) keep the sweeps short until the slabs outgrow the GPU. Measured on an H100 (light x4):
 # T = 8 best at 256² (L = 65536), T = 32 at 512² (L = 262144).
 GPU_TOKENS_PER_STEP = 8192
+# exp(Δ·A) is clamped below at exp(-60) ≈ 9e-27: an exp whose result is subnormal, and products
+# with it, run up to 70× slower on x86 CPUs, and the state's change is < 1e-26 relative, far
+# below float64 rounding of anything it is added to.
+MIN_LOG_DECAY = -60.0
 
 
 def default_chunk_size(batch: int, dim: int, d_state: int, length: int, device: torch.device) -> int:
@@ -73,7 +77,7 @@ def selective_scan_chunked(s: ScanInputs, chunk_size: Optional[int] = None) -> T
     Bs = steps(s.B_per_channel())  # T×B×(1|D)×N×nc
     Cs = steps(s.C_per_channel())
     A = s.A.view(1, dim, n, 1)
-    chunk_decay = torch.exp(delta.sum(0) * A)  # B×D×N×nc
+    chunk_decay = torch.exp((delta.sum(0) * A).clamp_(min=MIN_LOG_DECAY))  # B×D×N×nc
 
     if not torch.is_grad_enabled() or not any(t.requires_grad for t in (s.u, s.delta, s.A, s.B, s.C)):
         y = _sweeps_inplace(delta, delta_u, Bs, Cs, A, chunk_decay)
@@ -90,13 +94,13 @@ def _sweeps_inplace(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: T
     decay = torch.empty(shape, dtype=A.dtype, device=A.device)
     h = torch.zeros(shape, dtype=A.dtype, device=A.device)
     for t in range(T):
-        torch.mul(delta[t], A, out=decay).exp_()
+        torch.mul(delta[t], A, out=decay).clamp_(min=MIN_LOG_DECAY).exp_()
         h.mul_(decay).addcmul_(delta_u[t], Bs[t])
     h = _entry_states(chunk_decay, h)
     scratch = torch.empty_like(h)
     y = torch.empty((T,) + shape[:2] + shape[3:], dtype=A.dtype, device=A.device)  # T×B×D×nc
     for t in range(T):
-        torch.mul(delta[t], A, out=decay).exp_()
+        torch.mul(delta[t], A, out=decay).clamp_(min=MIN_LOG_DECAY).exp_()
         h.mul_(decay).addcmul_(delta_u[t], Bs[t])
         torch.sum(torch.mul(h, Cs[t], out=scratch), dim=2, out=y[t])
     return y
@@ -108,10 +112,10 @@ def _sweeps(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor,
     T = delta.shape[0]
     h = torch.zeros_like(chunk_decay)
     for t in range(T):
-        h = h * torch.exp(delta[t] * A) + delta_u[t] * Bs[t]
+        h = h * torch.exp((delta[t] * A).clamp(min=MIN_LOG_DECAY)) + delta_u[t] * Bs[t]
     h = _entry_states(chunk_decay, h)
     ys = []
     for t in range(T):
-        h = h * torch.exp(delta[t] * A) + delta_u[t] * Bs[t]
+        h = h * torch.exp((delta[t] * A).clamp(min=MIN_LOG_DECAY)) + delta_u[t] * Bs[t]
         ys.append((h * Cs[t]).sum(2))
     return torch.stack(ys, dim=0)
