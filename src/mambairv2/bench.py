@@ -38,8 +38,8 @@ def count_macs(model: MambaIRv2, x: Tensor) -> Dict[str, float]:
         scans.append(scan_macs(xs.shape[0], mod.d_inner, xs.shape[1], mod.d_state))
 
     def attention_hook(mod: WindowAttention, inputs, output) -> None:
-        windows, n, c3 = inputs[0].shape
-        attention.append(2 * windows * n * n * (c3 // 3))
+        tokens, c3 = inputs[0].shape  # tokens of all windows, q|k|v channels
+        attention.append(2 * tokens * mod.window_size ** 2 * (c3 // 3))
 
     handles = [m.register_forward_hook(scan_hook) for m in model.modules() if isinstance(m, SelectiveScan)]
     handles += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, WindowAttention)]
