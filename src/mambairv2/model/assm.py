@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import selective_scan
+from .ffn import image_to_tokens, tokens_to_image
 
 Tensor = torch.Tensor
 
@@ -133,10 +134,9 @@ class ASSM(nn.Module):
         prompt, groups = self.route_tokens(x, embedding_a)
         order, inverse = sgn_order(groups)
 
-        img = x.transpose(1, 2).reshape(b, c, size[0], size[1])
-        img = self.in_proj(img)
+        img = self.in_proj(tokens_to_image(x, size))
         img = img * torch.sigmoid(self.CPE(img))
-        tokens = img.flatten(2).transpose(1, 2)  # B×L×hidden
+        tokens = image_to_tokens(img)  # B×L×hidden
 
         y = self.selectiveScan(permute_tokens(tokens, order), prompt)
         y = self.out_proj(self.out_norm(y))
