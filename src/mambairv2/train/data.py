@@ -47,6 +47,31 @@ def list_images(folders: Sequence[str], extensions: Sequence[str]) -> List[Path]
     return files
 
 
+def image_size(path: Path) -> Tuple[int, int]:
+    """``(width, height)`` from the file header (EXIF rotation ignored); (0, 0) if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    w, h = h, w
+            except Exception:  # noqa: BLE001 - broken EXIF: keep the raw size
+                pass
+            return w, h
+    except Exception:  # noqa: BLE001 - reported by the caller
+        return 0, 0
+
+
+def drop_small(files: Sequence[Path], min_side: int) -> Tuple[List[Path], List[Path]]:
+    """Splits ``files`` into those whose shorter side is at least ``min_side`` and the rest."""
+    keep, small = [], []
+    for f in files:
+        (keep if min(image_size(f)) >= min_side else small).append(f)
+    return keep, small
+
+
 def lr_path_for(hr: Path, lr_root: str, template: str, scale: int) -> Path:
     """Pre-made LR file of an HR file: ``lr_root / template.format(name, scale, ext)``."""
     return Path(lr_root) / template.format(name=hr.stem, scale=scale, ext=hr.suffix)

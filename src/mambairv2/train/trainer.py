@@ -27,7 +27,7 @@ from . import distributed as D
 from .checkpointing import (find_resume_state, list_steps, load_state, rng_state, save_training_checkpoint,
                             set_rng_state)
 from .config import ConfigError, as_list, dump_config, model_config, task_of
-from .data import (DataError, InfiniteBatchSampler, TaskSpec, TrainDataset, ValImage, list_images,
+from .data import (DataError, InfiniteBatchSampler, drop_small, TaskSpec, TrainDataset, ValImage, list_images,
                    load_validation, lr_path_for, to_tensor, worker_init)
 from .ema import EMA
 from .logs import CSVLog, TensorBoard
@@ -63,6 +63,13 @@ def build_train_dataset(cfg: Mapping[str, Any], spec: TaskSpec) -> TrainDataset:
     if not roots:
         raise ConfigError("data.train_root is not set (e.g. --set data.train_root=/data/DIV2K/HR)")
     hr = list_images(roots, d["extensions"])
+    need = d["patch_size"] * (spec.scale if spec.task == "sr" else 1)
+    hr, small = drop_small(hr, need)
+    if small:
+        print(f"note: {len(small)} training image(s) smaller than the {need}px patch skipped "
+              f"(e.g. {small[0].name})", file=sys.stderr)
+    if not hr:
+        raise DataError(f"no training image is large enough for {need}px patches in {', '.join(roots)}")
     lr = None
     if d["train_lr_root"] and spec.task == "sr":
         if not Path(d["train_lr_root"]).is_dir():
