@@ -93,3 +93,11 @@ def gather_objects(info: DistInfo, obj: Any) -> List[Any]:
     out: List[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def weights_checksum(model: torch.nn.Module) -> List[float]:
+    """A cheap fingerprint of the weights (float64 sum and sum of squares over all parameters)."""
+    with torch.no_grad():
+        total = sum(float(p.double().sum()) for p in model.parameters())
+        squares = sum(float(p.double().pow(2).sum()) for p in model.parameters())
+    return [total, squares]

@@ -145,6 +145,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.criterion = build_loss(self.t["loss"], self.t["charbonnier_eps"])
         self.step = 0
+        self.elapsed_before = 0.0
+        self._start = time.time()
         if self.resume_from is not None:
             self._load(self.resume_from)
 
@@ -200,6 +202,7 @@ class Trainer:
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         self.step = int(st["step"])
+        self.elapsed_before = float(st.get("elapsed_s", 0.0))
         rngs = st.get("rng") or []
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
@@ -289,10 +292,17 @@ class Trainer:
         model.train(was_training)
         return float(np.mean(values))
 
+    def elapsed(self) -> float:
+        """Training seconds over all sessions of this run (resumes included)."""
+        return self.elapsed_before + time.time() - self._start
+
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
         """Writes the weights (BasicSR format) and the full training state (rank 0 writes)."""
         rngs = D.gather_objects(self.dist, rng_state())
+        sums = D.gather_objects(self.dist, D.weights_checksum(self.model))
+        if self.main and any(c != sums[0] for c in sums):
+            print(f"warning: the ranks' weights differ at step {self.step}: {sums}", file=sys.stderr)
         if self.main:
             state = {
                 "step": self.step,
@@ -303,6 +313,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "rng": rngs,
                 "world_size": self.dist.world_size,
+                "replica_checksums": sums,
+                "elapsed_s": self.elapsed(),
                 "config": dump_config(self.cfg),
             }
             save_training_checkpoint(self.out, self.step, self.model.state_dict(),
@@ -327,7 +339,7 @@ class Trainer:
         loader = self._loader()
         batches = iter(loader)
         bar = self._progress()
-        start = time.time()
+        start = self._start = time.time()
         window_loss, window_n, window_t = 0.0, 0, time.time()
         last_val: Optional[float] = None
         reason = "done"
@@ -357,7 +369,7 @@ class Trainer:
                     now = time.time()
                     its = window_n / max(now - window_t, 1e-9)
                     if self.main:
-                        self._log(step, mean, its, val, now - start, bar)
+                        self._log(step, mean, its, val, self.elapsed(), bar)
                     window_loss, window_n, window_t = 0.0, 0, now
                 over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
                 stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
