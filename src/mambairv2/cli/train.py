@@ -1,0 +1,54 @@
+"""``mambairv2 train CONFIG.yaml [--set KEY=VALUE ...] [--resume [DIR|auto]]``: train a model.
+
+Multi-GPU / multi-node: start it with torchrun, e.g.
+``torchrun --nproc_per_node 8 -m mambairv2 train configs/light_x2.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import CLIError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Train MambaIRv2 from a YAML config (see configs/). Checkpoints (BasicSR "
+                    "format, with EMA weights), the training state, log.csv and plot.png go to the "
+                    "output folder (default runs/<name>). Under torchrun, every rank runs this "
+                    "command; rank 0 writes the files.")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (dotted key, YAML value), e.g. --set train.lr=1e-3 "
+                        "--set data.train_root=/data/DIV2K/HR; repeatable")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR|auto",
+                   help="continue a run: 'auto' (the default when the flag has no value) takes the "
+                        "newest state in the output folder, or give a run folder or a .state file")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import CheckpointError
+    from ..train.config import ConfigError, dump_config, load_config
+    from ..train.data import DataError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            sys.stdout.write(dump_config(cfg))
+            return 0
+        from ..train.trainer import train
+
+        summary = train(cfg, resume=args.resume)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        raise CLIError(str(exc)) from None
+    except FloatingPointError as exc:
+        raise CLIError(f"training diverged: {exc}", code=1) from None
+    except ValueError as exc:  # e.g. an unavailable device
+        raise CLIError(str(exc)) from None
+    if summary["val_psnr"] is not None:
+        print(f"last validation PSNR: {summary['val_psnr']:.3f} dB", file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""Training configs: defaults, overrides, validation with one-line errors, shipped configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from _train_tiny import REPO, tiny_config
+from mambairv2.cli.main import main
+from mambairv2.train.config import ConfigError, build_config, load_config, model_config, parse_override
+
+
+def test_overrides_are_parsed_as_yaml_and_dotted():
+    cfg = build_config({"train": {"lr": 1e-3}}, ["train.lr=5e-4", "data.batch_size=8", "train.betas=[0.8, 0.9]",
+                                                 "model.overrides.embed_dim=24", "data.train_root=/x"])
+    assert cfg["train"]["lr"] == 5e-4 and cfg["data"]["batch_size"] == 8
+    assert cfg["train"]["betas"] == [0.8, 0.9]
+    assert model_config(cfg).embed_dim == 24
+    assert cfg["output_dir"] == str(Path("runs") / "mambairv2")
+    assert parse_override("val.root=") == ("val.root", None)
+
+
+@pytest.mark.parametrize("data, overrides, message", [
+    ({"train": {"lrr": 1}}, [], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+    ({}, ["train.lr=abc"], "train.lr: expected a number"),
+    ({}, ["train.iters=0"], "train.iters: must be > 0"),
+    ({}, ["train.loss=l2"], "train.loss: must be one of"),
+    ({}, ["model.overrides.depths=[1]"], "model:"),
+    ({}, ["model.scale=5"], "model:"),
+    ({}, ["nokey"], "expected KEY=VALUE"),
+    ({"data": 3}, [], "data: expected a section"),
+    ({}, ["train.ema_decay=1.5"], "train.ema_decay: must be < 1"),
+])
+def test_bad_values_raise_config_error(data, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        build_config(data, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def _cli_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_reports_one_line_errors(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert "no such config file" in _cli_error(capsys, ["train", str(tmp_path / "missing.yaml")])
+    assert "unknown config key" in _cli_error(capsys, ["train", str(cfg), "--set", "train.nope=1"])
+    assert "expected an integer" in _cli_error(capsys, ["train", str(cfg), "--set", "data.batch_size=two"])
+    assert "no such dataset folder" in _cli_error(
+        capsys, ["train", str(cfg), "--set", f"data.train_root={tmp_path / 'absent'}"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert "not valid YAML" in _cli_error(capsys, ["train", str(bad)])
+    assert "--resume" in _cli_error(capsys, ["train", str(cfg), "--resume", str(tmp_path / "nowhere")])
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    names = {p.stem for p in configs}
+    for variant in ("light", "small", "base", "large"):
+        for scale in (2, 3, 4):
+            assert f"train_{variant}_x{scale}" in names
+    for sigma in (15, 25, 50):
+        assert f"train_denoise_sigma{sigma}" in names
+    for q in (10, 30, 40):
+        assert f"train_jpeg_q{q}" in names
+    assert {"quickstart_light_x2_cpu", "default_light_x4_gpu"} <= names
+    for p in configs:
+        cfg = load_config(p)
+        mc = model_config(cfg)
+        assert cfg["train"]["iters"] > 0 and mc.upscale >= 1, p
+        if p.stem.startswith("train_"):
+            assert cfg["train"]["iters"] == 500000 and cfg["train"]["betas"] == [0.9, 0.99], p
+            assert cfg["train"]["milestones"] == [250000, 400000, 450000, 475000], p
+            if mc.task == "sr":
+                assert cfg["train"]["loss"] == "l1" and cfg["data"]["patch_size"] == 64
+                assert cfg["data"]["batch_size"] == 32
+                if mc.upscale > 2:
+                    assert cfg["model"]["init_from"], f"{p.name}: x3/x4 start from x2"
+            else:
+                assert cfg["train"]["loss"] == "charbonnier" and cfg["data"]["patch_size"] == 128
+                assert cfg["data"]["batch_size"] == 8
