@@ -10,11 +10,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import bench, convert, info
+from . import bench, convert, degrade, evaluate, info
 from . import restore as restore_cmd
 from .errors import CLIError
 
-COMMANDS: tuple = (info, restore_cmd, convert, bench)
+COMMANDS: tuple = (info, restore_cmd, convert, bench, degrade, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
