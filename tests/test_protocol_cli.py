@@ -61,6 +61,16 @@ def test_degrade_sr_writes_lr_files_and_skips_non_images(tmp_path, capsys):
     assert (out / "im0x2.png").stat().st_mtime_ns == before
 
 
+def test_degrade_corrupt_image_is_skipped_with_a_warning_and_exit_1(tmp_path, capsys):
+    _folder(tmp_path / "hr", n=1)
+    (tmp_path / "hr" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code = main(["degrade", "--task", "sr", "--scale", "2", "--hr-dir", str(tmp_path / "hr"),
+                 "--out", str(tmp_path / "lr"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "bad.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == ["im0x2.png"]
+
+
 def test_degrade_write_failure_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
     _folder(tmp_path / "hr", n=2)
     out = tmp_path / "lr"
@@ -172,6 +182,10 @@ def test_evaluate_weights_whole_and_official(tmp_path, capsys, small_x2):
         assert data["scale"] == 2 and data["protocol"] == protocol  # scale taken from the model
         scores[protocol] = data["datasets"]["imgs"]["psnr"]
     assert scores["whole"] == pytest.approx(scores["official"], abs=1e-3)  # images < 200 px: one part
+    js = tmp_path / "tiles.json"
+    assert main(["evaluate", "--weights", str(small_x2), "--task", "sr", "--hr-dir", str(tmp_path / "imgs"),
+                 "--tile", "16", "--tile-overlap", "4", "--device", "cpu", "--json", str(js), "-q"]) == 0
+    assert len(json.loads(js.read_text())["datasets"]["imgs"]["images"]) == 2
     capsys.readouterr()
     code = main(["evaluate", "--weights", str(small_x2), "--task", "sr", "--scale", "3", "--hr-dir",
                  str(tmp_path / "imgs"), "--device", "cpu"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .errors import CLIError
+from .restore import _nonnegative, _tile_arg
 
 #: Baselines usable with ``--model``, and the tasks they apply to.
 BASELINES: Dict[str, tuple] = {"bicubic": ("sr",), "identity": ("denoise", "jpeg")}
@@ -62,6 +63,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("whole", "official"), default="whole",
                    help="'whole': the whole image at once (default); 'official': the released "
                         "test's overlapping ~200-px crops (to reproduce the tables to 0.01 dB)")
+    p.add_argument("--tile", type=_tile_arg, default=None, metavar="N|auto",
+                   help="whole protocol: restore in blended overlapping tiles of N input pixels to "
+                        "bound memory ('auto': from free memory; default: no tiles)")
+    p.add_argument("--tile-overlap", type=_nonnegative, default=None, metavar="N",
+                   help="overlap of neighbouring tiles in input pixels (default: as 'restore')")
     p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble (flips/transposes)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps", help="where to run (default: %(default)s)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
@@ -196,14 +202,19 @@ def run(args: argparse.Namespace) -> int:
         if args.task not in BASELINES[label]:
             raise CLIError(f"--model {label} is a baseline for --task {' / '.join(BASELINES[label])}, "
                            f"not {args.task}")
-        if args.self_ensemble or args.protocol != "whole":
-            raise CLIError(f"--self-ensemble and --protocol apply to models, not the {label} baseline")
+        if args.self_ensemble or args.protocol != "whole" or args.tile is not None:
+            raise CLIError(f"--self-ensemble, --protocol and --tile apply to models, not the {label} baseline")
         method = ev.bicubic_restorer(spec.scale) if label == "bicubic" else ev.identity_restorer()
     else:
         expected = spec.scale if spec.task == "sr" else 1
         if model_scale is not None and model_scale != expected:
             raise CLIError(f"the model upscales x{model_scale}, but {spec.describe()} needs x{expected}")
-        method = ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected)
+        if args.tile is not None and args.protocol != "whole":
+            raise CLIError("--tile applies to --protocol whole")
+        if isinstance(args.tile, int) and args.tile_overlap is not None and args.tile_overlap >= args.tile:
+            raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+        method = ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected,
+                                   tile=args.tile, tile_overlap=args.tile_overlap)
 
     if args.json:
         jp = Path(args.json)

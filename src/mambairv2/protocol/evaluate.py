@@ -303,18 +303,23 @@ def official_crops(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 
 
 def model_restorer(model: torch.nn.Module, protocol: str = "whole", self_ensemble: bool = False,
-                   scale: Optional[int] = None) -> Restorer:
-    """A MambaIRv2 model as a method: the whole image at once (``protocol="whole"``) or the
-    released ~200-px crops (``"official"``), optionally with the x8 self-ensemble (per crop)."""
-    from ..restore import restore_tensor
+                   scale: Optional[int] = None, tile: Union[None, int, str] = None,
+                   tile_overlap: Optional[int] = None) -> Restorer:
+    """A MambaIRv2 model as a method: the whole image at once (``protocol="whole"``; with
+    ``tile``, in blended overlapping tiles to bound memory, see :func:`mambairv2.restore.restore_tensor`)
+    or the released ~200-px crops (``"official"``), optionally with the x8 self-ensemble (per crop)."""
+    from ..restore import DEFAULT_TILE_OVERLAP, restore_tensor
 
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if protocol == "official" and tile is not None:
+        raise EvaluationError("tiles apply to the whole-image protocol, not the official crops")
     cfg = getattr(model, "config", None)
     s = int(scale if scale is not None else getattr(cfg, "upscale", 1))
+    overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else int(tile_overlap)
 
     def forward(t: torch.Tensor) -> torch.Tensor:
-        return restore_tensor(model, t, self_ensemble=self_ensemble)
+        return restore_tensor(model, t, tile=tile, tile_overlap=overlap, self_ensemble=self_ensemble)
 
     def run(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None]
