@@ -3,7 +3,7 @@ used only to check ``mambairv2.protocol`` (nothing here imports it).
 
 - ``imresize``: BasicSR's ``matlab_functions.imresize`` — weights from ``calculate_weights_indices``
   in float32 (torch's default), symmetric padding by flipping, height first then width, on a float
-  image in [0, 1], with no rounding between the passes; written as one loop over output rows/columns.
+  image in [0, 1], with no rounding between the passes; written as a sum over the kernel taps.
 - ``bgr2y`` / ``calculate_psnr`` / ``calculate_ssim``: BasicSR's ``to_y_channel`` and
   ``metrics/psnr_ssim.py`` (SSIM through ``cv2.filter2D`` with ``cv2.getGaussianKernel``).
 - ``sr_bicubic_scores``: the SR bicubic baseline computed with those functions, as a Python
@@ -70,12 +70,12 @@ def imresize(img: np.ndarray, scale: float) -> np.ndarray:
     ww, iw, sw0, sw1 = _weights_indices(w, ow, scale)
     xp = _pad_sym(x, 1, sh0, sh1)
     tmp = torch.zeros(c, oh, w)
-    for i in range(oh):  # one output row at a time
-        tmp[:, i, :] = torch.einsum("k,ckw->cw", wh[i], xp[:, ih[i], :])
+    for k in range(wh.shape[1]):  # one kernel tap at a time, for all output rows
+        tmp += wh[:, k].view(1, oh, 1) * xp[:, ih[:, k], :]
     tp = _pad_sym(tmp, 2, sw0, sw1)
     out = torch.zeros(c, oh, ow)
-    for j in range(ow):  # one output column at a time
-        out[:, :, j] = torch.einsum("k,chk->ch", ww[j], tp[:, :, iw[j]])
+    for k in range(ww.shape[1]):  # one kernel tap at a time, for all output columns
+        out += ww[:, k].view(1, 1, ow) * tp[:, :, iw[:, k]]
     return out.numpy().transpose(1, 2, 0)
 
 
