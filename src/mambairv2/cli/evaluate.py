@@ -1,0 +1,266 @@
+"""``mambairv2 evaluate``: PSNR/SSIM of a model or a baseline on benchmark folders, with the
+protocol of the paper's tables (see :mod:`mambairv2.protocol.evaluate`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .errors import CLIError
+from .restore import _nonnegative, _tile_arg
+
+#: Baselines usable with ``--model``, and the tasks they apply to.
+BASELINES: Dict[str, tuple] = {"bicubic": ("sr",), "identity": ("denoise", "jpeg")}
+#: Models bundled with the package: name → file under ``mambairv2/`` (add one line per model,
+#: e.g. ``"default": "weights/mambairv2_light_sr_x2.safetensors"``). Any
+#: ``mambairv2/weights/*.safetensors`` is usable by its stem as well.
+BUNDLED: Dict[str, str] = {}
+
+EPILOG = """protocol (as in the paper's tables):
+  sr       HR mod-cropped to S, LR = MATLAB bicubic (8-bit); PSNR/SSIM on Y (BT.601), crop S
+  denoise  clean + N(0, N/255) drawn with np.random.seed(0) per image in OpenCV's BGR layout,
+           not clipped; PSNR/SSIM on RGB, no crop
+  jpeg     OpenCV JPEG at quality Q of the gray image; PSNR/SSIM on gray, no crop
+  Outputs (and the identity baseline's input) are clamped to [0, 1] and rounded to 8 bits
+  before the metrics, as BasicSR's tensor2img. SSIM: 11x11 Gaussian window, sigma 1.5.
+
+examples:
+  mambairv2 evaluate --model bicubic --task sr --scale 4 --hr-dir Set5/HR --hr-dir Set14/HR
+  mambairv2 evaluate --weights MambaIRv2_lightSR_x2.pth --task sr --hr-dir B100/HR --json b100.json
+  mambairv2 evaluate --model identity --task denoise --sigma 25 --hr-dir CBSD68
+  mambairv2 evaluate --weights jpeg_q10.pth --task jpeg --quality 10 --hr-dir classic5 --protocol official"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate", help="PSNR/SSIM of a model or baseline on benchmark folders (the paper's protocol)",
+        description="Degrade clean images as the paper's benchmarks do, restore them with a model "
+                    "or a baseline, and report PSNR/SSIM per image and per dataset.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", metavar="FILE", help="a MambaIRv2 checkpoint (.pth or .safetensors)")
+    src.add_argument("--model", metavar="NAME",
+                     help="a baseline: 'bicubic' (sr) or 'identity' (denoise, jpeg: the degraded "
+                          "input itself), or a bundled model's name")
+    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg"), help="what is evaluated")
+    p.add_argument("--scale", type=int, metavar="S", help="SR scale (default with --weights: the model's)")
+    p.add_argument("--sigma", type=float, metavar="N", help="denoise: noise level on the 0..255 scale")
+    p.add_argument("--quality", type=int, metavar="Q", help="jpeg: quality 1-100")
+    p.add_argument("--color", action="store_true", help="jpeg: colour images stay colour (default: gray)")
+    p.add_argument("--hr-dir", required=True, action="append", metavar="DIR",
+                   help="folder of clean images; repeat for several datasets")
+    p.add_argument("--lr-dir", action="append", metavar="DIR",
+                   help="pre-made inputs for the --hr-dir at the same position (e.g. from "
+                        "'mambairv2 degrade': <name>x<S>.png, <name>.npy, <name>.png)")
+    p.add_argument("--name", action="append", metavar="NAME",
+                   help="dataset name for the --hr-dir at the same position (default: the folder's "
+                        "name, or its parent's when the folder is called HR)")
+    p.add_argument("--json", metavar="OUT", help="write the results (per image and mean) as JSON")
+    p.add_argument("--save-dir", metavar="DIR", help="write the restored images (8-bit PNG) to DIR/NAME/")
+    p.add_argument("--protocol", choices=("whole", "official"), default="whole",
+                   help="'whole': the whole image at once (default); 'official': the released "
+                        "test's overlapping ~200-px crops (to reproduce the tables to 0.01 dB)")
+    p.add_argument("--tile", type=_tile_arg, default=None, metavar="N|auto",
+                   help="whole protocol: restore in blended overlapping tiles of N input pixels to "
+                        "bound memory ('auto': from free memory; default: no tiles)")
+    p.add_argument("--tile-overlap", type=_nonnegative, default=None, metavar="N",
+                   help="overlap of neighbouring tiles in input pixels (default: as 'restore')")
+    p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble (flips/transposes)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps", help="where to run (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="model precision (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the table")
+    p.set_defaults(func=run)
+    return p
+
+
+def bundled_models() -> Dict[str, Path]:
+    """Name → weights file of the models shipped in the package (:data:`BUNDLED` and
+    ``mambairv2/weights/*.safetensors``)."""
+    from .restore import bundled_models as scanned
+
+    root = Path(__file__).resolve().parents[1]
+    found = dict(scanned())
+    found.update({name: root / rel for name, rel in BUNDLED.items()})
+    return found
+
+
+def resolve_model(name: str) -> Path:
+    """The weights file of a bundled model name.
+
+    Raises:
+        CLIError: unknown name, or a bundled model whose file is not installed.
+    """
+    root = Path(__file__).resolve().parents[1]
+    bundled = bundled_models()
+    if name in bundled:
+        path = bundled[name]
+        if not path.is_file():
+            raise CLIError(f"bundled model {name!r} is not installed ({path} is missing); "
+                           "pass --weights FILE")
+        return path
+    known = ", ".join(list(BASELINES) + list(bundled))
+    where = "" if (root / "weights").is_dir() else f"; this install has no bundled weights ({root / 'weights'} does not exist)"
+    raise CLIError(f"unknown model {name!r} (known: {known}){where}; pass --weights FILE for a checkpoint")
+
+
+def _spec(args: argparse.Namespace, model_scale: Optional[int]):
+    from ..protocol.evaluate import EvaluationError, TaskSpec
+
+    levels = {"sr": "--scale", "denoise": "--sigma", "jpeg": "--quality"}
+    for task, flag in levels.items():
+        if task != args.task and getattr(args, flag[2:]) is not None:
+            raise CLIError(f"{flag} applies to --task {task}, not {args.task}")
+    if args.color and args.task != "jpeg":
+        raise CLIError("--color applies to --task jpeg")
+    scale = args.scale
+    if args.task == "sr" and scale is None:
+        if model_scale is None:
+            raise CLIError("--task sr needs --scale")
+        scale = model_scale
+    if args.task == "denoise" and args.sigma is None:
+        raise CLIError("--task denoise needs --sigma")
+    if args.task == "jpeg" and args.quality is None:
+        raise CLIError("--task jpeg needs --quality")
+    try:
+        return TaskSpec(args.task, scale=scale or 1, sigma=args.sigma, quality=args.quality, color=args.color)
+    except EvaluationError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _load(path: Path, args: argparse.Namespace):
+    from ..checkpoint import CheckpointError, load_model
+    from ..restore import resolve_device, resolve_dtype
+
+    try:
+        device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        model = load_model(path, device=device, dtype=dtype)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:
+        raise CLIError(f"{path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+    if hasattr(model, "set_routing"):
+        model.set_routing("argmax", None)
+    return model
+
+
+def _datasets(args: argparse.Namespace) -> List[tuple]:
+    """``(hr_dir, lr_dir, name, images)`` per dataset, checked; warns about non-image files."""
+    from ..protocol.evaluate import EvaluationError, dataset_name, list_images
+
+    n = len(args.hr_dir)
+    for flag, values in (("--lr-dir", args.lr_dir), ("--name", args.name)):
+        if values is not None and len(values) != n:
+            raise CLIError(f"give {flag} once per --hr-dir ({n}), got {len(values)}")
+    out = []
+    for i, hr in enumerate(args.hr_dir):
+        try:
+            images, others = list_images(hr)
+        except EvaluationError as exc:
+            raise CLIError(f"--hr-dir {exc}") from None
+        for other in others:
+            print(f"warning: skipped {other}: not an image file", file=sys.stderr)
+        if not images:
+            raise CLIError(f"--hr-dir {hr}: holds no images")
+        lr = args.lr_dir[i] if args.lr_dir else None
+        if lr is not None and not Path(lr).is_dir():
+            raise CLIError(f"--lr-dir {lr}: no such folder")
+        name = args.name[i] if args.name else dataset_name(hr)
+        out.append((Path(hr), lr, name, images))
+    names = [d[2] for d in out]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise CLIError(f"several datasets are named {dup[0]!r}; give each --hr-dir a --name")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..protocol import evaluate as ev
+
+    model = None
+    if args.model in BASELINES:
+        label = args.model
+    else:
+        weights = Path(args.weights) if args.weights else resolve_model(args.model)
+        label = args.model or str(weights)
+    datasets = _datasets(args)  # folder errors before loading a model
+    if label not in BASELINES:
+        model = _load(weights, args)
+    cfg = getattr(model, "config", None)
+    model_scale = int(cfg.upscale) if cfg is not None else None
+    spec = _spec(args, model_scale)
+
+    if label in BASELINES:
+        if args.task not in BASELINES[label]:
+            raise CLIError(f"--model {label} is a baseline for --task {' / '.join(BASELINES[label])}, "
+                           f"not {args.task}")
+        if args.self_ensemble or args.protocol != "whole" or args.tile is not None:
+            raise CLIError(f"--self-ensemble, --protocol and --tile apply to models, not the {label} baseline")
+        method = ev.bicubic_restorer(spec.scale) if label == "bicubic" else ev.identity_restorer()
+    else:
+        expected = spec.scale if spec.task == "sr" else 1
+        if model_scale is not None and model_scale != expected:
+            raise CLIError(f"the model upscales x{model_scale}, but {spec.describe()} needs x{expected}")
+        if args.tile is not None and args.protocol != "whole":
+            raise CLIError("--tile applies to --protocol whole")
+        if isinstance(args.tile, int) and args.tile_overlap is not None and args.tile_overlap >= args.tile:
+            raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+        method = ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected,
+                                   tile=args.tile, tile_overlap=args.tile_overlap)
+
+    if args.json:
+        jp = Path(args.json)
+        if jp.is_dir():
+            raise CLIError(f"--json {jp}: is a folder")
+    if args.save_dir and Path(args.save_dir).exists() and not Path(args.save_dir).is_dir():
+        raise CLIError(f"--save-dir {args.save_dir}: exists and is not a folder")
+
+    start = time.monotonic()
+    total = sum(len(d[3]) for d in datasets)
+    interactive = not args.quiet and sys.stderr.isatty()
+    bar = tqdm(total=total, unit="img", desc=f"evaluate {spec.describe()}", disable=not interactive,
+               dynamic_ncols=True, file=sys.stderr)
+    results = []
+    try:
+        for hr, lr, name, images in datasets:
+            bar.set_description_str(f"{name} {spec.describe()}")
+
+            def step(r, bar=bar) -> None:
+                bar.set_postfix_str(f"{r.name[-24:]} {r.psnr:.2f} dB", refresh=False)
+                bar.update(1)
+
+            save = Path(args.save_dir) / name if args.save_dir else None
+            try:
+                results.append(ev.evaluate_folder(method, spec, hr, lr, name=name, save_dir=save,
+                                                  images=images, on_image=step))
+            except ev.EvaluationError as exc:
+                raise CLIError(str(exc)) from None
+            except OSError as exc:
+                raise CLIError(f"cannot write {exc.filename or args.save_dir}: {exc.strerror or exc}") from None
+    finally:
+        bar.close()
+
+    data = ev.report(spec, label, results, args.protocol, args.self_ensemble)
+    if args.json:
+        from ..imageio import atomic_write_bytes
+
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(args.json, text.encode(), overwrite=True)
+    metric = data["metric"]
+    print(f"{spec.describe()}, model {label}, protocol {args.protocol}"
+          f"{', self-ensemble' if args.self_ensemble else ''}; metrics on "
+          f"{ {'y': 'Y', 'rgb': 'RGB'}.get(metric['channels'], metric['channels'])}, "
+          f"crop {metric['crop_border']}, 8-bit")
+    print(ev.table(results))
+    if not args.quiet:
+        print(f"evaluated {total} images in {time.monotonic() - start:.1f} s"
+              + (f"; results in {args.json}" if args.json else ""), file=sys.stderr)
+    return 0
