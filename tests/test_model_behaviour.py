@@ -121,3 +121,19 @@ def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w
     if shift:
         want = torch.roll(want, shifts=(shift, shift), dims=(1, 2))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_forward_and_backward_under_bfloat16_autocast():
+    """Mixed precision (as the trainer and bench use it) keeps the residual stream in float32."""
+    model = tiny().train()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.shape == (2, 3, 32, 32) and torch.isfinite(y.float()).all()
+    y.float().mean().backward()
+    assert model.conv_first.weight.grad is not None and torch.isfinite(model.conv_first.weight.grad).all()
+    with torch.no_grad():
+        ref = model.eval()(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert (half.float() - ref).abs().max() < 0.1

@@ -55,7 +55,7 @@ class AttentiveLayer(nn.Module):
         # commutes with it), and the inverse as a scatter-add onto the shortcut
         windows = self.norm1(x).reshape(b * n, c).index_select(0, plan.index)
         attn = self.win_mhsa(self.wqkv(windows), rpi, plan)
-        x_win = shortcut.reshape(b * n, c).index_add(0, plan.index, attn).view(b, n, c)
+        x_win = shortcut.reshape(b * n, c).index_add(0, plan.index, attn.to(shortcut.dtype)).view(b, n, c)
         x_win = self.convffn1(self.norm2(x_win), size) + x_win
         x = shortcut * self.scale1 + x_win
 
