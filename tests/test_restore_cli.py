@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
 import sys
@@ -251,13 +250,24 @@ def test_routing_and_seed_reach_the_model(tmp_path, double):
 
 
 # -- user errors -----------------------------------------------------------------------------------
-def test_missing_weights_says_where_to_get_them(tmp_path, capsys):
+def test_missing_weights_says_where_to_get_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(restore_cli, "bundled_models", lambda: {})  # an install without weights
     _png(tmp_path / "a.png", 4, 4)
     assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "github.com/csguoh/MambaIR" in err and "--weights" in err
     assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "nope") == 2
     assert "no bundled model named 'nope'" in capsys.readouterr().err
+
+
+def test_without_weights_the_bundled_default_model_restores(tmp_path):
+    from mambairv2.bundled import bundled_models
+
+    if "default" not in bundled_models():
+        pytest.skip("this install has no bundled default model")
+    _png(tmp_path / "a.png", 12, 10)
+    assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out")) == 0
+    assert imageio.read_image(tmp_path / "out" / "a.png").pixels.shape[:2] == (48, 40)
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -2,7 +2,6 @@
 training (x2 → x4: body loaded, head re-initialised)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 import mambairv2

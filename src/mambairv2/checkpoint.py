@@ -11,13 +11,13 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from .atomic import atomic_path
 from .config import MambaIRv2Config
 from .model import MambaIRv2
 
@@ -235,41 +235,23 @@ def _stored_config(stored: Mapping[str, Any], path: PathLike) -> MambaIRv2Config
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _atomic_target(path: PathLike) -> Tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    return path, tmp
-
-
 def save_safetensors(model: MambaIRv2, path: PathLike) -> Path:
     """Writes the weights and the configuration (header metadata) atomically."""
     from safetensors.torch import save_file
 
-    path, tmp = _atomic_target(path)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    try:
-        save_file(sd, tmp, metadata={CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
-                                     "format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()),
+                                          "format": "pt"})
+    return Path(path)
 
 
 def save_checkpoint(path: PathLike, params: Mapping[str, torch.Tensor],
                     params_ema: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
     """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically."""
-    path, tmp = _atomic_target(path)
     obj = {"params": {k: v.detach().cpu() for k, v in params.items()}}
     if params_ema is not None:
         obj["params_ema"] = {k: v.detach().cpu() for k, v in params_ema.items()}
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(obj, str(tmp))
+    return Path(path)

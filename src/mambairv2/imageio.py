@@ -27,6 +27,8 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import current_umask
+
 PathLike = Union[str, os.PathLike]
 
 #: Largest accepted image (pixels); bigger ones are reported as having absurd dimensions.
@@ -433,12 +435,6 @@ def _encode_png16(pixels: np.ndarray, icc: Optional[bytes] = None) -> bytes:
     return b"".join(out)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = False) -> Path:
     """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -459,7 +455,7 @@ def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = False) -> 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; outputs get normal rights
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; outputs get normal rights
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -9,15 +9,12 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..bundled import bundled_models
 from .errors import CLIError
 from .restore import _nonnegative, _tile_arg
 
 #: Baselines usable with ``--model``, and the tasks they apply to.
 BASELINES: Dict[str, tuple] = {"bicubic": ("sr",), "identity": ("denoise", "jpeg")}
-#: Models bundled with the package: name → file under ``mambairv2/`` (add one line per model,
-#: e.g. ``"default": "weights/mambairv2_light_sr_x2.safetensors"``). Any
-#: ``mambairv2/weights/*.safetensors`` is usable by its stem as well.
-BUNDLED: Dict[str, str] = {}
 
 EPILOG = """protocol (as in the paper's tables):
   sr       HR mod-cropped to S, LR = MATLAB bicubic (8-bit); PSNR/SSIM on Y (BT.601), crop S
@@ -75,17 +72,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the table")
     p.set_defaults(func=run)
     return p
-
-
-def bundled_models() -> Dict[str, Path]:
-    """Name → weights file of the models shipped in the package (:data:`BUNDLED` and
-    ``mambairv2/weights/*.safetensors``)."""
-    from .restore import bundled_models as scanned
-
-    root = Path(__file__).resolve().parents[1]
-    found = dict(scanned())
-    found.update({name: root / rel for name, rel in BUNDLED.items()})
-    return found
 
 
 def resolve_model(name: str) -> Path:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..bundled import bundled_models
 from .errors import CLIError
 
 AUTHORS_WEIGHTS = ("the authors publish their checkpoints (e.g. MambaIRv2_lightSR_x2.pth, "
@@ -65,8 +66,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--weights", metavar="FILE",
                      help="checkpoint: any released MambaIRv2 .pth or a .safetensors from "
                           "'mambairv2 convert' (the configuration is detected)")
-    names = ", ".join(bundled_models()) or "none yet"
-    src.add_argument("--model", metavar="NAME", help=f"a model bundled with the package (bundled: {names})")
+    names = ", ".join(bundled_models()) or "none"
+    src.add_argument("--model", metavar="NAME", help=f"a model bundled with the package (bundled: {names}); "
+                     "without --weights and --model, 'default' (this project's MambaIRv2-Light x4)")
     p.add_argument("-r", "--recursive", action="store_true", help="also restore images in subfolders "
                    "(the folder structure is kept under OUT_DIR)")
     p.add_argument("--tile", type=_tile_arg, default=None, metavar="N|auto",
@@ -229,22 +231,17 @@ def plan_outputs(jobs: List[Job], out_dir: Path, fmt: Optional[str], suffix: str
 
 
 # -- model ---------------------------------------------------------------------------------------
-def bundled_models() -> Dict[str, Path]:
-    """Name → file of the models shipped in the package (``mambairv2/weights/*.safetensors``)."""
-    folder = Path(__file__).resolve().parents[1] / "weights"
-    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
-
-
 def _model_file(args: argparse.Namespace) -> Path:
     if args.weights:
         return Path(args.weights)
     bundled = bundled_models()
-    if args.model:
-        if args.model in bundled:
-            return bundled[args.model]
-        names = ", ".join(bundled) or "none yet"
-        raise CLIError(f"no bundled model named {args.model!r} (bundled: {names}); {AUTHORS_WEIGHTS}")
-    raise CLIError(f"no model given: {AUTHORS_WEIGHTS}")
+    name = args.model or ("default" if "default" in bundled else None)
+    if name is None:
+        raise CLIError(f"no model given and no bundled default model installed: {AUTHORS_WEIGHTS}")
+    if name in bundled:
+        return bundled[name]
+    names = ", ".join(bundled) or "none"
+    raise CLIError(f"no bundled model named {name!r} (bundled: {names}); or {AUTHORS_WEIGHTS}")
 
 
 def _load(path: Path, device, dtype):

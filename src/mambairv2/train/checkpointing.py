@@ -12,16 +12,15 @@ hold only tensors and plain Python containers: they load with ``torch.load(weigh
 """
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..checkpoint import save_checkpoint
 
 STATE_RE = re.compile(r"^(\d+)\.state$")
@@ -30,19 +29,9 @@ NET_RE = re.compile(r"^net_g_(\d+)\.pth$")
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file in the target folder, flushed to disk, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(obj, str(tmp))
+    return Path(path)
 
 
 # -- RNG states as plain containers -----------------------------------------------------------

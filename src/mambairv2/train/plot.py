@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_path
 from .logs import read_log
 
 Series = List[Tuple[float, float]]
@@ -62,16 +61,9 @@ def plot_curves(loss: Sequence[Tuple[float, float]], psnr: Sequence[Tuple[float,
     draw = ImageDraw.Draw(img)
     _panel(draw, (50, 30, w - 70, h // 2 - 30), list(loss), "training loss (log scale)", (200, 60, 40), True)
     _panel(draw, (50, h // 2 + 30, w - 70, h - 30), list(psnr), "validation PSNR (dB)", (40, 90, 200))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def plot_log(csv_path: Path, png_path: Path) -> Path:
