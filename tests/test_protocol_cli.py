@@ -223,7 +223,7 @@ def test_evaluate_default_model_says_there_are_no_bundled_weights(tmp_path, caps
 
 
 def test_evaluate_bundled_name_resolves_through_one_dict_entry(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(evaluate_cli.BUNDLED, "default", "weights/not_installed.safetensors")
+    monkeypatch.setattr(evaluate_cli, "bundled_models", lambda: {"default": tmp_path / "not_installed.safetensors"})
     _folder(tmp_path / "hr", n=1)
     code = main(["evaluate", "--model", "default", "--task", "sr", "--scale", "2", "--hr-dir", str(tmp_path / "hr")])
     _one_line_error(capsys, code, "bundled model 'default' is not installed")

@@ -68,9 +68,11 @@ def test_new_run_refuses_to_overwrite_and_resume_of_finished_run_is_a_no_op(tmp_
 
 def test_time_limit_stops_cleanly_with_a_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, train={"iters": 100000, "max_minutes": 0.0001, "save_every": 1000},
-                      val={"every": 0})
+                      val={"every": 1000})
     proc = _run(train_cmd(cfg))
     assert "time limit" in proc.stderr
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert rows and rows[-1]["val_psnr"], "a time-limited run validates its last step"
     states = list((tmp_path / "run" / "training_states").glob("*.state"))
     assert len(states) == 1 and int(states[0].stem) < 1000
     assert (tmp_path / "run" / "models" / "net_g_latest.pth").exists()

@@ -1,7 +1,7 @@
 """``mambairv2 train CONFIG.yaml [--set KEY=VALUE ...] [--resume [DIR|auto]]``: train a model.
 
 Multi-GPU / multi-node: start it with torchrun, e.g.
-``torchrun --nproc_per_node 8 -m mambairv2 train configs/light_x2.yaml``.
+``torchrun --nproc_per_node 8 -m mambairv2 train configs/train_light_x2.yaml``.
 """
 from __future__ import annotations
 

@@ -357,22 +357,23 @@ class Trainer:
                     bar.update(1)
                     if step % 10 == 0 or step == t["iters"]:
                         bar.set_postfix(loss=f"{window_loss / window_n:.4g}", lr=f"{self.schedule(step - 1):.2e}")
+                over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
+                stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
                 val = None
-                do_val = cfg["val"]["every"] and (step % cfg["val"]["every"] == 0 or step == t["iters"])
+                do_val = cfg["val"]["every"] and (step % cfg["val"]["every"] == 0 or step == t["iters"]
+                                                  or (stop and over_time))
                 if do_val:
                     val = self.validate() if self.main else None
                     D.barrier(self.dist)
                     if val is not None:
                         last_val = val
-                if step % t["log_every"] == 0 or val is not None or step == t["iters"]:
+                if step % t["log_every"] == 0 or val is not None or step == t["iters"] or stop:
                     mean = D.mean_across(self.dist, window_loss / max(window_n, 1))
                     now = time.time()
                     its = window_n / max(now - window_t, 1e-9)
                     if self.main:
                         self._log(step, mean, its, val, self.elapsed(), bar)
                     window_loss, window_n, window_t = 0.0, 0, now
-                over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
-                stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
                 if step % t["save_every"] == 0 or step == t["iters"] or stop:
                     self.save()
                 if stop:
