@@ -88,7 +88,10 @@ def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
 
 def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
     """``x[b, index[b, l], :]`` for ``x``: ``B×L×C``, ``index``: ``B×L``."""
-    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    b, length, c = x.shape
+    # one row gather over the flattened batch: several times faster than torch.gather on CPUs
+    rows = index + torch.arange(0, b * length, length, device=index.device).unsqueeze(1)
+    return x.reshape(b * length, c).index_select(0, rows.reshape(-1)).view(b, length, c)
 
 
 class ASSM(nn.Module):

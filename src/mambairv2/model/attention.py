@@ -120,7 +120,9 @@ class WindowAttention(nn.Module):
         outs, start = [], 0
         for group in plan.groups:
             tokens = group.windows * n
-            q, k, v = qkv[start:start + tokens].view(group.windows, n, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+            # one transpose of (token, head) blocks; q/k/v are views with contiguous rows
+            qkv_heads = qkv[start:start + tokens].view(group.windows, n, 3 * heads, hd).transpose(1, 2).contiguous()
+            q, k, v = qkv_heads.view(group.windows, 3, heads, n, hd).unbind(1)
             mask = bias if group.mask is None else bias + group.mask.to(qkv.dtype)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
             outs.append(x.transpose(1, 2).reshape(tokens, c))
