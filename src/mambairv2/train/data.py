@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..imageio import ImageReadError, read_image, to_8bit
-from .protocol_shim import imresize_bicubic
+from ..protocol.degrade import add_gaussian_noise, jpeg, noisy_input
+from ..protocol.imresize import imresize
 
 Sample = Tuple[int, int]  # (image index, global sample number)
 
@@ -94,14 +95,6 @@ def load_rgb(path: Path) -> np.ndarray:
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """``H×W×1`` uint8 luma (OpenCV's RGB→gray, as ``cv2.imread(..., IMREAD_GRAYSCALE)``)."""
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None]
-
-
-def jpeg_roundtrip(gray: np.ndarray, quality: int) -> np.ndarray:
-    """Encodes ``H×W×1`` uint8 with OpenCV's JPEG encoder at ``quality`` and decodes it."""
-    ok, buf = cv2.imencode(".jpg", gray[:, :, 0], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise DataError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)[:, :, None]
 
 
 def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, flip: bool, rot90: bool) -> List[np.ndarray]:
@@ -183,7 +176,7 @@ class TrainDataset(torch.utils.data.Dataset):
                     raise DataError(f"{self.lr_files[index]}: {lr.shape[1]}×{lr.shape[0]} is not the "
                                     f"x{s.scale} LR of {self.hr_files[index].name} ({hr.shape[1]}×{hr.shape[0]})")
             elif need_lr and self.cache:
-                lr = imresize_bicubic(hr, 1.0 / s.scale)
+                lr = imresize(hr, 1.0 / s.scale)
             small = min(hr.shape[:2]) // s.scale
             if small < s.patch:
                 raise DataError(f"{self.hr_files[index]}: too small for {s.patch}px LR patches at x{s.scale}")
@@ -210,7 +203,7 @@ class TrainDataset(torch.utils.data.Dataset):
                 m = self.MARGIN
                 t0, t1 = max(0, top - m), min(hl, top + p + m)
                 l0, l1 = max(0, left - m), min(wl, left + p + m)
-                region = imresize_bicubic(hr[t0 * sc:t1 * sc, l0 * sc:l1 * sc], 1.0 / sc)
+                region = imresize(hr[t0 * sc:t1 * sc, l0 * sc:l1 * sc], 1.0 / sc)
                 lq = region[top - t0:top - t0 + p, left - l0:left - l0 + p]
             lq, gt = augment([lq, gt], rng, s.flip, s.rot90)
             return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
@@ -219,10 +212,10 @@ class TrainDataset(torch.utils.data.Dataset):
         left = int(rng.integers(0, hr.shape[1] - p + 1))
         (gt,) = augment([hr[top:top + p, left:left + p]], rng, s.flip, s.rot90)
         if s.task == "denoise":
-            clean = to_tensor(gt)
-            noise = rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(s.noise_sigma / 255.0)
-            return {"lq": clean + torch.from_numpy(noise), "gt": clean}
-        return {"lq": to_tensor(jpeg_roundtrip(gt, s.jpeg_quality)), "gt": to_tensor(gt)}
+            clean = gt.astype(np.float32) / np.float32(255.0)
+            noisy = add_gaussian_noise(clean, s.noise_sigma, generator=rng)
+            return {"lq": to_tensor(noisy * np.float32(255.0)), "gt": to_tensor(gt)}
+        return {"lq": to_tensor(jpeg(gt, s.jpeg_quality)), "gt": to_tensor(gt)}
 
 
 class InfiniteBatchSampler(torch.utils.data.Sampler):
@@ -299,14 +292,12 @@ def load_validation(root: str, spec: TaskSpec, extensions: Sequence[str], max_im
             if lr_root:
                 lq = load_rgb(lr_path_for(f, lr_root, template, spec.scale))
             else:
-                lq = imresize_bicubic(hr, 1.0 / spec.scale)
+                lq = imresize(hr, 1.0 / spec.scale)
         elif spec.task == "denoise":
-            np.random.seed(0)
-            noise = np.random.normal(0, spec.noise_sigma / 255.0, hr.shape).astype(np.float32)
-            lq = hr.astype(np.float32) + noise[:, :, ::-1] * 255.0
+            lq = noisy_input(hr, spec.noise_sigma, seed=0) * np.float32(255.0)
         else:
             hr = to_gray(hr)
-            lq = jpeg_roundtrip(hr, spec.jpeg_quality)
+            lq = jpeg(hr, spec.jpeg_quality)
         out.append(ValImage(f.stem, lq, hr))
     return out
 

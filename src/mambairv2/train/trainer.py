@@ -32,7 +32,7 @@ from .data import (DataError, InfiniteBatchSampler, drop_small, TaskSpec, TrainD
 from .ema import EMA
 from .logs import CSVLog, TensorBoard
 from .losses import build_loss
-from .protocol_shim import psnr, psnr_y
+from ..protocol.metrics import psnr
 from .schedule import LRSchedule
 
 
@@ -286,9 +286,9 @@ class Trainer:
                 y = model(x.to(self.device)).float().clamp_(0, 1).cpu()
             out = (y[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
             if self.spec.task == "sr":
-                values.append(psnr_y(out, im.gt, crop=self.spec.scale))
+                values.append(psnr(out, im.gt, self.spec.scale, channels="y"))
             else:
-                values.append(psnr(out, im.gt))
+                values.append(psnr(out, im.gt, channels="rgb"))
         model.train(was_training)
         return float(np.mean(values))
 
