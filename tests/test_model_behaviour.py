@@ -86,11 +86,14 @@ def test_wrong_channel_count_is_a_clear_error():
         tiny()(torch.rand(1, 1, 8, 8))
 
 
+@pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("h,w", [(16, 16), (16, 48), (48, 32), (64, 64)])
-def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w, shifted):
+def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w, shifted, grad):
     """Gathering tokens by the window plan, attending per mask group and scatter-adding back
-    gives exactly the released roll → partition → full shift mask → reverse → roll back."""
+    gives exactly the released roll → partition → full shift mask → reverse → roll back, both
+    through SDPA (inference) and through the plain formula used on CPU when the bias needs a
+    gradient (training)."""
     from mambairv2.model.attention import WindowAttention, relative_position_index, \
         shifted_window_mask, window_partition, window_plan
 
@@ -103,7 +106,9 @@ def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w
     rpi = relative_position_index(ws)
     plan = window_plan(b, h, w, ws, shift, torch.device("cpu"))
     assert sorted(plan.index.tolist()) == list(range(b * h * w))
-    y = attn(wqkv(x.reshape(-1, c)[plan.index]), rpi, plan)
+    with torch.set_grad_enabled(grad):
+        y = attn(wqkv(x.reshape(-1, c)[plan.index]), rpi, plan)
+    assert y.requires_grad == grad
     got = torch.zeros(b * h * w, c, dtype=torch.float64).index_add(0, plan.index, y).view(b, h, w, c)
     # the released computation
     qkv = wqkv(x).view(b, h, w, 3 * c)

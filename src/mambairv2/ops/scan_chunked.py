@@ -11,7 +11,8 @@ stay in cache. Two sweeps of ``T`` vectorised steps run all chunks at once:
 
 ``exp(Δ·A)`` and ``Δ·B·u`` are recomputed per step instead of materialised for the whole
 sequence (``L·D·N`` floats), which is what makes it fast on CPUs. It is exact (the same
-recurrence, no exp of positive numbers, hence no overflow) and differentiable; under
+recurrence, no exp of positive numbers, hence no overflow) and differentiable, with a backward
+written by hand (:class:`_ChunkedScan`) that keeps only the chunks' entry states; under
 ``torch.no_grad`` it runs in place in a few preallocated slabs.
 """
 from __future__ import annotations
@@ -76,19 +77,18 @@ def selective_scan_chunked(s: ScanInputs, chunk_size: Optional[int] = None) -> T
     delta_u = delta * steps(s.u).unsqueeze(3)  # T×B×D×1×nc
     Bs = steps(s.B_per_channel())  # T×B×(1|D)×N×nc
     Cs = steps(s.C_per_channel())
-    A = s.A.view(1, dim, n, 1)
-    chunk_decay = torch.exp((delta.sum(0) * A).clamp_(min=MIN_LOG_DECAY))  # B×D×N×nc
-
     if not torch.is_grad_enabled() or not any(t.requires_grad for t in (s.u, s.delta, s.A, s.B, s.C)):
+        A = s.A.view(1, dim, n, 1)
+        chunk_decay = torch.exp((delta.sum(0) * A).clamp_(min=MIN_LOG_DECAY))  # B×D×N×nc
         y = _sweeps_inplace(delta, delta_u, Bs, Cs, A, chunk_decay)
     else:
-        y = _sweeps(delta, delta_u, Bs, Cs, A, chunk_decay)
+        y = _ChunkedScan.apply(delta, delta_u, Bs, Cs, s.A)
     y = y.permute(1, 2, 3, 0).reshape(batch, dim, nc * T)[:, :, :length]  # T×B×D×nc → B×D×L
     return s.finish(y)
 
 
 def _sweeps_inplace(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor,
-                    chunk_decay: Tensor) -> Tensor:
+                    chunk_decay: Tensor, entry_out: Optional[list] = None) -> Tensor:
     T = delta.shape[0]
     shape = chunk_decay.shape  # B×D×N×nc
     decay = torch.empty(shape, dtype=A.dtype, device=A.device)
@@ -97,6 +97,8 @@ def _sweeps_inplace(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: T
         torch.mul(delta[t], A, out=decay).clamp_(min=MIN_LOG_DECAY).exp_()
         h.mul_(decay).addcmul_(delta_u[t], Bs[t])
     h = _entry_states(chunk_decay, h)
+    if entry_out is not None:
+        entry_out.append(h.clone())
     scratch = torch.empty_like(h)
     y = torch.empty((T,) + shape[:2] + shape[3:], dtype=A.dtype, device=A.device)  # T×B×D×nc
     for t in range(T):
@@ -106,16 +108,80 @@ def _sweeps_inplace(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: T
     return y
 
 
-def _sweeps(delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor,
-            chunk_decay: Tensor) -> Tensor:
-    """Out-of-place twin of :func:`_sweeps_inplace`, for autograd."""
-    T = delta.shape[0]
-    h = torch.zeros_like(chunk_decay)
-    for t in range(T):
-        h = h * torch.exp((delta[t] * A).clamp(min=MIN_LOG_DECAY)) + delta_u[t] * Bs[t]
-    h = _entry_states(chunk_decay, h)
-    ys = []
-    for t in range(T):
-        h = h * torch.exp((delta[t] * A).clamp(min=MIN_LOG_DECAY)) + delta_u[t] * Bs[t]
-        ys.append((h * Cs[t]).sum(2))
-    return torch.stack(ys, dim=0)
+class _ChunkedScan(torch.autograd.Function):
+    """The chunked scan with a hand-written backward.
+
+    Autograd through the step loops would save every step's intermediates and replay them op by
+    op; instead only the chunks' entry states are kept, and the backward recomputes the states
+    of the sequence once and runs the adjoint recurrence ``g_t = a_{t+1}·g_{t+1} + C_t·dy_t``
+    backwards with the same chunking (a local sweep, a log-depth carry over chunks from the
+    right, a final sweep that accumulates the gradients step by step).
+
+    Inputs in the step layout of :func:`selective_scan_chunked`: Δ and Δ·u ``T×B×D×1×nc``,
+    B and C ``T×B×(1|D)×N×nc``, A ``D×N``. Output ``y``: ``T×B×D×nc``.
+    """
+
+    @staticmethod
+    def forward(ctx, delta: Tensor, delta_u: Tensor, Bs: Tensor, Cs: Tensor, A: Tensor) -> Tensor:
+        A4 = A.view(1, A.shape[0], A.shape[1], 1)
+        with torch.no_grad():
+            chunk_decay = torch.exp((delta.sum(0) * A4).clamp_(min=MIN_LOG_DECAY))
+            entry: list = []
+            y = _sweeps_inplace(delta, delta_u, Bs, Cs, A4, chunk_decay, entry_out=entry)
+        ctx.save_for_backward(delta, delta_u, Bs, Cs, A, chunk_decay, entry[0])
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        delta, delta_u, Bs, Cs, A, chunk_decay, entry = ctx.saved_tensors
+        T = delta.shape[0]
+        A4 = A.view(1, A.shape[0], A.shape[1], 1)
+        gy = gy.unsqueeze(3)  # T×B×D×1×nc
+        shared = Bs.shape[2] == 1  # B and C shared by all channels: their gradients sum over D
+
+        def decay(t: int, out: Tensor) -> Tensor:
+            return torch.mul(delta[t], A4, out=out).clamp_(min=MIN_LOG_DECAY).exp_()
+
+        # states h_t of the whole sequence (T slabs), recomputed from the chunks' entry states
+        H = torch.empty((T,) + entry.shape, dtype=entry.dtype, device=entry.device)
+        a = torch.empty_like(entry)
+        h = entry
+        for t in range(T):
+            h = torch.mul(h, decay(t, a), out=H[t]).addcmul_(delta_u[t], Bs[t])
+
+        # adjoint carried into each chunk from the chunks on its right
+        g = torch.zeros_like(entry)
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                g.mul_(a)
+            g.addcmul_(gy[t], Cs[t])
+            decay(t, a)
+        g.mul_(a)  # a_0·g_0: what a chunk passes to the one before it
+        carry = _entry_states(chunk_decay.flip(-1), g.flip(-1)).flip(-1)
+
+        g_delta = torch.empty_like(delta)
+        g_delta_u = torch.empty_like(delta_u)
+        g_B = torch.empty_like(Bs)
+        g_C = torch.empty_like(Cs)
+        g_A = torch.zeros_like(entry)
+        scratch = torch.empty_like(entry)
+        g = carry
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                g.mul_(a)
+            g.addcmul_(gy[t], Cs[t])
+            decay(t, a)
+            _reduce(torch.mul(H[t], gy[t], out=scratch), shared, out=g_C[t])
+            torch.sum(torch.mul(g, Bs[t], out=scratch), dim=2, keepdim=True, out=g_delta_u[t])
+            _reduce(torch.mul(g, delta_u[t], out=scratch), shared, out=g_B[t])
+            ga = torch.mul(g, H[t - 1] if t else entry, out=scratch).mul_(a)  # ∂L/∂a_t · a_t
+            g_A.addcmul_(ga, delta[t])
+            torch.sum(ga.mul_(A4), dim=2, keepdim=True, out=g_delta[t])
+        g_A = g_A.sum(dim=(0, 3))  # ∂a/∂A = a·Δ, ∂a/∂Δ = a·A
+        return g_delta, g_delta_u, g_B, g_C, g_A
+
+
+def _reduce(x: Tensor, shared: bool, out: Tensor) -> Tensor:
+    """Sums ``x`` (B×D×N×nc) over channels into ``out`` (B×1×N×nc) when B/C are shared by all
+    channels, otherwise copies it."""
+    return torch.sum(x, dim=1, keepdim=True, out=out) if shared else out.copy_(x)
