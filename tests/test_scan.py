@@ -1,8 +1,13 @@
-"""Selective scan: both pure-PyTorch backends against the authors' golden output and each other."""
+"""Selective scan: the pure-PyTorch backends and the compiled CPU kernel against the authors'
+golden output and each other."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from mambairv2.ops import resolve_backend, scan_backend, selective_scan
+from mambairv2.ops import kernel_available, kernel_error, resolve_backend, scan_backend, selective_scan
 from mambairv2.ops.scan_chunked import selective_scan_chunked
 from mambairv2.ops.scan_common import ScanInputs
 
@@ -109,11 +114,18 @@ def test_half_inputs_are_upcast_and_returned_in_their_dtype():
 
 def test_scan_backend_context_selects_and_restores():
     u = torch.zeros(1, 2, 3)
-    assert resolve_backend(u) == "chunked"  # CPU: never the CUDA kernel
+    cpu_default = "compiled" if kernel_available() else "chunked"
+    assert resolve_backend(u) == cpu_default  # CPU: never the CUDA kernel
+    assert resolve_backend(u.double()) == "chunked"  # the kernel is float32 only
+    assert resolve_backend(u.requires_grad_(True)) == "chunked"  # and has no backward
+    u = u.detach()
+    with torch.no_grad():
+        assert resolve_backend(u.requires_grad_(True)) == cpu_default
+    u = u.detach()
     with scan_backend("reference"):
         assert resolve_backend(u) == "reference"
         assert resolve_backend(u, "chunked") == "chunked"  # explicit argument wins
-    assert resolve_backend(u) == "chunked"
+    assert resolve_backend(u) == cpu_default
     with pytest.raises(ValueError, match="unknown scan backend"):
         with scan_backend("fast"):
             pass
@@ -124,3 +136,163 @@ def test_bad_shapes_are_reported():
     a["A"] = a["A"][:3]
     with pytest.raises(ValueError, match="A must be"):
         selective_scan(**a)
+
+
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason=f"compiled scan kernel unavailable: {kernel_error()}")
+
+
+@needs_kernel
+def test_compiled_golden_float32():
+    io = _golden()
+    out = selective_scan(*[a.float() if torch.is_tensor(a) else a for a in _args(io)], backend="compiled")
+    assert out.dtype == torch.float32
+    assert (out.double() - io["out"]).abs().max().item() <= 1e-4
+
+
+def _token_major(a):
+    """The arguments laid out as the model produces them: u, delta ``B×L×D`` and B, C slices of
+    one ``B×L×(R+2N)`` projection, passed as transposed views."""
+    batch, dim, length = a["u"].shape
+    n = a["B"].shape[2]
+    u = a["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    delta = a["delta"].transpose(1, 2).contiguous().transpose(1, 2)
+    proj = torch.cat([torch.zeros(batch, length, 3, dtype=u.dtype), a["B"][:, 0].transpose(1, 2),
+                      a["C"][:, 0].transpose(1, 2)], dim=-1)
+    return dict(a, u=u, delta=delta, B=proj[..., 3:3 + n].transpose(1, 2), C=proj[..., 3 + n:].transpose(1, 2))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [6, 8, 19])
+@pytest.mark.parametrize("layout", ["channel_major", "token_major"])
+@pytest.mark.parametrize("softplus", [True, False])
+def test_compiled_equals_reference(dim, layout, softplus):
+    """float32 kernel against the float64 reference: partial channel blocks (6, 19), strided B/C,
+    both memory layouts, with and without the bias/softplus on Δ; y keeps u's layout."""
+    a = _random(dim=dim, n=16, length=53)
+    if not softplus:
+        a["delta"] = a["delta"].abs()
+    ref = selective_scan(**a, delta_softplus=softplus, backend="reference")
+    f = {k: v.float() for k, v in a.items()}
+    if layout == "token_major":
+        f = _token_major(f)
+    out = selective_scan(**f, delta_softplus=softplus, backend="compiled")
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out.stride(1) == 1) == (layout == "token_major")
+    err = ((out.double() - ref).abs() / (ref.abs() + 1)).max().item()
+    assert err < 2e-5, err
+
+
+@needs_kernel
+def test_compiled_softplus_matches_torch_over_its_range():
+    """Δ from −50 to 50 through softplus: with A so negative that the state forgets at once,
+    y = softplus(Δ)·u·B·C (+ the tiny remainder of the previous state)."""
+    x = torch.linspace(-50, 50, 4001, dtype=torch.float64).view(1, 1, -1)
+    ones = torch.ones_like(x)
+    args = dict(u=ones, delta=x, A=torch.full((1, 1), -1e9, dtype=torch.float64), B=ones, C=ones)
+    ref = selective_scan(**args, delta_softplus=True, backend="reference")
+    out = selective_scan(**{k: v.float() for k, v in args.items()}, delta_softplus=True, backend="compiled")
+    big = ref > 1e-6
+    assert ((out.double() - ref)[big].abs() / ref[big]).max() < 1e-6
+    assert (out.double() - ref)[~big].abs().max() < 1e-10
+
+
+@needs_kernel
+def test_compiled_is_deterministic_across_thread_counts():
+    a = {k: v.float() for k, v in _random(batch=3, dim=40, n=8, length=300).items()}
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(selective_scan(**a, delta_softplus=True, backend="compiled"))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@needs_kernel
+def test_compiled_refuses_what_it_cannot_do():
+    a = {k: v.float() for k, v in _random(groups=2).items()}
+    with pytest.raises(RuntimeError, match="compiled"):
+        selective_scan(**a, backend="compiled")  # two B/C groups
+    a = {k: v.float().requires_grad_(True) for k, v in _random().items()}
+    with pytest.raises(RuntimeError, match="compiled"):
+        selective_scan(**a, backend="compiled")  # autograd
+
+
+def _low_rank(rank=3, dim=19, seed=1):
+    """Random inputs with Δ given as ``delta_proj @ delta_low`` (the model's dt projection)."""
+    a = _random(dim=dim, n=16, length=53, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    low = torch.randn(a["u"].shape[0], rank, a["u"].shape[2], generator=g, dtype=torch.float64)
+    proj = torch.randn(dim, rank, generator=g, dtype=torch.float64) / rank ** 0.5
+    return a, low, proj
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"] + (["compiled"] if kernel_available() else []))
+@pytest.mark.parametrize("rank", [1, 3, 12])
+def test_delta_proj_equals_projecting_first(backend, rank):
+    """``delta_proj`` (Δ = W·dt, in the kernel for the compiled backend) gives what projecting
+    Δ before the call gives, for token-major dt like the model's."""
+    a, low, proj = _low_rank(rank=rank)
+    full = torch.einsum("dr,brl->bdl", proj, low)
+    ref = selective_scan(**dict(a, delta=full), delta_softplus=True, backend="reference")
+    dtype = torch.float64 if backend != "compiled" else torch.float32
+    f = {k: v.to(dtype) for k, v in a.items()}
+    low_tm = low.to(dtype).transpose(1, 2).contiguous().transpose(1, 2)
+    out = selective_scan(**dict(f, delta=low_tm), delta_softplus=True, backend=backend,
+                         delta_proj=proj.to(dtype))
+    err = ((out.double() - ref).abs() / (ref.abs() + 1)).max().item()
+    assert err < (1e-12 if dtype == torch.float64 else 2e-5), err
+
+
+def test_delta_proj_shape_mismatch_is_reported():
+    a, low, proj = _low_rank(rank=3)
+    with pytest.raises(ValueError, match="delta_proj"):
+        selective_scan(**dict(a, delta=low), delta_proj=proj[:, :2], backend="chunked")
+
+
+@needs_kernel
+def test_delta_proj_rank_beyond_the_kernel_falls_back():
+    """A rank the kernel does not take (> 64) still gives the right answer under ``auto``."""
+    a, low, proj = _low_rank(rank=70, dim=8)
+    full = torch.einsum("dr,brl->bdl", proj, low)
+    ref = selective_scan(**dict(a, delta=full), delta_softplus=True, backend="reference")
+    f = {k: v.float() for k, v in a.items()}
+    out = selective_scan(**dict(f, delta=low.float()), delta_softplus=True, delta_proj=proj.float())
+    assert ((out.double() - ref).abs() / (ref.abs() + 1)).max().item() < 2e-5
+
+
+def _fresh_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+
+
+def test_kernel_can_be_disabled_and_a_failed_build_falls_back(tmp_path):
+    code = ("import torch, warnings; warnings.simplefilter('always')\n"
+            "from mambairv2.ops import resolve_backend, kernel_error\n"
+            "print(resolve_backend(torch.zeros(1, 2, 3)), '|', kernel_error())")
+    off = _fresh_python(code, MAMBAIRV2_NO_KERNEL="1")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.startswith("chunked |") and "MAMBAIRV2_NO_KERNEL" in off.stdout
+    broken = _fresh_python(code, CC=str(tmp_path / "no-such-compiler"), PATH="/nonexistent",
+                           MAMBAIRV2_CACHE_DIR=str(tmp_path / "cache"))
+    assert broken.returncode == 0, broken.stderr
+    assert broken.stdout.startswith("chunked |") and "no C compiler" in broken.stdout
+    failing = tmp_path / "cc"
+    failing.write_text("#!/bin/sh\necho 'cc: broken' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    bad = _fresh_python(code, CC=str(failing), MAMBAIRV2_CACHE_DIR=str(tmp_path / "cache2"))
+    assert bad.returncode == 0, bad.stderr
+    assert bad.stdout.startswith("chunked |") and "building the scan kernel failed" in bad.stdout
+    assert "RuntimeWarning" in bad.stderr and not list((tmp_path / "cache2").glob("*.so"))
+
+
+def test_kernel_build_is_cached(tmp_path):
+    if not kernel_available():
+        pytest.skip(f"compiled scan kernel unavailable: {kernel_error()}")
+    code = "from mambairv2.ops import kernel_available; print(kernel_available())"
+    for _ in range(2):
+        r = _fresh_python(code, MAMBAIRV2_CACHE_DIR=str(tmp_path))
+        assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr
+    assert len(list(tmp_path.glob("scan_kernel-*.so"))) == 1

@@ -32,10 +32,13 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype (half types use autocast on CUDA)")
-    p.add_argument("--backend", default="auto", help="selective scan backend: auto, chunked, reference, mamba_ssm")
+    p.add_argument("--backend", default="auto",
+                   help="selective scan backend: auto, chunked, compiled, reference, mamba_ssm")
+    p.add_argument("--compare", action="append", default=[], metavar="BACKEND",
+                   help="also time the model with this scan backend in the same run, at every size "
+                        "(repeatable; e.g. --compare chunked)")
     p.add_argument("--compare-reference", action="store_true",
-                   help="also time the reference (sequential) scan backend in the same run, at every size "
-                        "(one run each: it is slow)")
+                   help="same as --compare reference (one run per size: it is slow)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (the median is reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -66,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.variant not in VARIANTS:
         raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)}")
-    if args.backend not in BACKENDS:
-        raise CLIError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}")
+    compare = list(dict.fromkeys(args.compare + (["reference"] if args.compare_reference else [])))
+    for name in [args.backend, *compare]:
+        if name not in BACKENDS:
+            raise CLIError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     try:
         sizes = sorted(int(s) for s in args.sizes.split(",")) if args.sizes else [args.size]
     except ValueError:
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         x = torch.rand(args.batch, model.config.in_chans, size, size, device=device)
         macs = bench.count_macs(model.eval(), x)
         model.train(args.train)
-        backend = resolve_backend(x, args.backend)
+        backend = _backend_used(x, args.backend, args.train, resolve_backend)
         with scan_backend(args.backend):
             if args.train:
                 fn = _train_step(runner, model, x, device, dtype)
@@ -118,14 +123,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {size:5d}²  {latency:8.3f} s  {row['macs_g']:8.2f} GMACs  {gflops:7.1f} GFLOP/s  "
               f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
               f"peak {row['peak_memory_mb']:.0f} MB", file=sys.stderr)
-        if args.compare_reference:
-            with scan_backend("reference"):
+        for name in compare:
+            with scan_backend(name):
                 fn = _train_step(runner, model, x, device, dtype) if args.train else _forward(runner, x, device, dtype)
-                ref_latency = bench.median(bench.time_call(fn, device, warmup=0, repeats=1))
-            row["reference_latency_s"] = ref_latency
-            row["speedup_vs_reference"] = ref_latency / latency
-            print(f"         reference scan: {ref_latency:.3f} s  -> {backend} is "
-                  f"{row['speedup_vs_reference']:.1f}x faster", file=sys.stderr)
+                slow = name == "reference"  # the sequential scan is slow: one run, no warm-up
+                other = bench.median(bench.time_call(fn, device, warmup=0 if slow else args.warmup,
+                                                     repeats=1 if slow else args.repeats))
+            used = _backend_used(x, name, args.train, resolve_backend)
+            row[f"{name}_latency_s"] = other
+            row[f"speedup_vs_{name}"] = other / latency
+            print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster",
+                  file=sys.stderr)
 
     report = {
         "variant": args.variant, "scale": model.config.upscale, "params": params,
@@ -143,6 +151,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(report, indent=2))
     return 0
+
+
+def _backend_used(x, name: str, train: bool, resolve_backend) -> str:
+    """The scan backend the model's scans resolve to (training needs gradients, which the
+    compiled CPU kernel does not provide: ``auto`` then falls back to ``chunked``)."""
+    used = resolve_backend(x, name)
+    if train and name == "auto" and used == "compiled":
+        return "chunked"
+    return used
 
 
 def _forward(runner, x, device, dtype):
