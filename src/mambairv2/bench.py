@@ -14,6 +14,7 @@ import torch
 from .model import MambaIRv2
 from .model.assm import SelectiveScan
 from .model.attention import WindowAttention
+from .model.fused import fusion
 
 Tensor = torch.Tensor
 
@@ -45,7 +46,8 @@ def count_macs(model: MambaIRv2, x: Tensor) -> Dict[str, float]:
     handles += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, WindowAttention)]
     try:
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        # the counter knows aten's linear/conv ops, not the fused oneDNN ones: count unfused
+        with torch.no_grad(), fusion(False), counter:
             model(x)
     finally:
         for h in handles:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..ops import selective_scan
 from .ffn import image_to_tokens, tokens_to_image
+from .fused import applies, conv_act, linear, linear_gelu
 
 Tensor = torch.Tensor
 
@@ -57,13 +58,14 @@ class SelectiveScan(nn.Module):
         Returns ``B×L×D``."""
         x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_projs_weight[0]).transpose(1, 2)  # B×D×L
         c_ = c_ + prompt
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        # Δ = dt_projs_weight @ dt (rank R): inside the compiled CPU kernel, else one matmul
         y = selective_scan(
-            x.transpose(1, 2), delta, -torch.exp(self.A_logs.to(dtype)),
+            x.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_logs.to(dtype)),
             b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
-            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True)
+            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True,
+            delta_proj=self.dt_projs_weight[0])
         return y.transpose(1, 2).to(x.dtype)
 
 
@@ -123,11 +125,12 @@ class ASSM(nn.Module):
     def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor]:
         """Prompt per token (``B×L×N``, raster order) and the chosen prompt index (``B×L``)."""
         pool = self.embeddingB.weight @ embedding_a  # T×N prompt pool
-        logits = self.route(x)
         if self.training or self.routing == "gumbel":
-            one_hot = gumbel_softmax_hard(logits, self.generator)
+            one_hot = gumbel_softmax_hard(self.route(x), self.generator)
             return one_hot @ pool, one_hot.detach().argmax(-1)
-        groups = logits.argmax(-1)
+        # argmax of the log-softmax is the argmax of the logits: skip the LogSoftmax; max(-1)
+        # gives the same (first) index as argmax and is twice as fast on CPUs
+        groups = linear(linear_gelu(x, self.route[0]), self.route[2]).max(-1).indices
         # exactly one_hot(groups) @ pool, without the matmul
         return pool[groups], groups
 
@@ -138,9 +141,10 @@ class ASSM(nn.Module):
         order, inverse = sgn_order(groups)
 
         img = self.in_proj(tokens_to_image(x, size))
-        img = img * torch.sigmoid(self.CPE(img))
+        gate = conv_act(img, self.CPE[0], "sigmoid")
+        img = gate.mul_(img) if applies(img) else img * gate
         tokens = image_to_tokens(img)  # B×L×hidden
 
         y = self.selectiveScan(permute_tokens(tokens, order), prompt)
-        y = self.out_proj(self.out_norm(y))
+        y = linear(self.out_norm(y), self.out_proj)
         return permute_tokens(y, inverse)

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused import linear
+
 Tensor = torch.Tensor
 
 
@@ -106,7 +108,19 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def position_bias(self, rpi: Tensor) -> Tensor:
-        """``heads×n×n`` bias gathered from the table."""
+        """``heads×n×n`` bias gathered from the table (contiguous). Without autograd the result
+        is cached until the table or the index changes (in place or replaced)."""
+        table = self.relative_position_bias_table
+        if torch.is_grad_enabled() and table.requires_grad:
+            return self._gather_bias(rpi)
+        key = (id(table), table.data_ptr(), table._version, rpi.data_ptr(), rpi._version, table.dtype, table.device)
+        cached = self.__dict__.get("_bias_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self._gather_bias(rpi).contiguous())
+            self.__dict__["_bias_cache"] = cached
+        return cached[1]
+
+    def _gather_bias(self, rpi: Tensor) -> Tensor:
         n = self.window_size ** 2
         return self.relative_position_bias_table[rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
@@ -124,8 +138,11 @@ class WindowAttention(nn.Module):
         for group in plan.groups:
             tokens = group.windows * n
             # one transpose of (token, head) blocks; q/k/v are views with contiguous rows
-            qkv_heads = qkv[start:start + tokens].view(group.windows, n, 3 * heads, hd).transpose(1, 2).contiguous()
-            q, k, v = qkv_heads.view(group.windows, 3, heads, n, hd).unbind(1)
+            qkv_heads = qkv[start:start + tokens].view(group.windows, n, 3 * heads, hd).transpose(1, 2)
+            if qkv.device.type != "cpu":
+                qkv_heads = qkv_heads.contiguous()  # GPU kernels want aligned, dense heads
+            # on CPUs q/k/v stay strided views (rows of hd contiguous floats): no transposing copy
+            q, k, v = qkv_heads.unflatten(1, (3, heads)).unbind(1)
             mask = bias if group.mask is None else bias + group.mask.to(qkv.dtype)
             if explicit:
                 x = ((q * self.scale) @ k.transpose(-2, -1) + mask).softmax(-1) @ v
@@ -133,4 +150,4 @@ class WindowAttention(nn.Module):
                 x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
             outs.append(x.transpose(1, 2).reshape(tokens, c))
             start += tokens
-        return self.proj(outs[0] if len(outs) == 1 else torch.cat(outs))
+        return linear(outs[0] if len(outs) == 1 else torch.cat(outs), self.proj)

@@ -9,6 +9,7 @@ import torch.nn as nn
 from .assm import ASSM
 from .attention import WindowAttention, WindowPlan
 from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
+from .fused import linear
 
 Tensor = torch.Tensor
 Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift
@@ -54,15 +55,23 @@ class AttentiveLayer(nn.Module):
         # roll + window partition as one gather of the normalised tokens (the per-token wqkv
         # commutes with it), and the inverse as a scatter-add onto the shortcut
         windows = self.norm1(x).reshape(b * n, c).index_select(0, plan.index)
-        attn = self.win_mhsa(self.wqkv(windows), rpi, plan)
+        attn = self.win_mhsa(linear(windows, self.wqkv), rpi, plan)
         x_win = shortcut.reshape(b * n, c).index_add(0, plan.index, attn.to(shortcut.dtype)).view(b, n, c)
-        x_win = self.convffn1(self.norm2(x_win), size) + x_win
-        x = shortcut * self.scale1 + x_win
+        # residual sums in place on fresh outputs that autograd does not keep (linear layers,
+        # index_select) and as one addcmul: fewer passes over the tokens and fewer allocations
+        x_win = _add_into(self.convffn1(self.norm2(x_win), size), x_win)
+        x = torch.addcmul(x_win, shortcut, self.scale1)
 
         shortcut = x
-        x_aca = self.assm(self.norm3(x), size, self.embeddingA.weight) + x
-        x = x_aca + self.convffn2(self.norm4(x_aca), size)
-        return shortcut * self.scale2 + x
+        x_aca = _add_into(self.assm(self.norm3(x), size, self.embeddingA.weight), x)
+        x = _add_into(self.convffn2(self.norm4(x_aca), size), x_aca)
+        return torch.addcmul(x, shortcut, self.scale2)
+
+
+def _add_into(fresh: Tensor, other: Tensor) -> Tensor:
+    """``fresh + other``, written into ``fresh`` when that keeps the dtype (under autocast a
+    half-precision ``fresh`` must be promoted, as the out-of-place sum does)."""
+    return fresh.add_(other) if fresh.dtype == other.dtype else fresh + other
 
 
 class BasicBlock(nn.Module):

@@ -7,6 +7,8 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
+from .fused import applies, conv_act, linear, linear_gelu
+
 Tensor = torch.Tensor
 
 
@@ -34,7 +36,7 @@ class DepthwiseConv(nn.Module):
             nn.Conv2d(hidden, hidden, kernel_size, 1, (kernel_size - 1) // 2, groups=hidden), nn.GELU())
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        return image_to_tokens(self.depthwise_conv(tokens_to_image(x, size)))
+        return image_to_tokens(conv_act(tokens_to_image(x, size), self.depthwise_conv[0], "gelu"))
 
 
 class ConvFFN(nn.Module):
@@ -43,14 +45,15 @@ class ConvFFN(nn.Module):
     def __init__(self, dim: int, hidden: int, kernel_size: int = 5) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.dwconv = DepthwiseConv(hidden, kernel_size)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        x = self.act(self.fc1(x))
-        x = x + self.dwconv(x, size)
-        return self.fc2(x)
+        x = linear_gelu(x, self.fc1)
+        d = self.dwconv(x, size)
+        # without autograd the sum goes into the conv's fresh output (one buffer fewer)
+        x = d.add_(x) if applies(x) else x + d
+        return linear(x, self.fc2)
 
 
 class SpatialGate(nn.Module):
@@ -74,9 +77,8 @@ class GatedMLP(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.sg = SpatialGate(hidden // 2)
         self.fc2 = nn.Linear(hidden // 2, dim)
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        return self.fc2(self.sg(self.act(self.fc1(x)), size))
+        return linear(self.sg(linear_gelu(x, self.fc1), size), self.fc2)
