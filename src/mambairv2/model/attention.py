@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops.attention_compiled import attention_kernel_applies, window_attention_compiled
 from .fused import linear
 
 Tensor = torch.Tensor
@@ -134,6 +135,14 @@ class WindowAttention(nn.Module):
         # A bias that needs a gradient sends CPU SDPA to its unfused fallback, which guards the
         # softmax against all -inf rows (where/isneginf/all): the plain formula is 1.5x faster.
         explicit = bias.requires_grad and qkv.device.type == "cpu"
+        if attention_kernel_applies(qkv, hd, bias):
+            out, start = qkv.new_empty(qkv.shape[0], c), 0
+            for group in plan.groups:
+                tokens = group.windows * n
+                window_attention_compiled(qkv[start:start + tokens], heads, bias[0], group.mask,
+                                          self.scale, out[start:start + tokens])
+                start += tokens
+            return linear(out, self.proj)
         outs, start = [], 0
         for group in plan.groups:
             tokens = group.windows * n

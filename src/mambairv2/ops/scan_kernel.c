@@ -7,15 +7,16 @@
  *
  * per (batch, channel), sequentially over the tokens. Channels are processed in blocks of DB,
  * the innermost (vectorised) dimension, with the N×DB state in registers/L1; tasks (batch ×
- * channel block) are split over `nthreads` POSIX threads. Every tensor is given by pointer and
- * element strides, so token-major (B×L×D) and channel-major (B×D×L) layouts both work without
- * copies. Compiled on first use by scan_compiled.py; no Python or torch headers needed.
+ * channel block) are split over `nthreads` threads (kernel_parallel.h). Every tensor is given by
+ * pointer and element strides, so token-major (B×L×D) and channel-major (B×D×L) layouts both work
+ * without copies. Compiled on first use by native.py; no Python or torch headers needed.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "kernel_parallel.h"
 
 /* Channels per block: one vector of 8 floats (one AVX2 register). 16 (AVX-512) is ~10% faster
  * per channel on wide models but balances the light model's 48 channels worse over threads. */
@@ -258,24 +259,13 @@ int mambairv2_scan_f32(int64_t batch, int64_t dim, int64_t length, int64_t nstat
     const int64_t ntask = batch * ((dim + DB - 1) / DB);
     if (nthreads > ntask) nthreads = (int)ntask;
     if (nthreads < 1) nthreads = 1;
-    if (nthreads > 256) nthreads = 256;
-    Job jobs[256];
-    pthread_t threads[256];
-    int started[256];
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    Job jobs[MAX_THREADS];
     for (int i = 0; i < nthreads; ++i) {
         jobs[i] = base;
         jobs[i].task_begin = ntask * i / nthreads;
         jobs[i].task_end = ntask * (i + 1) / nthreads;
-        started[i] = 0;
     }
-    for (int i = 1; i < nthreads; ++i)
-        started[i] = pthread_create(&threads[i], NULL, run_job, &jobs[i]) == 0;
-    int failed = run_job(&jobs[0]) != NULL;
-    for (int i = 1; i < nthreads; ++i) {
-        void *r = NULL;
-        if (started[i]) pthread_join(threads[i], &r);
-        else r = run_job(&jobs[i]);  /* could not start a thread: do its share here */
-        failed |= r != NULL;
-    }
+    int failed = run_parallel(run_job, jobs, sizeof(Job), nthreads);
     return failed ? 2 : 0;  /* 2: out of memory for the block states */
 }

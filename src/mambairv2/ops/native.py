@@ -1,0 +1,121 @@
+"""Small C kernels built on first use by the system's C compiler and loaded with ``ctypes``.
+
+No Python headers or torch build tools are needed: a kernel is one C file next to this module,
+compiled with ``cc -O3 -march=native -fopenmp`` (retried without OpenMP, then without
+``-march=native``) into
+``$MAMBAIRV2_CACHE_DIR`` (default ``~/.cache/mambairv2``) under a name that hashes the source, the
+flags, the compiler and the CPU, so a rebuilt or moved installation never loads a stale or foreign
+library. Where no compiler works the kernel is reported unavailable (with the reason) and callers
+keep their pure-PyTorch path. ``MAMBAIRV2_NO_KERNEL=1`` disables every kernel.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, List, Optional
+
+# OpenMP first: the kernels then share PyTorch's thread pool (see kernel_parallel.h)
+_FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
+              ["-O3", "-march=native", "-fno-math-errno"], ["-O3", "-fno-math-errno"])
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept."""
+    env = os.environ.get("MAMBAIRV2_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mambairv2"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags (``-march=native`` code must not run on another CPU)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _compiler() -> Optional[str]:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cc: str, source: Path) -> Path:
+    code = b"".join(p.read_bytes() for p in [source, *sorted(source.parent.glob("*.h"))])
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    errors: List[str] = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([code, " ".join(flags).encode(), version.encode(),
+                                         _cpu_signature().encode(), platform.machine().encode()]))
+        target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            cmd = [cc, *flags, "-shared", "-fPIC", "-pthread", str(source), "-o", tmp, "-lm"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+                return target
+            errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-500:]}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError("; ".join(errors))
+
+
+class NativeKernel:
+    """One C file, built and loaded on first use; ``bind`` sets the argument types."""
+
+    def __init__(self, filename: str, what: str, bind: Callable[[ctypes.CDLL], None]) -> None:
+        self.source = Path(__file__).with_name(filename)
+        self.what = what  # for messages, e.g. "scan kernel"
+        self._bind = bind
+        self._lock = threading.Lock()
+        self._lib: Optional[ctypes.CDLL] = None
+        self._error: Optional[str] = None
+
+    def load(self) -> Optional[ctypes.CDLL]:
+        """The loaded library, or None (then :meth:`error` says why)."""
+        with self._lock:
+            if self._lib is not None or self._error is not None:
+                return self._lib
+            if os.environ.get("MAMBAIRV2_NO_KERNEL", "") not in ("", "0"):
+                self._error = "disabled by MAMBAIRV2_NO_KERNEL"
+                return None
+            cc = _compiler()
+            if cc is None:
+                self._error = "no C compiler found (cc, gcc or clang; or set CC)"
+                return None
+            try:
+                lib = ctypes.CDLL(str(_build(cc, self.source)))
+                self._bind(lib)
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
+                self._error = f"building the {self.what} failed: {exc}"
+                warnings.warn(f"mambairv2: {self._error}; using the pure-PyTorch path", RuntimeWarning)
+                return None
+            self._lib = lib
+            return lib
+
+    def available(self) -> bool:
+        """Whether the kernel is (or can be) built and loaded here."""
+        return self.load() is not None
+
+    def error(self) -> Optional[str]:
+        """Why the kernel is unavailable (None if it is available or was not tried yet)."""
+        return self._error
