@@ -36,3 +36,29 @@ def test_golden_outputs(case, backend, index):
             assert out.shape == io[f"output_{k}"].shape
             err = (out.double() - io[f"output_{k}"]).abs().max().item()
             assert err <= tol, (case, backend, dtype, k, err)
+
+
+def test_golden_float32_without_compiled_kernels(index):
+    """With every C kernel disabled (no compiler on the machine), float32 CPU inference runs on
+    PyTorch alone (chunked scan, SDPA, torch's LayerNorm and sort) and still matches the authors."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, mambairv2\n"
+        "from mambairv2.ops.attention_compiled import attention_kernel_available\n"
+        "from mambairv2.ops.layer_norm_compiled import layer_norm_kernel_available\n"
+        "from mambairv2.ops.routing_compiled import routing_kernel_available\n"
+        "from mambairv2.ops import kernel_available\n"
+        "assert not (attention_kernel_available() or layer_norm_kernel_available()\n"
+        "            or routing_kernel_available() or kernel_available())\n"
+        f"io = torch.load({str(shared_path('golden', 'light_x2_io.pt'))!r}, weights_only=True)\n"
+        f"model = mambairv2.load_model({str(shared_path('golden', 'light_x2.pth'))!r}, dtype=torch.float32)\n"
+        "with torch.no_grad():\n"
+        "    out = model(io['input_a'].float())\n"
+        "print((out.double() - io['output_a']).abs().max().item())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "MAMBAIRV2_NO_KERNEL": "1"})
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.strip().splitlines()[-1]) <= 1e-4

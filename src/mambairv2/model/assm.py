@@ -10,8 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import selective_scan
+from ..ops.routing_compiled import routing_kernel_applies, sgn_route_compiled
 from .ffn import image_to_tokens, tokens_to_image
-from .fused import applies, conv_act, linear, linear_gelu
+from .fused import LayerNorm, applies, conv_act, linear, linear_gelu
 
 Tensor = torch.Tensor
 
@@ -111,7 +112,7 @@ class ASSM(nn.Module):
         self.inner_rank = inner_rank
         hidden = int(dim * mlp_ratio)
         self.selectiveScan = SelectiveScan(hidden, d_state)
-        self.out_norm = nn.LayerNorm(hidden)
+        self.out_norm = LayerNorm(hidden)
         self.out_proj = nn.Linear(hidden, dim)
         self.in_proj = nn.Sequential(nn.Conv2d(dim, hidden, 1, 1, 0))
         self.CPE = nn.Sequential(nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden))
@@ -122,23 +123,29 @@ class ASSM(nn.Module):
         self.routing = "argmax"
         self.generator: Optional[torch.Generator] = None
 
-    def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor]:
-        """Prompt per token (``B×L×N``, raster order) and the chosen prompt index (``B×L``)."""
+    def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Prompt per token (``B×L×N``, raster order), the chosen prompt index (``B×L``), and
+        the SGN permutation of the tokens with its inverse (see :func:`sgn_order`)."""
         pool = self.embeddingB.weight @ embedding_a  # T×N prompt pool
         if self.training or self.routing == "gumbel":
             one_hot = gumbel_softmax_hard(self.route(x), self.generator)
-            return one_hot @ pool, one_hot.detach().argmax(-1)
-        # argmax of the log-softmax is the argmax of the logits: skip the LogSoftmax; max(-1)
-        # gives the same (first) index as argmax and is twice as fast on CPUs
-        groups = linear(linear_gelu(x, self.route[0]), self.route[2]).max(-1).indices
+            groups = one_hot.detach().argmax(-1)
+            return (one_hot @ pool, groups, *sgn_order(groups))
+        # argmax of the log-softmax is the argmax of the logits: skip the LogSoftmax
+        logits = linear(linear_gelu(x, self.route[0]), self.route[2])
+        if routing_kernel_applies(logits):
+            groups, order, inverse = sgn_route_compiled(logits)
+        else:
+            # max(-1) gives the same (first) index as argmax and is twice as fast on CPUs
+            groups = logits.max(-1).indices
+            order, inverse = sgn_order(groups)
         # exactly one_hot(groups) @ pool, without the matmul
-        return pool[groups], groups
+        return pool[groups], groups, order, inverse
 
     def forward(self, x: Tensor, size: Tuple[int, int], embedding_a: Tensor) -> Tensor:
         """``x``: ``B×L×C`` tokens in raster order → ``B×L×C``."""
         b, length, c = x.shape
-        prompt, groups = self.route_tokens(x, embedding_a)
-        order, inverse = sgn_order(groups)
+        prompt, _, order, inverse = self.route_tokens(x, embedding_a)
 
         img = self.in_proj(tokens_to_image(x, size))
         gate = conv_act(img, self.CPE[0], "sigmoid")

@@ -64,6 +64,7 @@ class WindowPlan(NamedTuple):
 
     index: Tensor
     groups: Tuple[WindowGroup, ...]
+    inverse: Tensor  #: the inverse permutation: window-order position of each raster token
 
 
 def window_plan(b: int, h: int, w: int, ws: int, shift: int, device: torch.device) -> WindowPlan:
@@ -89,7 +90,10 @@ def window_plan(b: int, h: int, w: int, ws: int, shift: int, device: torch.devic
         tok = ((r * ws + a[None, :, None] + shift) % h) * w + (c * ws + a[None, None, :] + shift) % w
         parts.append((torch.arange(b)[:, None] * (h * w) + tok.reshape(1, -1)).reshape(-1))
         groups.append(WindowGroup(b * wins.numel(), None if mask is None else mask.to(device)))
-    return WindowPlan(torch.cat(parts).to(device), tuple(groups))
+    index = torch.cat(parts)
+    inverse = torch.empty_like(index)
+    inverse[index] = torch.arange(index.numel())
+    return WindowPlan(index.to(device), tuple(groups), inverse.to(device))
 
 
 class WindowAttention(nn.Module):

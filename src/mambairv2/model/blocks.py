@@ -9,7 +9,7 @@ import torch.nn as nn
 from .assm import ASSM
 from .attention import WindowAttention, WindowPlan
 from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
-from .fused import linear
+from .fused import LayerNorm, linear
 
 Tensor = torch.Tensor
 Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift
@@ -30,10 +30,10 @@ class AttentiveLayer(nn.Module):
         self.dim = dim
         self.window_size = window_size
         self.shift_size = shift_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
-        self.norm4 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
+        self.norm3 = LayerNorm(dim)
+        self.norm4 = LayerNorm(dim)
         self.scale1 = nn.Parameter(1e-4 * torch.ones(dim))
         self.scale2 = nn.Parameter(1e-4 * torch.ones(dim))
         self.wqkv = nn.Linear(dim, 3 * dim)
@@ -53,10 +53,11 @@ class AttentiveLayer(nn.Module):
 
         shortcut = x
         # roll + window partition as one gather of the normalised tokens (the per-token wqkv
-        # commutes with it), and the inverse as a scatter-add onto the shortcut
+        # commutes with it), and the way back as a gather by the inverse permutation (faster
+        # than a scatter-add on CPUs), added to the shortcut
         windows = self.norm1(x).reshape(b * n, c).index_select(0, plan.index)
         attn = self.win_mhsa(linear(windows, self.wqkv), rpi, plan)
-        x_win = shortcut.reshape(b * n, c).index_add(0, plan.index, attn.to(shortcut.dtype)).view(b, n, c)
+        x_win = _add_into(attn.index_select(0, plan.inverse).view(b, n, c), shortcut)
         # residual sums in place on fresh outputs that autograd does not keep (linear layers,
         # index_select) and as one addcmul: fewer passes over the tokens and fewer allocations
         x_win = _add_into(self.convffn1(self.norm2(x_win), size), x_win)

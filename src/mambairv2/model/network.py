@@ -10,6 +10,7 @@ from ..config import MambaIRv2Config
 from .assm import ASSM, ROUTING_MODES
 from .attention import WindowPlan, relative_position_index, window_plan
 from .blocks import ResidualGroup
+from .fused import LayerNorm
 from .ffn import image_to_tokens, tokens_to_image
 from .heads import build_head, head_forward
 
@@ -37,7 +38,7 @@ class PatchEmbedNorm(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(x)
@@ -73,7 +74,7 @@ class MambaIRv2(nn.Module):
         self.layers = nn.ModuleList(
             ResidualGroup(c.embed_dim, depth, c.resi_connection, dict(layer_kwargs, num_heads=heads))
             for depth, heads in zip(c.depths, c.num_heads))
-        self.norm = nn.LayerNorm(c.embed_dim)
+        self.norm = LayerNorm(c.embed_dim)
         if c.resi_connection == "1conv":
             self.conv_after_body = nn.Conv2d(c.embed_dim, c.embed_dim, 3, 1, 1)
         else:
