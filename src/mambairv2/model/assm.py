@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..ops import selective_scan
 from ..ops.routing_compiled import routing_kernel_applies, sgn_route_compiled
 from .ffn import image_to_tokens, tokens_to_image
-from .fused import LayerNorm, applies, conv_act, linear, linear_gelu
+from .fused import LayerNorm, applies, conv_act, fusion_enabled, linear, linear_gelu
 
 Tensor = torch.Tensor
 
@@ -61,12 +61,15 @@ class SelectiveScan(nn.Module):
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         c_ = c_ + prompt
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        # Δ = dt_projs_weight @ dt (rank R): inside the compiled CPU kernel, else one matmul
+        if fusion_enabled():
+            # Δ = dt_projs_weight @ dt (rank R): inside the compiled CPU kernel, else one matmul
+            delta, proj = dt.transpose(1, 2), self.dt_projs_weight[0]
+        else:  # as a plain matmul (FLOP counters see it)
+            delta, proj = F.linear(dt, self.dt_projs_weight[0]).transpose(1, 2), None
         y = selective_scan(
-            x.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_logs.to(dtype)),
+            x.transpose(1, 2), delta, -torch.exp(self.A_logs.to(dtype)),
             b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
-            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True,
-            delta_proj=self.dt_projs_weight[0])
+            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True, delta_proj=proj)
         return y.transpose(1, 2).to(x.dtype)
 
 

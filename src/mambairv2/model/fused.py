@@ -37,6 +37,11 @@ def fusion(enabled: bool) -> Iterator[None]:
         _enabled.reset(token)
 
 
+def fusion_enabled() -> bool:
+    """False inside ``fusion(False)``."""
+    return _enabled.get()
+
+
 @functools.lru_cache(maxsize=1)
 def _ops_available() -> bool:
     try:
