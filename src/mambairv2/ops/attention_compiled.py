@@ -41,13 +41,15 @@ def attention_kernel_error() -> Optional[str]:
 
 def attention_kernel_applies(qkv: Tensor, head_dim: int, *others: Tensor) -> bool:
     """Whether :func:`window_attention_compiled` should run this call: float32 CPU tensors, no
-    autograd, heads of at most ``MAX_HEAD_DIM`` channels, and the kernel builds here."""
+    autograd, heads of at most ``MAX_HEAD_DIM`` channels, and the kernel builds here for this
+    CPU's vector units."""
     tensors = (qkv, *others)
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return 1 <= head_dim <= MAX_HEAD_DIM and _KERNEL.available()
+    # built without -march=native (the compiler refused it) the kernel is slower than SDPA
+    return 1 <= head_dim <= MAX_HEAD_DIM and _KERNEL.native()
 
 
 def window_attention_compiled(qkv: Tensor, heads: int, bias: Tensor, mask: Optional[Tensor],

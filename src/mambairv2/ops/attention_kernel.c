@@ -18,12 +18,8 @@
 #include <string.h>
 
 #include "kernel_parallel.h"
+#include "kernel_vec.h"
 
-#if defined(__AVX512F__)
-#define VW 16
-#else
-#define VW 8
-#endif
 /* Query rows per pass (their scores share each load of kᵀ and vᵀ) and output channels per pass
  * of the weighted sum: ROWS·DBLK accumulators plus ROWS + 1 operands fit the vector registers. */
 #ifndef ROWS
@@ -43,70 +39,17 @@
 #define MIN_EXP -87.0f
 #define UNROLL _Pragma("GCC unroll 16")
 
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VW * sizeof(float))));
-
-/* x in every lane (a lane-by-lane fill compiles to masked inserts inside unrolled loops) */
-static inline vf splat(float x) { return x - (vf){0}; }
-
-static inline vf loadu(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-/* mask ? a : b, lane by lane (mask lanes all ones or all zeros, as comparisons give them) */
-static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-
-typedef float v8 __attribute__((vector_size(8 * sizeof(float))));
-typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
-
-/* The sum of the lanes by halving (a lane-by-lane loop is a chain of VW dependent adds; memcpy
- * of the halves would force the accumulators out of registers). */
-static inline float hsum(vf v) {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
-#if VW == 16
-    v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-    v8 a = v;
-#endif
-    v4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    return (c[0] + c[2]) + (c[1] + c[3]);
-#else
-    float s = 0.0f;
-    for (int k = 0; k < VW; ++k) s += v[k];
-    return s;
-#endif
-}
-
 static inline float hmax(vf v) {
     float m = v[0];
     for (int k = 1; k < VW; ++k) m = v[k] > m ? v[k] : m;
     return m;
 }
 
-/* exp(x) for x <= 0 (Cephes' expf, about 1 ulp), 0 below MIN_EXP: results that small would
- * be subnormal, and subnormal operands slow the weighted sum down several times. */
+/* exp(x) for x <= 0, 0 below MIN_EXP: results that small would be subnormal, and subnormal
+ * operands slow the weighted sum down several times. */
 static inline vf exp_neg(vf x) {
     const vi tiny = x < splat(MIN_EXP);
-    x = sel(tiny, splat(MIN_EXP), x);
-    const vf magic = splat(12582912.0f); /* 1.5 * 2^23 */
-    vf t = x * splat(1.44269504088896341f) + magic;
-    vf fx = t - magic;
-    vi n = (vi)t - (vi)magic;
-    vf r = x - fx * splat(0.693359375f) + fx * splat(2.12194440e-4f);
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + splat(1.3981999507e-3f);
-    p = p * r + splat(8.3334519073e-3f);
-    p = p * r + splat(4.1665795894e-2f);
-    p = p * r + splat(1.6666665459e-1f);
-    p = p * r + splat(5.0000001201e-1f);
-    p = p * r * r + r + splat(1.0f);
-    vi scale = (n + 127) << 23;
-    return sel(tiny, splat(0.0f), p * (vf)scale);
+    return sel(tiny, splat(0.0f), exp_core(sel(tiny, splat(MIN_EXP), x)));
 }
 
 typedef struct {
@@ -137,7 +80,9 @@ static inline __attribute__((always_inline)) void scores(const Job *j, int64_t h
             if (full) {
                 acc[r] = m ? loadu(b) + loadu(m) : loadu(b);
             } else {  /* the last, partial chunk: keys beyond n get −inf */
-                for (int k = 0; k < VW; ++k) acc[r][k] = c + k < n ? b[k] + (m ? m[k] : 0.0f) : -INFINITY;
+                vf a = splat(0.0f);
+                for (int k = 0; k < VW; ++k) a[k] = c + k < n ? b[k] + (m ? m[k] : 0.0f) : -INFINITY;
+                acc[r] = a;
             }
         }
         for (int64_t d = 0; d < hd; ++d) {
@@ -203,8 +148,12 @@ static inline __attribute__((always_inline)) void rows_block(const Job *j, int64
     int64_t d0 = 0;
     for (; d0 + DBLK <= hd; d0 += DBLK) weighted_sum(rows, d0, DBLK, vt, np, s, sums, o, j->ldout);
     switch (hd - d0) {  /* constant block sizes keep the accumulators in registers */
+#if DBLK > 5
         case 5: weighted_sum(rows, d0, 5, vt, np, s, sums, o, j->ldout); break;
+#endif
+#if DBLK > 4
         case 4: weighted_sum(rows, d0, 4, vt, np, s, sums, o, j->ldout); break;
+#endif
         case 3: weighted_sum(rows, d0, 3, vt, np, s, sums, o, j->ldout); break;
         case 2: weighted_sum(rows, d0, 2, vt, np, s, sums, o, j->ldout); break;
         case 1: weighted_sum(rows, d0, 1, vt, np, s, sums, o, j->ldout); break;
@@ -269,15 +218,9 @@ int mambairv2_window_attention_f32(int64_t windows, int64_t n, int64_t heads, in
     base.qkv = qkv; base.ldqkv = ldqkv; base.bias = bias; base.mask = mask; base.scale = scale;
     base.out = out; base.ldout = ldout;
     const int64_t ntask = windows * heads;
-    if (nthreads > ntask) nthreads = (int)ntask;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    nthreads = thread_count(nthreads, ntask, 1);
     Job jobs[MAX_THREADS];
-    for (int i = 0; i < nthreads; ++i) {
-        jobs[i] = base;
-        jobs[i].task_begin = ntask * i / nthreads;
-        jobs[i].task_end = ntask * (i + 1) / nthreads;
-    }
+    SPLIT_TASKS(jobs, base, nthreads, ntask);
     int failed = run_parallel(run_job, jobs, sizeof(Job), nthreads);
     return failed ? 2 : 0;
 }

@@ -9,11 +9,29 @@
 #define MAMBAIRV2_KERNEL_PARALLEL_H
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define MAX_THREADS 256
+
+/* How many threads to use for `units` units of work of which each thread should get at least
+ * `min_per_thread` (fewer cost more in synchronisation than they save): 1 .. MAX_THREADS. */
+static inline int thread_count(int nthreads, int64_t units, int64_t min_per_thread) {
+    const int64_t most = (units + min_per_thread - 1) / min_per_thread;
+    if (nthreads > most) nthreads = (int)most;
+    if (nthreads < 1) nthreads = 1;
+    return nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
+}
+
+/* jobs[i] = base, given tasks [total·i/n, total·(i+1)/n) (fields task_begin and task_end). */
+#define SPLIT_TASKS(jobs, base, n, total)                          \
+    for (int i_ = 0; i_ < (n); ++i_) {                             \
+        (jobs)[i_] = (base);                                       \
+        (jobs)[i_].task_begin = (int64_t)(total) * i_ / (n);       \
+        (jobs)[i_].task_end = (int64_t)(total) * (i_ + 1) / (n);   \
+    }
 
 /* Runs fn(jobs[i]) for i < n (n ≤ MAX_THREADS, job i at jobs + i·size), in parallel; returns
  * nonzero when some fn returned non-NULL. */

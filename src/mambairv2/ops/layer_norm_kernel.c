@@ -13,44 +13,7 @@
 #include <string.h>
 
 #include "kernel_parallel.h"
-
-#if defined(__AVX512F__)
-#define VW 16
-#else
-#define VW 8
-#endif
-
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef float v8 __attribute__((vector_size(8 * sizeof(float))));
-typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
-
-static inline vf splat(float x) { return x - (vf){0}; }
-
-static inline vf loadu(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void storeu(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-/* the sum of the lanes by halving */
-static inline float hsum(vf v) {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
-#if VW == 16
-    v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-    v8 a = v;
-#endif
-    v4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    return (c[0] + c[2]) + (c[1] + c[3]);
-#else
-    float s = 0.0f;
-    for (int k = 0; k < VW; ++k) s += v[k];
-    return s;
-#endif
-}
+#include "kernel_vec.h"
 
 typedef struct {
     int64_t c, ldx, ldy;
@@ -104,14 +67,8 @@ int mambairv2_layer_norm_f32(int64_t rows, int64_t c, const float *x, int64_t ld
     base.c = c; base.ldx = ldx; base.ldy = ldy; base.x = x; base.w = weight; base.b = bias;
     base.eps = eps; base.y = y;
     const int64_t per_thread = 256;  /* rows; fewer per thread cost more in synchronisation */
-    if (nthreads > (rows + per_thread - 1) / per_thread) nthreads = (int)((rows + per_thread - 1) / per_thread);
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    nthreads = thread_count(nthreads, rows, per_thread);
     Job jobs[MAX_THREADS];
-    for (int i = 0; i < nthreads; ++i) {
-        jobs[i] = base;
-        jobs[i].task_begin = rows * i / nthreads;
-        jobs[i].task_end = rows * (i + 1) / nthreads;
-    }
+    SPLIT_TASKS(jobs, base, nthreads, rows);
     return run_parallel(run_job, jobs, sizeof(Job), nthreads) ? 2 : 0;
 }

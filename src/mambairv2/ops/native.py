@@ -20,7 +20,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 # OpenMP first: the kernels then share PyTorch's thread pool (see kernel_parallel.h)
 _FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
@@ -53,7 +53,7 @@ def _compiler() -> Optional[str]:
     return None
 
 
-def _build(cc: str, source: Path) -> Path:
+def _build(cc: str, source: Path) -> Tuple[Path, List[str]]:
     code = b"".join(p.read_bytes() for p in [source, *sorted(source.parent.glob("*.h"))])
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     errors: List[str] = []
@@ -62,7 +62,7 @@ def _build(cc: str, source: Path) -> Path:
                                          _cpu_signature().encode(), platform.machine().encode()]))
         target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
         if target.exists():
-            return target
+            return target, flags
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
@@ -71,7 +71,7 @@ def _build(cc: str, source: Path) -> Path:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
-                return target
+                return target, flags
             errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-500:]}")
         finally:
             if os.path.exists(tmp):
@@ -89,6 +89,7 @@ class NativeKernel:
         self._lock = threading.Lock()
         self._lib: Optional[ctypes.CDLL] = None
         self._error: Optional[str] = None
+        self.flags: List[str] = []  #: the compiler flags of the loaded build
 
     def load(self) -> Optional[ctypes.CDLL]:
         """The loaded library, or None (then :meth:`error` says why)."""
@@ -103,13 +104,14 @@ class NativeKernel:
                 self._error = "no C compiler found (cc, gcc or clang; or set CC)"
                 return None
             try:
-                lib = ctypes.CDLL(str(_build(cc, self.source)))
+                path, flags = _build(cc, self.source)
+                lib = ctypes.CDLL(str(path))
                 self._bind(lib)
             except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
                 self._error = f"building the {self.what} failed: {exc}"
                 warnings.warn(f"mambairv2: {self._error}; using the pure-PyTorch path", RuntimeWarning)
                 return None
-            self._lib = lib
+            self._lib, self.flags = lib, flags
             return lib
 
     def available(self) -> bool:
@@ -119,3 +121,7 @@ class NativeKernel:
     def error(self) -> Optional[str]:
         """Why the kernel is unavailable (None if it is available or was not tried yet)."""
         return self._error
+
+    def native(self) -> bool:
+        """Whether it is loaded and was built for this CPU's vector units (-march=native)."""
+        return self.load() is not None and "-march=native" in self.flags

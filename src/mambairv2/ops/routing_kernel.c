@@ -13,15 +13,7 @@
 #include <string.h>
 
 #include "kernel_parallel.h"
-
-#if defined(__AVX512F__)
-#define VW 16
-#else
-#define VW 8
-#endif
-
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VW * sizeof(float))));
+#include "kernel_vec.h"
 
 typedef struct {
     int64_t ntok, ld;
@@ -29,12 +21,6 @@ typedef struct {
     int64_t *groups;
     int64_t task_begin, task_end;
 } Job;
-
-static inline vf loadu(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 /* The first index of the largest of x[0 .. n): lane-wise running maxima over chunks of VW (a
  * strict comparison keeps the earlier index on ties), then the smallest index among the lanes
@@ -82,15 +68,10 @@ int mambairv2_sgn_route_f32(int64_t batch, int64_t length, int64_t ntok, const f
                             int64_t ld, int64_t *groups, int64_t *order, int64_t *inverse,
                             int nthreads) {
     const int64_t rows = batch * length, per_thread = 1024;
-    if (nthreads > (rows + per_thread - 1) / per_thread) nthreads = (int)((rows + per_thread - 1) / per_thread);
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    nthreads = thread_count(nthreads, rows, per_thread);
+    const Job base = {ntok, ld, logits, groups, 0, 0};
     Job jobs[MAX_THREADS];
-    for (int i = 0; i < nthreads; ++i) {
-        jobs[i].ntok = ntok; jobs[i].ld = ld; jobs[i].logits = logits; jobs[i].groups = groups;
-        jobs[i].task_begin = rows * i / nthreads;
-        jobs[i].task_end = rows * (i + 1) / nthreads;
-    }
+    SPLIT_TASKS(jobs, base, nthreads, rows);
     run_parallel(run_job, jobs, sizeof(Job), nthreads);
     int64_t *start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(ntok + 1));
     if (!start) return 2;

@@ -30,37 +30,11 @@
 #endif
 #define MIN_LOG_DECAY -60.0f
 
-/* GCC/clang vector extensions: compiled to AVX2/AVX-512, SSE or NEON instructions alike. */
-typedef float vf __attribute__((vector_size(DB * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(DB * sizeof(float))));
+#define VW DB  /* the vectors of kernel_vec.h: one block of channels */
+#include "kernel_vec.h"
 
-static inline vf splat(float x) {
-    vf v;
-    for (int k = 0; k < DB; ++k) v[k] = x;
-    return v;
-}
-
-/* mask ? a : b, lane by lane (mask lanes all ones or all zeros, as comparisons give them) */
-static inline vf sel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-
-/* exp(x) for x in [MIN_LOG_DECAY, 0] (Cephes' expf: range reduction by ln 2 with the integer
- * found by the 1.5·2^23 rounding trick, degree-6 polynomial; about 1 ulp). */
-static inline vf exp_small(vf x) {
-    const vf magic = splat(12582912.0f); /* 1.5 * 2^23 */
-    vf t = x * splat(1.44269504088896341f) + magic;
-    vf fx = t - magic;                   /* round(x / ln 2) */
-    vi n = (vi)t - (vi)magic;
-    vf r = x - fx * splat(0.693359375f) + fx * splat(2.12194440e-4f);
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + splat(1.3981999507e-3f);
-    p = p * r + splat(8.3334519073e-3f);
-    p = p * r + splat(4.1665795894e-2f);
-    p = p * r + splat(1.6666665459e-1f);
-    p = p * r + splat(5.0000001201e-1f);
-    p = p * r * r + r + splat(1.0f);
-    vi scale = (n + 127) << 23;
-    return p * (vf)scale;
-}
+/* exp(x) for x in [MIN_LOG_DECAY, 0] */
+static inline vf exp_small(vf x) { return exp_core(x); }
 
 /* log(w) for w in [1, 2] (Cephes' logf polynomial after the reduction to [sqrt(1/2), sqrt(2))). */
 static inline vf log_1_2(vf w) {
@@ -257,15 +231,9 @@ int mambairv2_scan_f32(int64_t batch, int64_t dim, int64_t length, int64_t nstat
     memcpy(base.sb, sb, sizeof base.sb); memcpy(base.sc, sc, sizeof base.sc);
     memcpy(base.sy, sy, sizeof base.sy);
     const int64_t ntask = batch * ((dim + DB - 1) / DB);
-    if (nthreads > ntask) nthreads = (int)ntask;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    nthreads = thread_count(nthreads, ntask, 1);
     Job jobs[MAX_THREADS];
-    for (int i = 0; i < nthreads; ++i) {
-        jobs[i] = base;
-        jobs[i].task_begin = ntask * i / nthreads;
-        jobs[i].task_end = ntask * (i + 1) / nthreads;
-    }
+    SPLIT_TASKS(jobs, base, nthreads, ntask);
     int failed = run_parallel(run_job, jobs, sizeof(Job), nthreads);
     return failed ? 2 : 0;  /* 2: out of memory for the block states */
 }
