@@ -5,7 +5,6 @@ Measured difference: about 1e-7 (float32 reduction order); the test allows 1e-5.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -15,12 +14,6 @@ import torch
 from _train_tiny import cli_env, tiny_config, train_cmd
 
 TOLERANCE = 1e-5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _torchrun_available() -> bool:
@@ -37,8 +30,8 @@ def test_two_ranks_match_single_process_with_same_global_batch(tmp_path):
     common = ["--set", "train.iters=3", "--set", "train.save_every=3", "--set", "data.batch_size=4",
               "--set", "val.every=0", "--set", "train.grad_clip=0.5"]
     cfg = tiny_config(tmp_path)
-    ddp_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+    # --standalone: torchrun picks a free port itself (no race between choosing and binding one)
+    ddp_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "mambairv2", "train", str(cfg), *common, "--set", f"output_dir={tmp_path / 'ddp'}"]
     proc = subprocess.run(ddp_cmd, env=cli_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
