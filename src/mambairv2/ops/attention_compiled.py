@@ -8,25 +8,18 @@ only accepts heads up to :data:`MAX_HEAD_DIM`.
 """
 from __future__ import annotations
 
-import ctypes
 from typing import Optional
 
 import torch
 
-from .native import NativeKernel
+from .native import F32, I64, INT, PTR, NativeKernel
 
 Tensor = torch.Tensor
 MAX_HEAD_DIM = 16
 
 
-def _bind(lib: ctypes.CDLL) -> None:
-    fn = lib.mambairv2_window_attention_f32
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fn.argtypes = [i64, i64, i64, i64, p, i64, p, p, ctypes.c_float, p, i64, ctypes.c_int]
-    fn.restype = ctypes.c_int
-
-
-_KERNEL = NativeKernel("attention_kernel.c", "attention kernel", _bind)
+_KERNEL = NativeKernel("attention_kernel.c", "attention kernel", "mambairv2_window_attention_f32",
+                       [I64, I64, I64, I64, PTR, I64, PTR, PTR, F32, PTR, I64, INT])
 
 
 def attention_kernel_available() -> bool:

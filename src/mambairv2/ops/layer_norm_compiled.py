@@ -3,24 +3,17 @@ built on first use. About 2.5× faster than PyTorch's kernel at the light model'
 1.2–1.8× at the wider models' 96–174."""
 from __future__ import annotations
 
-import ctypes
 from typing import Optional
 
 import torch
 
-from .native import NativeKernel
+from .native import F32, I64, INT, PTR, NativeKernel
 
 Tensor = torch.Tensor
 
 
-def _bind(lib: ctypes.CDLL) -> None:
-    fn = lib.mambairv2_layer_norm_f32
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fn.argtypes = [i64, i64, p, i64, p, p, ctypes.c_float, p, i64, ctypes.c_int]
-    fn.restype = ctypes.c_int
-
-
-_KERNEL = NativeKernel("layer_norm_kernel.c", "layer-norm kernel", _bind)
+_KERNEL = NativeKernel("layer_norm_kernel.c", "layer-norm kernel", "mambairv2_layer_norm_f32",
+                       [I64, I64, PTR, I64, PTR, PTR, F32, PTR, I64, INT])
 
 
 def layer_norm_kernel_available() -> bool:

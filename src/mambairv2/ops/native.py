@@ -20,7 +20,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 # OpenMP first: the kernels then share PyTorch's thread pool (see kernel_parallel.h)
 _FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
@@ -79,13 +79,20 @@ def _build(cc: str, source: Path) -> Tuple[Path, List[str]]:
     raise RuntimeError("; ".join(errors))
 
 
-class NativeKernel:
-    """One C file, built and loaded on first use; ``bind`` sets the argument types."""
+# ctypes argument types of the kernels' entry points
+PTR, I64, I64_PTR, F32, INT = (ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
+                               ctypes.c_float, ctypes.c_int)
 
-    def __init__(self, filename: str, what: str, bind: Callable[[ctypes.CDLL], None]) -> None:
+
+class NativeKernel:
+    """One C file, built and loaded on first use, with one entry point ``symbol`` taking
+    ``argtypes`` and returning an int status."""
+
+    def __init__(self, filename: str, what: str, symbol: str, argtypes: Sequence[type]) -> None:
         self.source = Path(__file__).with_name(filename)
         self.what = what  # for messages, e.g. "scan kernel"
-        self._bind = bind
+        self.symbol = symbol
+        self.argtypes = list(argtypes)
         self._lock = threading.Lock()
         self._lib: Optional[ctypes.CDLL] = None
         self._error: Optional[str] = None
@@ -106,7 +113,8 @@ class NativeKernel:
             try:
                 path, flags = _build(cc, self.source)
                 lib = ctypes.CDLL(str(path))
-                self._bind(lib)
+                fn = getattr(lib, self.symbol)
+                fn.argtypes, fn.restype = self.argtypes, ctypes.c_int
             except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
                 self._error = f"building the {self.what} failed: {exc}"
                 warnings.warn(f"mambairv2: {self._error}; using the pure-PyTorch path", RuntimeWarning)

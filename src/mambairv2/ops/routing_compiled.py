@@ -4,24 +4,17 @@ argmax of the routing logits, the stable sort of the tokens by group and its inv
 128², the kernel about 0.2 ms)."""
 from __future__ import annotations
 
-import ctypes
 from typing import Optional, Tuple
 
 import torch
 
-from .native import NativeKernel
+from .native import I64, INT, PTR, NativeKernel
 
 Tensor = torch.Tensor
 
 
-def _bind(lib: ctypes.CDLL) -> None:
-    fn = lib.mambairv2_sgn_route_f32
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    fn.argtypes = [i64, i64, i64, p, i64, p, p, p, ctypes.c_int]
-    fn.restype = ctypes.c_int
-
-
-_KERNEL = NativeKernel("routing_kernel.c", "routing kernel", _bind)
+_KERNEL = NativeKernel("routing_kernel.c", "routing kernel", "mambairv2_sgn_route_f32",
+                       [I64, I64, I64, PTR, I64, PTR, PTR, PTR, INT])
 
 
 def routing_kernel_available() -> bool:

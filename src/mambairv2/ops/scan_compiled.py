@@ -13,23 +13,16 @@ from typing import Optional
 
 import torch
 
-from .native import NativeKernel, cache_dir  # noqa: F401 - cache_dir re-exported for users
+from .native import I64, I64_PTR, INT, PTR, NativeKernel
 from .scan_common import ScanInputs
 
 Tensor = torch.Tensor
 MAX_STATE = 64  # NMAX of the kernel
 MAX_RANK = 64  # RMAX of the kernel
 
-
-def _bind(lib: ctypes.CDLL) -> None:
-    fn = lib.mambairv2_scan_f32
-    p, i64, i64p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
-    fn.argtypes = [i64, i64, i64, i64, p, i64p, p, i64p, p, p, i64p, p, i64p, p, p, ctypes.c_int,
-                   p, i64p, i64, p, p, i64p, ctypes.c_int]
-    fn.restype = ctypes.c_int
-
-
-_KERNEL = NativeKernel("scan_kernel.c", "scan kernel", _bind)
+_KERNEL = NativeKernel("scan_kernel.c", "scan kernel", "mambairv2_scan_f32",
+                       [I64, I64, I64, I64, PTR, I64_PTR, PTR, I64_PTR, PTR, PTR, I64_PTR, PTR, I64_PTR, PTR, PTR,
+                        INT, PTR, I64_PTR, I64, PTR, PTR, I64_PTR, INT])
 
 
 def kernel_available() -> bool:
