@@ -1,6 +1,8 @@
 /* Window attention forward for CPUs, float32: softmax(q·kᵀ·scale + bias + mask)·v per window and
- * head, for the small head sizes of the released models (12 for light, 29 to 33 for the others),
- * where general matrix-multiply kernels waste most of their work on edges.
+ * head, for small heads (the light model's 12 channels), where general matrix-multiply kernels
+ * waste much of their work on thin operands; for the other variants' 29–33 channels PyTorch's
+ * flash attention is faster and attention_compiled.py does not use this kernel. Any head size
+ * up to 64 gives correct results.
  *
  *   qkv: windows·n rows (row stride ldqkv), each [q | k | v], each heads × hd
  *   bias: heads × n × n (contiguous), mask: n × n or NULL, both added to the scaled scores

@@ -1,7 +1,7 @@
 """Inference routing of the ASSM through ``routing_kernel.c`` (CPU, float32), built on first use:
 argmax of the routing logits, the stable sort of the tokens by group and its inverse in one call
-(PyTorch needs a max, a general sort and a scatter, about 1.5 ms per layer on the light model at
-128², the kernel about 0.2 ms)."""
+(PyTorch needs a max, a general sort and a scatter: about 1.4 ms per layer of the light model at
+128² on a 2-core Xeon, the kernel about 0.36 ms)."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
