@@ -263,6 +263,33 @@ def test_delta_proj_rank_beyond_the_kernel_falls_back():
     assert ((out.double() - ref).abs() / (ref.abs() + 1)).max().item() < 2e-5
 
 
+@pytest.mark.parametrize("needs_grad", ["delta", "C", "D", "delta_bias"])
+def test_auto_never_drops_a_gradient(needs_grad):
+    """``auto`` must not pick the (autograd-less) compiled kernel when any input needs a
+    gradient, not only u, B or A; an explicit ``compiled`` request is refused instead."""
+    a = {k: v.float() for k, v in _random(dim=8, n=4).items()}
+    a["delta_bias"] = torch.zeros(8)
+    a[needs_grad] = a[needs_grad].clone().requires_grad_(True)
+    y = selective_scan(**a, delta_softplus=True)
+    assert y.requires_grad
+    y.sum().backward()
+    ref = {k: v.detach().double().requires_grad_(k == needs_grad) for k, v in a.items()}
+    selective_scan(**ref, delta_softplus=True, backend="reference").sum().backward()
+    assert (a[needs_grad].grad.double() - ref[needs_grad].grad).abs().max().item() < 1e-3
+    if kernel_available():
+        with pytest.raises(RuntimeError, match="compiled"):
+            selective_scan(**a, delta_softplus=True, backend="compiled")
+
+
+def test_auto_keeps_the_gradient_of_delta_proj():
+    a, low, proj = _low_rank(rank=3, dim=8)
+    f = {k: v.float() for k, v in a.items()}
+    w = proj.float().requires_grad_(True)
+    y = selective_scan(**dict(f, delta=low.float()), delta_softplus=True, delta_proj=w)
+    y.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
 def _fresh_python(code: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env})

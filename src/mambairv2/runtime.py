@@ -33,9 +33,9 @@ _done = False
 
 def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30,
                    top_pad: int = 64 << 20, no_mmap: bool = True) -> bool:
-    """Sets glibc ``mallopt`` thresholds (and no mmap with ``no_mmap``) and ``THP_MEM_ALLOC_ENABLE=1`` unless already set
-    (Linux only; with another libc only the latter; a no-op returning False elsewhere). Returns
-    whether the malloc settings were applied."""
+    """Sets glibc ``mallopt`` thresholds (and no mmap with ``no_mmap``) and
+    ``THP_MEM_ALLOC_ENABLE=1`` unless already set (Linux only; with another libc only the
+    latter; a no-op returning False elsewhere). Returns whether the malloc settings were applied."""
     global _done
     if _done:
         return True

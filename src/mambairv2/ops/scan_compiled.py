@@ -35,10 +35,11 @@ def kernel_error() -> Optional[str]:
     return _KERNEL.error()
 
 
-def kernel_supports(u: Tensor, B: Tensor, A: Tensor) -> bool:
-    """Whether a call with these arguments can use the kernel (CPU, float32, no autograd,
-    B/C shared by all channels, d_state ≤ 64)."""
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, B, A))
+def kernel_supports(u: Tensor, B: Tensor, A: Tensor, *others: Optional[Tensor]) -> bool:
+    """Whether a call with these arguments can use the kernel (CPU, float32, B/C shared by all
+    channels, d_state ≤ 64, and no autograd: none of ``u``, ``B``, ``A`` and ``others`` — the
+    call's remaining tensors, None allowed — requires a gradient)."""
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, B, A, *others))
     groups = B.shape[1] if B.dim() == 4 else 1
     return (u.device.type == "cpu" and u.dtype == torch.float32 and not grad and groups == 1
             and A.shape[-1] <= MAX_STATE)

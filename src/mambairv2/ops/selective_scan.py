@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -58,10 +58,10 @@ def current_backend() -> str:
 
 
 def resolve_backend(u: Tensor, backend: str = "auto", B: Optional[Tensor] = None,
-                    A: Optional[Tensor] = None) -> str:
-    """The concrete backend that ``selective_scan`` would use for ``u`` (and ``B``, ``A``, which
-    decide whether the compiled CPU kernel applies; without them a single-group, small-state
-    call is assumed)."""
+                    A: Optional[Tensor] = None, others: Sequence[Optional[Tensor]] = ()) -> str:
+    """The concrete backend that ``selective_scan`` would use for ``u`` (and ``B``, ``A`` and
+    the call's ``others`` tensors, which decide whether the compiled CPU kernel applies: it has
+    no autograd; without them a single-group, small-state call is assumed)."""
     _check(backend)
     if backend == "auto":
         backend = _backend.get()
@@ -70,7 +70,7 @@ def resolve_backend(u: Tensor, backend: str = "auto", B: Optional[Tensor] = None
             return "mamba_ssm"
         probe_b = B if B is not None else u.new_empty(1, 1, 1)
         probe_a = A if A is not None else u.new_empty(1, 1)
-        if kernel_supports(u, probe_b, probe_a) and kernel_available():
+        if kernel_supports(u, probe_b, probe_a, *others) and kernel_available():
             return "compiled"
         return "chunked"
     return backend
@@ -95,23 +95,22 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Returns:
         ``y``: ``B×D×L`` in u's dtype (computed in float32, or float64 for float64 input).
     """
-    name = resolve_backend(u, backend, B, A)
-    if delta_proj is not None and name == "compiled" and kernel_supports(u, B, A) \
-            and delta.dim() == 3 and delta.shape[1] <= MAX_RANK \
-            and not (torch.is_grad_enabled() and (delta.requires_grad or delta_proj.requires_grad)):
-        return selective_scan_compiled(u, None, A, B, C, D, delta_bias, delta_softplus,
-                                       delta_low=delta, delta_proj=delta_proj)
+    others = (delta, C, D, delta_bias, delta_proj)
+    name = resolve_backend(u, backend, B, A, others)
+    if name == "compiled" and not kernel_supports(u, B, A, *others):
+        raise RuntimeError("backend 'compiled' needs float32 CPU tensors without autograd, one "
+                           "B/C group and d_state <= 64")
     if delta_proj is not None:
         if delta.dim() != 3 or delta_proj.dim() != 2 or delta.shape[1] != delta_proj.shape[1]:
             raise ValueError(f"delta (B×R×L) and delta_proj (D×R) do not match: {tuple(delta.shape)}, "
                              f"{tuple(delta_proj.shape)}")
+        if name == "compiled" and delta.shape[1] <= MAX_RANK:
+            return selective_scan_compiled(u, None, A, B, C, D, delta_bias, delta_softplus,
+                                           delta_low=delta, delta_proj=delta_proj)
         delta = torch.nn.functional.linear(delta.transpose(1, 2), delta_proj).transpose(1, 2)
     if name == "mamba_ssm":
         return _mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "compiled":
-        if not kernel_supports(u, B, A):
-            raise RuntimeError("backend 'compiled' needs float32 CPU tensors without autograd, one "
-                               "B/C group and d_state <= 64")
         return selective_scan_compiled(u, delta, A, B, C, D, delta_bias, delta_softplus)
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
