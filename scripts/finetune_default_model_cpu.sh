@@ -23,7 +23,7 @@ ITERS=${3:?number of steps missing}
 LR=${4:?peak learning rate missing}
 MINUTES=${5:?time limit (minutes) missing}
 TRAIN=${6:-../shared/data/train}
-python3 -m mambairv2 train configs/default_light_x4_gpu.yaml --set device=cpu \
+python3 -m mambairv2 train default_light_x4_gpu --set device=cpu \
   --set model.init_from="$INIT" --set "data.train_root=[$TRAIN/T91, $TRAIN/BSD200]" \
   --set data.patch_size=32 --set data.batch_size=4 --set data.num_workers=1 \
   --set train.iters="$ITERS" --set train.lr="$LR" --set train.warmup_iters=30 --set train.eta_min=1e-5 \

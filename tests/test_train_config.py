@@ -7,7 +7,8 @@ import pytest
 
 from _train_tiny import REPO, tiny_config
 from mambairv2.cli.main import main
-from mambairv2.train.config import ConfigError, build_config, load_config, model_config, parse_override
+from mambairv2.train.config import (ConfigError, build_config, load_config, model_config, packaged_configs,
+                                     parse_override, resolve_config)
 
 
 def test_overrides_are_parsed_as_yaml_and_dotted():
@@ -60,21 +61,21 @@ def test_cli_reports_one_line_errors(tmp_path, capsys):
 
 
 def test_every_shipped_config_loads():
-    configs = sorted((REPO / "configs").glob("*.yaml"))
-    names = {p.stem for p in configs}
+    configs = sorted(packaged_configs().values())
+    names = set(packaged_configs())
     for variant in ("light", "small", "base", "large"):
         for scale in (2, 3, 4):
-            assert f"train_{variant}_x{scale}" in names
+            assert f"{variant}_x{scale}" in names
     for sigma in (15, 25, 50):
-        assert f"train_denoise_sigma{sigma}" in names
+        assert f"denoise_sigma{sigma}" in names
     for q in (10, 30, 40):
-        assert f"train_jpeg_q{q}" in names
+        assert f"jpeg_q{q}" in names
     assert {"quickstart_light_x2_cpu", "default_light_x4_gpu"} <= names
     for p in configs:
         cfg = load_config(p)
         mc = model_config(cfg)
         assert cfg["train"]["iters"] > 0 and mc.upscale >= 1, p
-        if p.stem.startswith("train_"):
+        if p.stem not in ("quickstart_light_x2_cpu", "default_light_x4_gpu"):
             assert cfg["train"]["iters"] == 500000 and cfg["train"]["betas"] == [0.9, 0.99], p
             assert cfg["train"]["milestones"] == [250000, 400000, 450000, 475000], p
             if mc.task == "sr":
@@ -85,3 +86,14 @@ def test_every_shipped_config_loads():
             else:
                 assert cfg["train"]["loss"] == "charbonnier" and cfg["data"]["patch_size"] == 128
                 assert cfg["data"]["batch_size"] == 8
+
+
+def test_packaged_config_by_name(capsys):
+    assert resolve_config("light_x2") == packaged_configs()["light_x2"]
+    assert resolve_config("light_x2.yaml") == packaged_configs()["light_x2"]
+    assert load_config("light_x2")["model"] == load_config(packaged_configs()["light_x2"])["model"]
+    with pytest.raises(ConfigError, match="mambairv2 configs"):
+        resolve_config("no_such_config")
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in packaged_configs())

@@ -1,7 +1,7 @@
 """``mambairv2 train CONFIG.yaml [--set KEY=VALUE ...] [--resume [DIR|auto]]``: train a model.
 
 Multi-GPU / multi-node: start it with torchrun, e.g.
-``torchrun --nproc_per_node 8 -m mambairv2 train configs/train_light_x2.yaml``.
+``torchrun --nproc_per_node 8 -m mambairv2 train light_x2``.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from .errors import CLIError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="train a model from a YAML config",
-        description="Train MambaIRv2 from a YAML config (see configs/). Checkpoints (BasicSR "
+        description="Train MambaIRv2 from a YAML config file or a packaged config name (`mambairv2 configs`). Checkpoints (BasicSR "
                     "format, with EMA weights), the training state, log.csv and plot.png go to the "
                     "output folder (default runs/<name>). Under torchrun, every rank runs this "
                     "command; rank 0 writes the files.")
-    p.add_argument("config", metavar="CONFIG", help="YAML config file")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file, or the name of a packaged config (`mambairv2 configs` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value), e.g. --set train.lr=1e-3 "
                         "--set data.train_root=/data/DIV2K/HR; repeatable")

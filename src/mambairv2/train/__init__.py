@@ -2,7 +2,7 @@
 the training loop behind ``mambairv2 train CONFIG.yaml``.
 
 >>> from mambairv2.train import load_config, train
->>> cfg = load_config("configs/quickstart_light_x2_cpu.yaml", ["train.iters=100"])
+>>> cfg = load_config("quickstart_light_x2_cpu", ["train.iters=100"])
 >>> train(cfg)
 """
 from .config import ConfigError, load_config

@@ -316,13 +316,33 @@ def task_of(cfg: Mapping[str, Any]) -> str:
     return model_config(cfg).task if task == "auto" else task
 
 
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def packaged_configs() -> Dict[str, Path]:
+    """The configs shipped in the package, by name (``light_x2`` → ``.../configs/light_x2.yaml``)."""
+    return {p.stem: p for p in sorted(PACKAGED_CONFIG_DIR.glob("*.yaml"))}
+
+
+def resolve_config(path_or_name: PathLike) -> Path:
+    """A config file path, or the packaged config of that name when no such file exists."""
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    packaged = packaged_configs()
+    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if str(path_or_name) in (name, p.name) and name in packaged:
+        return packaged[name]
+    raise ConfigError(f"{p}: no such config file, and no packaged config of that name "
+                      f"(`mambairv2 configs` lists them)")
+
+
 def load_config(path: Optional[PathLike], overrides: Iterable[str] = ()) -> Config:
-    """Reads a YAML config file (or only defaults when ``path`` is None) and applies overrides."""
+    """Reads a YAML config file or packaged config by name (or only defaults when ``path`` is
+    None) and applies overrides."""
     data: Any = None
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"{p}: no such config file")
+        p = resolve_config(path)
         if p.is_dir():
             raise ConfigError(f"{p}: is a folder, not a config file")
         try:
