@@ -10,3 +10,7 @@ class MambaIRv2Error(Exception):
     """A user-facing error: bad input, a missing or unusable file, an invalid option."""
 
     code: int = 2  #: exit status of the command line
+
+
+class CheckpointError(MambaIRv2Error, ValueError):
+    """A file or state dict that cannot be used as a checkpoint of this package's networks."""
