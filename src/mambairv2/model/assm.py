@@ -1,5 +1,6 @@
-"""Attentive state-space module (ASSM): ASE (prompts added to the scan's C) and SGN (tokens
-reordered so that tokens routed to the same prompt are neighbours in the scan)."""
+"""Attentive state-space module (ASSM, paper Sec. 4.2, Fig. 3a): ASE (prompts added to the scan's
+output matrix C, Eq. 7) and SGN (tokens reordered so that tokens routed to the same prompt are
+neighbours in the scan: SGN-unfold before the scan, SGN-fold after it, Fig. 3c)."""
 from __future__ import annotations
 
 import math
@@ -53,7 +54,9 @@ class SelectiveScan(nn.Module):
         self.Ds.fill_(1.0)
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
-        """``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N`` added to C as is.
+        """The attentive state-space equation (Eq. 7): h_i = Ā h_{i−1} + B̄ x_i,
+        y_i = (C + P) h_i + D x_i. ``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N``
+        (P, one prompt per token) added to C as is.
         Returns ``B×L×D``."""
         x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -89,6 +92,14 @@ def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
 class ASSM(nn.Module):
     """Attentive state-space module.
 
+    - Prompt pool P = M·N (Eq. 6, low-rank decoupling): M is ``embeddingB`` (T×r, this block's),
+      N is the layer's ``embeddingA`` (r×d, passed in); T = ``num_tokens``, r = ``inner_rank``.
+    - Routing: ``route`` (linear, GELU, linear, LogSoftmax) gives each token's log-probability
+      over the T prompts; the chosen prompt is the token's instance prompt P_i and its semantic label.
+    - Positional encoding: ``in_proj`` then ``CPE`` (depthwise 3×3) as a sigmoid gate.
+    - SGN-unfold: tokens sorted (stably) by label; ASE scan with C + P (Eq. 7); SGN-fold: the
+      inverse permutation; then ``out_norm`` and ``out_proj``.
+
     Routing: in training, straight-through hard Gumbel-softmax; in eval, one-hot(argmax) unless
     ``routing`` is ``"gumbel"`` (the released stochastic inference; ``generator`` seeds it).
     """
@@ -114,8 +125,8 @@ class ASSM(nn.Module):
 
     def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Prompt per token (``B×L×N``, raster order), the chosen prompt index (``B×L``), and
-        the SGN permutation of the tokens with its inverse (see :func:`sgn_order`)."""
-        pool = self.embeddingB.weight @ embedding_a  # T×N prompt pool
+        the SGN permutation of the tokens with its inverse (see ``ops.sgn_order``)."""
+        pool = self.embeddingB.weight @ embedding_a  # Eq. 6: P = M·N, T×d prompt pool
         if self.training or self.routing == "gumbel":
             one_hot = gumbel_softmax_hard(self.route(x), self.generator)
             groups = one_hot.detach().argmax(-1)
@@ -135,6 +146,6 @@ class ASSM(nn.Module):
         img = conv_gate(img, self.CPE[0])
         tokens = image_to_tokens(img)  # B×L×hidden
 
-        y = self.selectiveScan(permute_tokens(tokens, order), prompt)
+        y = self.selectiveScan(permute_tokens(tokens, order), prompt)  # SGN-unfold, then ASE
         y = linear(self.out_norm(y), self.out_proj)
-        return permute_tokens(y, inverse)
+        return permute_tokens(y, inverse)  # SGN-fold
