@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
+import warnings
 from typing import Dict, Iterator, Mapping, NamedTuple, Optional
 
 import torch
@@ -96,9 +98,15 @@ def _check(op: Optional[str], name: str) -> None:
         raise ValueError(f"unknown implementation {name!r} for {what}; choose one of {', '.join(allowed)}")
 
 
+@functools.lru_cache(maxsize=1)
 def _default() -> str:
+    """The process's default selection (read once)."""
     name = os.environ.get(ENV_VAR, "").strip() or "auto"
-    return name if name in SELECTIONS else "auto"
+    if name not in SELECTIONS:
+        warnings.warn(f"{ENV_VAR}={name!r} is not one of {', '.join(SELECTIONS)}; using 'auto'",
+                      RuntimeWarning, stacklevel=3)
+        return "auto"
+    return name
 
 
 @contextlib.contextmanager
