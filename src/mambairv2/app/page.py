@@ -27,6 +27,7 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"
 CSS = """
 #status { min-height: 2.5em; }
 #status p { margin: 0.2em 0; }
+.hint p { font-size: 0.85em; opacity: 0.8; }
 .gradio-container { max-width: 1400px !important; margin: auto; }
 footer { display: none !important; }
 """
@@ -59,7 +60,7 @@ def quiet_gradio() -> None:
 
 
 def _warn(text: str) -> str:
-    return f"⚠️ {text}"
+    return f"⚠ {text}"
 
 
 def build(settings: Settings, store: Optional[ModelStore] = None):
@@ -143,7 +144,7 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
                         text = "out of memory; choose a smaller tile size"
                     lines.append(_warn(f"{shown}: {type(exc).__name__}: {text}"))
                     continue
-                lines.append("✅ " + done.summary)
+                lines.append("✓ " + done.summary)
                 results.append(done)
         if not results:
             return ("\n\n".join(lines), *nothing)
@@ -169,11 +170,13 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
                 model_dd = gr.Dropdown(store.names(), value=store.default_name(), label="Model",
                                        elem_id="model", interactive=True)
                 card = gr.Markdown(elem_id="model-card")
-                ckpt = gr.File(label="…or add a checkpoint (.pth / .safetensors, loaded safely: tensors only)",
-                               file_count="single", elem_id="checkpoint", height=90)
+                ckpt = gr.File(label="Add a checkpoint", file_count="single", elem_id="checkpoint", height=130)
+                gr.Markdown("A `.pth` or `.safetensors` file, read as tensors only (no code in it runs); "
+                            "its configuration is detected from the weights.", elem_classes=["hint"])
                 with gr.Accordion("Options", open=True):
-                    tile = gr.Slider(0, 1024, value=0, step=16, elem_id="tile",
-                                     label="Tile size in input pixels (0 = automatic: whole image if it fits)")
+                    tile = gr.Slider(0, 1024, value=0, step=16, elem_id="tile", label="Tile size",
+                                     info="input pixels per tile; 0 = automatic (whole image when it fits "
+                                          "in memory)")
                     ensemble = gr.Checkbox(False, label="Self-ensemble (8 flips, 8× slower, a little better)",
                                            elem_id="ensemble")
                     with gr.Row():
