@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
@@ -27,7 +26,6 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-MAX_UPLOAD_MB = 0.2  # small, so that the oversized-upload check needs only a small file
 RUN_TIMEOUT_MS = 240_000  # restoring on a busy CI CPU
 
 
@@ -58,7 +56,7 @@ def app_url(tmp_path_factory):
     if "default" not in bundled_models():
         pytest.skip("no bundled default model in this install")
     work = tmp_path_factory.mktemp("app-work")
-    demo = launch(Settings(port=free_port(), max_upload_mb=MAX_UPLOAD_MB, work_dir=work), block=False, quiet=True)
+    demo = launch(Settings(port=free_port(), work_dir=work), block=False, quiet=True)  # default limits
     try:
         yield f"http://127.0.0.1:{demo.server_port}"
     finally:
@@ -137,14 +135,15 @@ def test_restore_in_the_browser_equals_the_cli(page, bird, tmp_path, tmp_path_fa
 
 
 def test_refused_uploads_give_a_message_and_the_app_keeps_serving(page, bird, tmp_path, app_url):
-    from mambairv2.imageio import ImageData, encode_image
+    from mambairv2.app.jobs import DEFAULT_MAX_UPLOAD_MB
 
-    big = tmp_path / "big.png"
-    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
-    big.write_bytes(encode_image(ImageData(noise), "PNG"))
-    assert big.stat().st_size > MAX_UPLOAD_MB * 1e6
+    big = tmp_path / "big.png"  # the size is checked before anything is decoded
+    with open(big, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(int(DEFAULT_MAX_UPLOAD_MB * 1e6) + 1)
     status = upload_and_run(page, big)
-    assert "big.png: the file is" in status and "over this page's upload limit of 0.2 MB" in status, status
+    limit = f"over this page's upload limit of {DEFAULT_MAX_UPLOAD_MB:.1f} MB"
+    assert "big.png: the file is" in status and limit in status, status
 
     page.goto(app_url + "/")
     page.wait_for_selector("#model-card :text('task')", timeout=120_000)
@@ -166,3 +165,12 @@ def test_no_server_paths_from_the_page(app_url, path):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{app_url}/gradio_api/file={path}", timeout=30)
     assert err.value.code in (403, 404)
+
+
+def test_simulated_degradation_shows_psnr_ssim(page):
+    hr = shared_path("data", "sr", "Set5", "HR", "bird.png")
+    page.get_by_text("Compare against a clean image").click()
+    page.locator("#simulate input[type=checkbox]").check()
+    status = upload_and_run(page, hr)
+    assert "✓" in status and "(sr x4): PSNR" in status and "SSIM" in status and "(bicubic)" in status, status
+    assert page.locator("#downloads a[download]").count() == 1
