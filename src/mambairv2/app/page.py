@@ -75,6 +75,7 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
     work = settings.work_dir or Path(tempfile.mkdtemp(prefix="mambairv2-app-"))
     if settings.work_dir is None:
         atexit.register(shutil.rmtree, work, True)
+    work.mkdir(parents=True, exist_ok=True)
     device_choices = devices()
 
     def describe(name: Optional[str], device: str, dtype: str):
@@ -228,10 +229,10 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
     return demo
 
 
-def launch(settings: Settings, block: bool = True, quiet: bool = False):
+def launch(settings: Settings, block: bool = True, quiet: bool = False, store: Optional[ModelStore] = None):
     """Builds and starts the page on ``settings.host:settings.port``; returns the Blocks (with
     ``block=False``, the server runs in a thread: call ``.close()``)."""
-    demo = build(settings)
+    demo = build(settings, store)
     max_mb = max(settings.max_upload_mb, MAX_CHECKPOINT_MB)
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
                 prevent_thread_lock=True, quiet=True, show_error=False, max_file_size=f"{max_mb:g}mb",
