@@ -174,3 +174,24 @@ def test_simulated_degradation_shows_psnr_ssim(page):
     status = upload_and_run(page, hr)
     assert "✓" in status and "(sr x4): PSNR" in status and "SSIM" in status and "(bicubic)" in status, status
     assert page.locator("#downloads a[download]").count() == 1
+
+
+def test_uploaded_checkpoint_is_validated_and_offered(page, tmp_path):
+    import mambairv2
+
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")  # os.system("true")
+    page.locator("#checkpoint input[type=file]").set_input_files(str(bad))
+    page.wait_for_selector("#model-card :text('checkpoint refused')", timeout=120_000)
+    assert "refused to unpickle" in page.inner_text("#model-card")
+    assert page.locator("#model input").input_value() == "bundled: default"
+
+    good = tmp_path / "tiny_x3.safetensors"
+    mambairv2.save_safetensors(mambairv2.create_model("light", scale=3, embed_dim=12, depths=(1,), num_heads=(2,),
+                                                      d_state=4, inner_rank=4, num_tokens=6), good)
+    page.locator("#checkpoint input[type=file]").set_input_files(str(good))
+    page.wait_for_selector("#model-card :text('custom')", timeout=120_000)
+    card = page.inner_text("#model-card")
+    assert "task sr" in card and "×3" in card
+    assert page.locator("#model input").input_value().startswith("upload: tiny_x3.safetensors (")
+    assert str(tmp_path) not in page.content()

@@ -165,3 +165,13 @@ def test_simulated_denoise_uses_the_noise_level(tmp_path):
     high = simulate_upload(model, src, "c.png", tmp_path, Options(simulate=True, sigma=50))
     assert low.baseline_psnr > high.baseline_psnr + 10  # σ 5 vs 50: ~20 dB apart
     assert "sigma 5" in low.summary and "sigma 50" in high.summary
+
+
+def test_loader_messages_name_models_not_paths(tmp_path):
+    (tmp_path / "broken.pth").write_bytes(b"PK\x03\x04 truncated")
+    store = ModelStore(tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        store.get("folder: broken.pth")
+    assert str(tmp_path) in str(err.value)
+    shown = store.without_paths(str(err.value))
+    assert str(tmp_path) not in shown and "folder: broken.pth" in shown

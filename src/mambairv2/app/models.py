@@ -106,6 +106,12 @@ class ModelStore:
             self._remember((name, "cpu", "float32"), model)
         return name
 
+    def without_paths(self, text: str) -> str:
+        """``text`` (e.g. a loader's message) with every checkpoint path replaced by its name."""
+        for name, path in sorted(self.files().items(), key=lambda item: -len(str(item[1]))):
+            text = text.replace(str(path), name)
+        return text
+
     # -- models --------------------------------------------------------------------------------
     def lock(self, name: str) -> threading.Lock:
         with self._guard:

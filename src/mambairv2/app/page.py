@@ -89,24 +89,26 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
 
             info = model_info(store.get(name, device, dtype))
         except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
-            return _warn(f"{name}: {' '.join(str(exc).split())}"), *hide
+            return _warn(store.without_paths(' '.join(str(exc).split()))), *hide
         return (info.describe(), gr.update(visible=info.task == "denoise"),
                 gr.update(visible=info.task == "jpeg"))
 
     def add_checkpoint(file: Optional[str], device: str, dtype: str):
+        """Validates an uploaded checkpoint and selects it; the upload box is emptied again."""
+        keep = gr.update()
         if not file:
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return keep, keep, keep, keep, None
         original = Path(file).name
         if Path(file).suffix.lower() not in (".pth", ".safetensors"):
-            return gr.update(), _warn(f"{original}: a checkpoint is a .pth or .safetensors file"), \
-                gr.update(), gr.update()
+            return keep, _warn(f"{original}: a checkpoint is a .pth or .safetensors file"), keep, keep, None
         try:
             name = store.add_upload(Path(file), original)
         except (CheckpointError, RuntimeError, ValueError) as exc:
-            return gr.update(), _warn(f"checkpoint refused: {' '.join(str(exc).split())}"), \
-                gr.update(), gr.update()
+            # the loader names the file by its server path: show the uploaded name instead
+            text = " ".join(str(exc).split()).replace(str(file), original)
+            return keep, _warn(f"checkpoint refused: {text}"), keep, keep, None
         card, sigma_u, quality_u = describe(name, device, dtype)
-        return gr.update(choices=store.names(), value=name), card, sigma_u, quality_u
+        return gr.update(choices=store.names(), value=name), card, sigma_u, quality_u, None
 
     def run(files: Optional[List[str]], name: Optional[str], tile: float, ensemble: bool, device: str,
             dtype: str, simulate: bool, sigma: float, quality: float,
@@ -121,7 +123,7 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         try:
             model = store.get(name, device, dtype)
         except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
-            return (_warn(f"{name}: {' '.join(str(exc).split())}"), *nothing)
+            return (_warn(store.without_paths(' '.join(str(exc).split()))), *nothing)
         options = Options(tile=int(tile) if tile and tile > 0 else "auto", self_ensemble=bool(ensemble),
                           simulate=bool(simulate), sigma=float(sigma), quality=int(quality))
         job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=work))
@@ -219,7 +221,7 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         demo.load(describe, [model_dd, device, dtype], [card, sigma, quality])
         model_dd.change(describe, [model_dd, device, dtype], [card, sigma, quality])
         device.change(lambda d: gr.update(choices=dtypes(d), value="float32"), device, dtype)
-        ckpt.upload(add_checkpoint, [ckpt, device, dtype], [model_dd, card, sigma, quality])
+        ckpt.upload(add_checkpoint, [ckpt, device, dtype], [model_dd, card, sigma, quality, ckpt])
         go.click(run, [images, model_dd, tile, ensemble, device, dtype, simulate, sigma, quality],
                  [status, slider, before_img, after_img, gallery, downloads, pick],
                  concurrency_limit=1, concurrency_id="restore", api_name="restore")
