@@ -19,6 +19,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import MambaIRv2Config
+from .errors import MambaIRv2Error
 from .model import MambaIRv2
 
 PathLike = Union[str, os.PathLike]
@@ -26,7 +27,7 @@ StateDict = Dict[str, torch.Tensor]
 CONFIG_METADATA_KEY = "mambairv2_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MambaIRv2Error, ValueError):
     """A file that cannot be used as a MambaIRv2 checkpoint (message: one line, says why)."""
 
 

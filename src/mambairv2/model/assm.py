@@ -9,10 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import selective_scan
-from ..ops.routing_compiled import routing_kernel_applies, sgn_route_compiled
+from ..ops import LayerNorm, conv_gate, linear, linear_act, selective_scan, sgn_order, sgn_route
 from .ffn import image_to_tokens, tokens_to_image
-from .fused import LayerNorm, applies, conv_act, fusion_enabled, linear, linear_gelu
 
 Tensor = torch.Tensor
 
@@ -59,17 +57,14 @@ class SelectiveScan(nn.Module):
         Returns ``B×L×D``."""
         x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        c_ = c_ + prompt
+        c_ = c_ + prompt  # ASE: the prompt joins the scan's output matrix C (Eq. 6)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        if fusion_enabled():
-            # Δ = dt_projs_weight @ dt (rank R): inside the compiled CPU kernel, else one matmul
-            delta, proj = dt.transpose(1, 2), self.dt_projs_weight[0]
-        else:  # as a plain matmul (FLOP counters see it)
-            delta, proj = F.linear(dt, self.dt_projs_weight[0]).transpose(1, 2), None
+        # Δ = softplus(dt_projs_weight · dt + bias): the rank-R projection is passed to the scan
         y = selective_scan(
-            x.transpose(1, 2), delta, -torch.exp(self.A_logs.to(dtype)),
+            x.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_logs.to(dtype)),
             b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
-            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True, delta_proj=proj)
+            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True,
+            delta_proj=self.dt_projs_weight[0])
         return y.transpose(1, 2).to(x.dtype)
 
 
@@ -81,15 +76,6 @@ def gumbel_softmax_hard(logits: Tensor, generator: Optional[torch.Generator] = N
     index = y_soft.argmax(-1, keepdim=True)
     y_hard = torch.zeros_like(logits).scatter_(-1, index, 1.0)
     return y_hard - y_soft.detach() + y_soft
-
-
-def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
-    """Semantic-guided neighbouring: the permutation sorting tokens by group (stable, so ties
-    keep raster order) and its inverse. ``groups``: ``B×L`` integers → two ``B×L`` index tensors."""
-    order = torch.sort(groups, dim=-1, stable=True).indices
-    inverse = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return order, inverse
 
 
 def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
@@ -135,13 +121,8 @@ class ASSM(nn.Module):
             groups = one_hot.detach().argmax(-1)
             return (one_hot @ pool, groups, *sgn_order(groups))
         # argmax of the log-softmax is the argmax of the logits: skip the LogSoftmax
-        logits = linear(linear_gelu(x, self.route[0]), self.route[2])
-        if routing_kernel_applies(logits):
-            groups, order, inverse = sgn_route_compiled(logits)
-        else:
-            # max(-1) gives the same (first) index as argmax and is twice as fast on CPUs
-            groups = logits.max(-1).indices
-            order, inverse = sgn_order(groups)
+        logits = linear(linear_act(x, self.route[0], "gelu"), self.route[2])
+        groups, order, inverse = sgn_route(logits)
         # exactly one_hot(groups) @ pool, without the matmul
         return pool[groups], groups, order, inverse
 
@@ -151,8 +132,7 @@ class ASSM(nn.Module):
         prompt, _, order, inverse = self.route_tokens(x, embedding_a)
 
         img = self.in_proj(tokens_to_image(x, size))
-        gate = conv_act(img, self.CPE[0], "sigmoid")
-        img = gate.mul_(img) if applies(img) else img * gate
+        img = conv_gate(img, self.CPE[0])
         tokens = image_to_tokens(img)  # B×L×hidden
 
         y = self.selectiveScan(permute_tokens(tokens, order), prompt)

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 
 from ..config import MambaIRv2Config
+from ..ops import LayerNorm
 from .assm import ASSM, ROUTING_MODES
 from .attention import WindowPlan, relative_position_index, window_plan
 from .blocks import ResidualGroup
-from .fused import LayerNorm
 from .ffn import image_to_tokens, tokens_to_image
 from .heads import build_head, head_forward
 
