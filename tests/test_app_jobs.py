@@ -141,6 +141,7 @@ def test_simulated_sr_is_scored_with_the_protocol_and_beats_bicubic(tmp_path):
     from mambairv2.protocol import metrics
     from mambairv2.protocol.degrade import sr_input
     from mambairv2.protocol.evaluate import TaskSpec, read_clean
+    from mambairv2.restore import restore
 
     if "default" not in bundled_models():
         pytest.skip("no bundled default model in this install")
@@ -150,7 +151,7 @@ def test_simulated_sr_is_scored_with_the_protocol_and_beats_bicubic(tmp_path):
     clean = read_clean(hr, TaskSpec("sr", scale=4))
     lr = sr_input(clean, 4)
     # independent of the page: the same model on the protocol's LR, scored by the metrics module
-    out = metrics.to_uint8(mambairv2.restore(model, lr.astype(np.float32) / 255))
+    out = metrics.to_uint8(restore(model, lr.astype(np.float32) / 255))
     target = clean[: 288 // 4 * 4, : 288 // 4 * 4]
     assert done.psnr == pytest.approx(metrics.psnr(out, target, crop_border=4), abs=1e-9)
     assert done.psnr > done.baseline_psnr + 0.5 and done.ssim > done.baseline_ssim

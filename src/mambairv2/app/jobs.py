@@ -122,7 +122,7 @@ def restore_upload(model: "torch.nn.Module", image: ImageData, name: str, out_di
                    options: Options) -> Restored:
     """Restores an uploaded image as ``mambairv2 restore --format png`` would, keeping 16 bits,
     alpha and the colour profile, and writes the PNG under ``out_dir``."""
-    from .. import restore
+    from ..restore import restore
     from ..imageio import atomic_write_bytes
 
     out_px = restore(model, image.pixels, tile=options.tile, self_ensemble=options.self_ensemble,
@@ -144,7 +144,7 @@ def simulate_upload(model: "torch.nn.Module", path: Union[str, os.PathLike], nam
     model's task (bicubic ×s downscale, Gaussian noise σ, or JPEG at a quality), restores it and
     measures PSNR/SSIM against the clean image, for the model and for the plain baseline
     (bicubic upscaling, or the degraded input itself)."""
-    from .. import restore
+    from ..restore import restore
     from ..imageio import atomic_write_bytes
     from ..protocol import metrics
     from ..protocol.evaluate import (EvaluationError, TaskSpec, bicubic_restorer, identity_restorer,
