@@ -60,7 +60,8 @@ def test_simultaneous_jobs_are_queued_one_at_a_time(tmp_path):
                   store=CountingStore(weights))
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
-                        download_files=str(tmp_path / "client"))
+                        download_files=str(tmp_path / "client"),
+                        httpx_kwargs={"timeout": 120})  # httpx's 5 s default is short on a busy CI machine
         args = dict(files=[handle_file(str(image))], name="folder: tiny.safetensors", tile=0, ensemble=False,
                     device="cpu", dtype="float32", simulate=False, sigma=25, quality=10, api_name="/restore")
         jobs = [client.submit(**args) for _ in range(3)]

@@ -166,7 +166,8 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         return (before, after), before, after
 
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=FONTS, font_mono=MONO_FONTS)
-    with gr.Blocks(title="MambaIRv2", analytics_enabled=False) as demo:
+    # uploads and results in Gradio's cache are deleted after an hour (checked every half hour)
+    with gr.Blocks(title="MambaIRv2", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
