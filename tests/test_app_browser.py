@@ -78,6 +78,7 @@ def browser():
 def page(browser, app_url):
     """A fresh page on the app; fails the test if the page asks for anything but the app."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.set_default_timeout(120_000)  # a busy CI machine serves slowly
     pg = context.new_page()
     requests = []
     pg.on("request", lambda r: requests.append(r.url))
