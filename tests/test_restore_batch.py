@@ -351,3 +351,50 @@ def test_api_applies_exif_orientation_to_pil_images_like_the_cli():
 
 def test_restore_module_has_no_dead_tile_iterator():
     assert not hasattr(restore_module, "iter_tiles")
+
+
+# -- many ranks: torchrun ---------------------------------------------------------------------------
+def _torchrun_available() -> bool:
+    try:
+        import torch.distributed.run  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return torch.distributed.is_available() and torch.distributed.is_gloo_available()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed with gloo (torchrun) is not available")
+def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path):
+    from mambairv2.checkpoint import save_safetensors
+    from mambairv2.factory import create_model
+
+    weights = save_safetensors(create_model("light", scale=2, embed_dim=16, depths=[1], num_heads=[2],
+                                            inner_rank=8, num_tokens=8, d_state=4), tmp_path / "tiny.safetensors")
+    src = tmp_path / "in"
+    for i in range(6):
+        _png(src / f"im{i}.png", 24, 24, seed=i)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    common = ["-m", "mambairv2", "restore", str(src), "--weights", str(weights)]
+    # --standalone: torchrun picks a free port itself
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    report = tmp_path / "report.json"
+    proc = subprocess.run([*ddp, *common, "-o", str(tmp_path / "ddp"), "--json", str(report)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restored 6, skipped 0, failed 0" in proc.stderr and "(2 ranks)" in proc.stderr
+    proc = subprocess.run([sys.executable, *common, "-o", str(tmp_path / "one")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert len(names) == 6 and sorted(os.listdir(tmp_path / "ddp")) == names
+    for name in names:
+        assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    files = json.loads(report.read_text())["files"]
+    assert sorted(Path(f["input"]).name for f in files) == names  # each file exactly once
+    assert {f["rank"] for f in files} == {0, 1}
+    # resumable, and one rank's bad file stops nothing: the summary is merged on rank 0
+    (src / "zz_bad.png").write_text("not an image")
+    proc = subprocess.run([*ddp, *common, "-o", str(tmp_path / "ddp")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "restored 0, skipped 6, failed 1" in proc.stderr and "zz_bad.png: not an image" in proc.stderr
