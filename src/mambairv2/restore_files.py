@@ -210,15 +210,15 @@ class Ranks:
         return out
 
     def device(self, name: str) -> str:
-        """The device for this rank: ``auto`` → this rank's own GPU (``cuda:LOCAL_RANK``) when
-        there are GPUs, else the CPU; others unchanged."""
-        if not self.distributed or name != "auto":
+        """The device for this rank: ``auto`` and ``cuda`` → this rank's own GPU
+        (``cuda:LOCAL_RANK``) when there are GPUs (``auto``: else the CPU); others unchanged."""
+        if not self.distributed or name not in ("auto", "cuda"):
             return name
         import torch
 
         if torch.cuda.is_available():
             return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return "cpu"
+        return "cpu" if name == "auto" else name
 
     def share_cpu_threads(self) -> None:
         """Splits the CPU cores among the ranks of this machine. torchrun sets OMP_NUM_THREADS=1

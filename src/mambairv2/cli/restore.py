@@ -248,6 +248,19 @@ def _plan(args: argparse.Namespace, model, say) -> Dict[str, Any]:
     return {"jobs": jobs, "missing": missing}
 
 
+def _plan_on_rank0(args: argparse.Namespace, model, rep: Reporter, ranks) -> Optional[Dict[str, Any]]:
+    """Rank 0 plans; the others get its plan by broadcast (so they never wait for a plan that
+    failed: the error travels instead)."""
+    if ranks.rank != 0:
+        return None
+    if not ranks.distributed:
+        return _plan(args, model, rep.info)
+    try:
+        return _plan(args, model, rep.info)
+    except Exception as exc:  # noqa: BLE001 - the other ranks must hear of it, not hang
+        return {"error": f"planning the outputs failed: {type(exc).__name__}: {exc}"}
+
+
 def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: int) -> List[Any]:
     """Restores ``jobs`` in order, reporting each; returns their results."""
     from tqdm import tqdm
@@ -330,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
             rep.info(_describe_model(model, model_path, device, args))
             if args.tile == "auto":
                 rep.info(_describe_memory(device))
-        plan = ranks.broadcast(_plan(args, model, rep.info) if ranks.rank == 0 else None)
+        plan = ranks.broadcast(_plan_on_rank0(args, model, rep, ranks))
         if "error" in plan:
             raise CLIError(plan["error"])
         jobs = plan["jobs"]
