@@ -141,18 +141,18 @@ def round_tile(tile: int, window: int, up: bool = False) -> int:
 
 def check_tile(tile: int, tile_overlap: int, window: int) -> int:
     """The tile ``tile`` becomes (rounded to the window), after checking that ``tile_overlap``
-    leaves tiles at least one window apart.
+    leaves neighbouring tiles at least ``min(window, tile / 2)`` apart.
 
     Raises:
-        ValueError: a non-positive tile, a negative overlap, or an overlap that leaves a stride
-            below one window once the tile is rounded (hundreds of tiles, or none that fit).
+        ValueError: a non-positive tile, a negative overlap, or an overlap that leaves a smaller
+            stride once the tile is rounded (hundreds of tiles for one image, or none that fit).
     """
     if int(tile) < 1:
         raise ValueError(f"tile must be positive, got {tile}")
     if tile_overlap < 0:
         raise ValueError(f"tile overlap must be ≥ 0, got {tile_overlap}")
     rounded = round_tile(int(tile), window)
-    step = max(window, 1)
+    step = max(1, min(max(window, 1), rounded // 2))
     if rounded - tile_overlap < step:
         what = f"tile {tile} (rounded to {rounded}, a multiple of the model's window {window})" \
             if rounded != tile else f"tile {tile}"
