@@ -270,8 +270,9 @@ def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: in
     todo = sum(1 for j in jobs if j.problem is None and j.skip is None)
     bar = tqdm(total=todo, unit="img", desc="restore", disable=not (rep.bar_wanted and todo),
                dynamic_ncols=True, file=sys.stderr)
-    options = RestoreOptions(args.tile, args.tile_overlap, args.self_ensemble, args.routing, args.seed,
-                             args.quality, args.overwrite, args.max_pixels, progress=rep.bar_wanted)
+    options = RestoreOptions(tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble,
+                             routing=args.routing, seed=args.seed, quality=args.quality,
+                             overwrite=args.overwrite, max_pixels=args.max_pixels, progress=rep.bar_wanted)
     results = []
     try:
         for job in jobs:
