@@ -27,11 +27,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_bytes  # noqa: F401 - re-exported: imageio's writes go through it
+from .defaults import DEFAULT_MAX_PIXELS
 
 PathLike = Union[str, os.PathLike]
 
-#: Largest accepted image (pixels); bigger ones are reported as having absurd dimensions.
-DEFAULT_MAX_PIXELS = 1 << 27
 #: File extension (lower case, with the dot) → Pillow format name, for the formats we write.
 EXTENSIONS: Dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                               ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}

@@ -12,64 +12,26 @@ receptive field is global) no seams show.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .defaults import DEFAULT_TILE_OVERLAP
+from .model.network import mirror_pad
 from .ensemble import self_ensemble as _self_ensemble
 
 Tensor = torch.Tensor
 TileArg = Union[None, int, str]
 
-DEFAULT_TILE_OVERLAP = 32
 #: Measured peak working memory of MambaIRv2-light x2 in float32 (CPU): about 22.5 kB per input
 #: pixel, i.e. ~470 bytes per pixel and embedding channel; used to choose ``tile="auto"``.
 _BYTES_PER_PIXEL_PER_CHANNEL = 470
 _AUTO_MEMORY_FRACTION = 0.5
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# -- devices, dtypes, memory ---------------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else Apple MPS, else CPU; other names are checked.
-
-    Raises:
-        ValueError: an unknown device or one not available on this machine.
-    """
-    name = (name or "auto").lower()
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available (this PyTorch build: "
-                         f"{torch.__version__}); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if device.type == "mps" and not mps_ok:
-        raise ValueError("--device mps: Apple MPS is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
-    return device
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """``float32``, ``bfloat16`` or ``float16`` → the torch dtype."""
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
-
-
+# -- memory ---------------------------------------------------------------------------------------
 def free_memory_bytes(device: Union[str, torch.device]) -> int:
     """Memory this process may still use on ``device``: see :func:`mambairv2.memory.usable_memory_bytes`."""
     from .memory import usable_memory_bytes
@@ -252,17 +214,6 @@ class _Runner:
         with torch.no_grad():
             y = _self_ensemble(self.model, x) if self.self_ensemble else self.model(x)
         return y.float().cpu()
-
-
-def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
-    """Pads ``x`` (…×H×W) to ``h×w`` with the pattern [x, flip(x), x, …] along each axis: the
-    padding MambaIRv2 applies itself to reach a multiple of its window."""
-    for dim, target in ((-2, h), (-1, w)):
-        size = x.shape[dim]
-        if target > size:
-            parts = [x if i % 2 == 0 else torch.flip(x, [dim]) for i in range(-(-target // size))]
-            x = torch.cat(parts, dim).narrow(dim, 0, target)
-    return x
 
 
 def _run(runner: _Runner, x: Tensor, tile: Optional[int], overlap: int, window: int,

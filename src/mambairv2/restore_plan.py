@@ -16,8 +16,6 @@ from .atomic import check_writable, remove_stale_parts
 from .imageio import EXTENSIONS, is_image_file
 
 HIDDEN_PREFIX = "."
-#: ``--ext`` words: an output format, or ``same`` (the input's format where it is writable).
-EXT_CHOICES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "same")
 
 
 @dataclass

@@ -119,7 +119,7 @@ def _spec(args: argparse.Namespace, model_scale: Optional[int]):
 
 def _load(path: Path, args: argparse.Namespace):
     from ..checkpoint import CheckpointError, load_model
-    from ..restore import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
 
     try:
         device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..bundled import bundled_models
 from .errors import CLIError
@@ -58,9 +58,7 @@ def _nonnegative(text: str) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..imageio import DEFAULT_MAX_PIXELS
-    from ..restore import DEFAULT_TILE_OVERLAP
-    from ..restore_plan import EXT_CHOICES
+    from ..defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_OVERLAP, EXT_CHOICES
 
     p = subparsers.add_parser(
         "restore", help="restore images: super-resolution, denoising, JPEG artifact removal",
@@ -319,7 +317,7 @@ def _finish(results, missing, args: argparse.Namespace, model_path: Path, device
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..restore import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
     from ..restore_files import Ranks
     from ..restore_plan import shard
 
