@@ -468,22 +468,25 @@ class Trainer:
                     bar.set_postfix(loss=f"{window.mean():.4g}", lr=f"{self.schedule(step - 1):.2e}")
             over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
             stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
+            # the log row, then the checkpoint, then validation: a run killed during validation
+            # resumes from this step with its log complete
+            if step % t["log_every"] == 0 or step == t["iters"] or stop:
+                mean = D.mean_across(self.dist, window.mean())
+                if self.main:
+                    self._log(step, mean, window.speed(), self.elapsed(), bar)
+                window = _Window()
             if step % t["save_every"] == 0 or step == t["iters"] or stop:
                 self.save()
-            val = None
             signalled = stop and not over_time
             if cfg["val"]["every"] and not signalled and (step % cfg["val"]["every"] == 0 or step == t["iters"]
                                                           or stop):
                 val = self._timed_validation(bar)
+                if val is not None and self.main:
+                    self._log_validation(step, val, bar)
                 if D.any_across(self.dist, self.stop.signal is not None):
                     if self.saved_step != step:
                         self.save()
                     stop, over_time = True, False
-            if step % t["log_every"] == 0 or val is not None or step == t["iters"] or stop:
-                mean = D.mean_across(self.dist, window.mean())
-                if self.main:
-                    self._log(step, mean, window.speed(), val, self.elapsed(), bar)
-                window = _Window()
             if stop:
                 return "time limit" if over_time else "signal"
         return "done"
@@ -515,22 +518,25 @@ class Trainer:
 
         return tqdm(total=self.t["iters"], initial=self.step, unit="it", dynamic_ncols=True, smoothing=0.05)
 
-    def _log(self, step: int, loss: float, its: float, val: Optional[float], elapsed: float, bar) -> None:
+    def _log(self, step: int, loss: float, its: float, elapsed: float, bar) -> None:
         lr = self.schedule(step - 1)
-        self.csv.write(step=step, loss=loss, lr=lr, it_s=its, val_psnr=val, elapsed_s=elapsed)
-        scalars = {"train/loss": loss, "train/lr": lr, "train/it_s": its}
-        if val is not None:
-            scalars["val/psnr"] = val
-        self.tb.scalars(step, scalars)
+        self.csv.write(step=step, loss=loss, lr=lr, it_s=its, elapsed_s=elapsed)
+        self.tb.scalars(step, {"train/loss": loss, "train/lr": lr, "train/it_s": its})
         if bar is None:
             left = (self.t["iters"] - step) / its if its > 0 else float("inf")
             eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) and left < 8.64e6 else "?"
-            line = f"step {step}/{self.t['iters']} loss {loss:.5g} lr {lr:.3g} {its:.3g} it/s eta {eta}"
-            print(line + (f" val {val:.3f} dB" if val is not None else ""), flush=True)
-        elif val is not None:
-            bar.write(f"step {step}: validation PSNR {val:.3f} dB")
-        if val is not None:
-            self._plot()
+            print(f"step {step}/{self.t['iters']} loss {loss:.5g} lr {lr:.3g} {its:.3g} it/s eta {eta}", flush=True)
+
+    def _log_validation(self, step: int, val: float, bar) -> None:
+        """A log row of its own (step, PSNR), the line on the terminal, the plot."""
+        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed())
+        self.tb.scalars(step, {"val/psnr": val})
+        text = f"step {step}: validation PSNR {val:.3f} dB"
+        if bar is None:
+            print(text, flush=True)
+        else:
+            bar.write(text)
+        self._plot()
 
     def _plot(self) -> None:
         if not self.t["plot"]:
