@@ -1,9 +1,13 @@
-"""Training and validation data.
+"""Training data. (Validation goes through the evaluation protocol: :mod:`mambairv2.protocol`.)
 
+- A start-up scan reads every file's header (PNG chunk checksums included, no pixel decoding):
+  empty, truncated or non-image files are left out and listed once; images smaller than the
+  patch are left out apart.
 - Training images: HR folders; LR made on the fly by MATLAB-style bicubic downscaling (once per
   image when cached), or read from a pre-made LR folder (DIV2K names, ``{name}x{scale}{ext}``).
-- Random crops, flips and 90° rotations; Gaussian noise (colour denoising) or JPEG compression
-  (grayscale JPEG artifact removal) for the restoration tasks.
+- Random crops, flips and 90° rotations; the degradation of the task, from the same
+  :mod:`mambairv2.protocol.task` the evaluation uses (Gaussian noise for colour denoising,
+  JPEG of the gray image for JPEG artifact removal, MATLAB bicubic LR for SR).
 - Reproducibility: every sample is drawn from its own RNG seeded with ``(seed, global sample
   number)``, and the order of images comes from a per-epoch permutation seeded with
   ``(seed, epoch)``. A batch is therefore a pure function of the step, whatever the number of
