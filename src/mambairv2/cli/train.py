@@ -16,9 +16,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="train a model from a YAML config",
         description="Train MambaIRv2 from a YAML config file or a packaged config name (`mambairv2 configs`). Checkpoints (BasicSR "
-                    "format, with EMA weights), the training state, log.csv and plot.png go to the "
+                    "format, with EMA weights when EMA is on), the training state, log.csv and plot.png go to the "
                     "output folder (default runs/<name>). Under torchrun, every rank runs this "
-                    "command; rank 0 writes the files.")
+                    "command; rank 0 writes the files. SIGTERM / Ctrl-C save the state and exit "
+                    "with 128 + the signal number; --resume continues exactly.")
     p.add_argument("config", metavar="CONFIG", help="YAML config file, or the name of a packaged config (`mambairv2 configs` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value), e.g. --set train.lr=1e-3 "

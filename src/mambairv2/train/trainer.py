@@ -5,6 +5,11 @@ Determinism: a batch is a pure function of the step (see :mod:`.data`), and the 
 the ASSM routing is drawn from a generator re-seeded per step and per micro-batch shard
 (``rank·accum_steps + k``). So a resumed run repeats the uninterrupted one, and ``W`` ranks with
 ``accum_steps = a`` compute the same update as one process with ``accum_steps = W·a``.
+
+Interruptions: each step writes its log row, then its checkpoint (when due), then validates
+(when due). SIGTERM / SIGINT at any point stop the run after the current step with its state
+saved (a validation in progress is abandoned); any other error saves the last completed step
+before it propagates. Either way ``--resume`` continues exactly.
 """
 from __future__ import annotations
 
@@ -456,6 +461,12 @@ class Trainer:
         start = time.time()
         window = _Window()
         while self.step < t["iters"]:
+            if self.stop.signal is not None and not self.dist.enabled:
+                # a signal that came after the step's own check (during its checkpoint): no
+                # further step (ranks of a distributed run agree on stopping after the next step)
+                if self.saved_step != self.step:
+                    self.save()
+                return "signal"
             t0 = time.time()
             loss = self.train_step(next(batches))
             window.add(loss, time.time() - t0)
