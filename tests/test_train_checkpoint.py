@@ -10,6 +10,8 @@ from _train_tiny import tiny_config
 from conftest import shared_path
 from mambairv2.checkpoint import CheckpointError, read_state_dict
 from mambairv2.cli.main import main
+from mambairv2.config import variant_config
+from mambairv2.model import MambaIRv2
 from mambairv2.train.config import load_config
 from mambairv2.train.trainer import train
 from mambairv2.train.warmstart import warm_start
@@ -64,11 +66,12 @@ def test_warm_start_strictness_and_wrong_variant(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="strict warm start.*upsample.0.weight"):
         warm_start(mambairv2.create_model("light", 3), golden, strict=True, verbose=False)
     # another variant: an error naming both, unless a partial load is asked for
-    small = mambairv2.create_model("small", 2)
-    with pytest.raises(CheckpointError, match="holds a light x2 model.*trains a small x2 model.*init_partial"):
-        warm_start(small, golden, verbose=False)
-    partial = warm_start(small, golden, partial=True, verbose=False)
-    assert 0 < partial.loaded < partial.total
+    other = MambaIRv2(variant_config("light", 2, depths=(5, 5, 5), num_heads=(4, 4, 4)))  # 3 groups, not 4
+    with pytest.raises(CheckpointError, match=r"holds a light x2 model.*trains a custom \(embed_dim 48, "
+                                              r"depths \[5, 5, 5\]\) x2 model.*init_partial"):
+        warm_start(other, golden, verbose=False)
+    partial = warm_start(other, golden, partial=True, verbose=False)
+    assert partial.loaded == partial.total and partial.unused  # all 3 groups loaded; the 4th unused
     # the trainer reports the same error as one line
     cfg = tiny_config(tmp_path, model={"init_from": golden}, val={"every": 0})
     assert main(["train", str(cfg)]) == 2

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from _train_tiny import REPO, tiny_config
+from _train_tiny import tiny_config
 from mambairv2.cli.main import main
 from mambairv2.train.config import (ConfigError, build_config, load_config, model_config, packaged_configs,
                                      parse_override, resolve_config)
