@@ -48,8 +48,8 @@ DEFAULTS: Dict[str, Any] = {
         "extensions": [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"],
     },
     "val": {
-        "root": None,               # HR folder (e.g. Set5/HR); absent → validation skipped
-        "lr_root": None,            # optional pre-made LR folder (uses data.lr_template)
+        "root": None,               # clean images (e.g. Set14/HR); null: no validation; a missing folder is an error
+        "lr_root": None,            # optional pre-made inputs: <name>x<scale>.* or <name>.* (as evaluate --lr-dir)
         "every": 1000,              # steps; 0 disables
         "max_images": 0,            # 0: all
         "tile": 0,                  # 0: whole image; else tiled inference with this tile size
