@@ -17,9 +17,9 @@ from typing import Dict, List
 
 import torch
 
-from ..checkpoint import CheckpointError, detect_config, read_state_dict
+from ..checkpoint import CheckpointError, read_state_dict
 from ..config import MambaIRv2Config, variant_name
-from ..model import MambaIRv2
+from ..model import MambaIRv2, detect_config
 
 
 @dataclass
