@@ -19,13 +19,14 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import MambaIRv2Error
 from . import degrade
 
 PathLike = Union[str, os.PathLike]
 TASKS = ("sr", "denoise", "jpeg")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MambaIRv2Error, ValueError):
     """A problem with the evaluation's inputs (folders, files, settings); one-line message."""
 
 

@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from ..errors import MambaIRv2Error
+
 PathLike = Union[str, os.PathLike]
 
 #: Every configuration key, its default and (through the default's type) its type.
@@ -118,7 +120,7 @@ NON_NEGATIVE = ("data.num_workers", "data.batch_per_gpu", "train.accum_steps", "
                 "train.keep_checkpoints", "data.noise_sigma", "train.debug_kill_at_step")
 
 
-class ConfigError(ValueError):
+class ConfigError(MambaIRv2Error, ValueError):
     """An unusable configuration (message: one line)."""
 
 

@@ -25,13 +25,14 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import MambaIRv2Error
 from ..protocol.degrade import sr_input
 from ..protocol.task import EvaluationError, TaskSpec, read_clean, training_input
 
 Sample = Tuple[int, int]  # (image index, global sample number)
 
 
-class DataError(ValueError):
+class DataError(MambaIRv2Error, ValueError):
     """Unusable training or validation data (message: one line)."""
 
 
