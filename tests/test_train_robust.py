@@ -113,3 +113,24 @@ def test_validation_can_use_the_official_protocol(tmp_path):
     cfg = load_config(tiny_config(tmp_path, train={"iters": 2, "save_every": 2}, val={"every": 2, "protocol": "official"}))
     summary = trainer_module.train(cfg)
     assert summary["step"] == 2 and np.isfinite(summary["val_psnr"])
+
+
+def test_sigterm_during_a_step_saves_that_step_and_exits_143(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    cfg = tiny_config(tmp_path, train={"iters": 50, "save_every": 100}, val={"every": 0})
+    real = trainer_module.Trainer.train_step
+
+    def signalled(self, batch):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 3
+        return real(self, batch)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", signalled)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", str(cfg)]) == 128 + signal.SIGTERM
+    assert "--resume" in capsys.readouterr().err
+    states = sorted(p.name for p in (tmp_path / "run" / "training_states").iterdir())
+    assert states == ["3.state"]  # step 3 finished and saved, no further step
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored
