@@ -19,7 +19,9 @@ Block sizes are module-level settings, unmeasured guesses on GPUs so far:
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import sys
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -49,8 +51,6 @@ def _import_error() -> Optional[str]:
 
 def interpreting() -> bool:
     """Whether the kernels run (or, not yet imported, would run) under Triton's interpreter."""
-    import sys
-
     kernels = sys.modules.get(f"{__package__}.scan_triton_kernels")
     if kernels is not None:
         from triton.runtime.interpreter import InterpretedFunction
@@ -85,9 +85,15 @@ def _kernels():
     err = triton_unavailable_reason()
     if err is not None:
         raise RuntimeError(f"backend 'triton' is unavailable: {err}")
-    from . import scan_triton_kernels
+    kernels = importlib.import_module(f"{__package__}.scan_triton_kernels")
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
 
-    return scan_triton_kernels
+    if isinstance(kernels.scan_forward_kernel, InterpretedFunction) != isinstance(tl.standard.zeros,
+                                                                                 InterpretedFunction):
+        raise RuntimeError("backend 'triton': TRITON_INTERPRET changed between importing triton and "
+                           "the scan kernels; set it before triton is first imported")
+    return kernels
 
 
 def _pow2(x: int) -> int:
@@ -101,11 +107,12 @@ def _blocks(dg: int, n: int, block_l: int, elements: int) -> Dict[str, int]:
 
 
 def _check_device(*tensors: Optional[Tensor]) -> None:
-    want_cuda = not interpreting()
+    if interpreting():  # the interpreter reads tensors on any device
+        return
     for t in tensors:
-        if t is not None and t.is_cuda != want_cuda:
-            where = "CUDA tensors" if want_cuda else "CPU tensors (TRITON_INTERPRET=1 is set)"
-            raise RuntimeError(f"backend 'triton' needs {where}, got a tensor on {t.device}")
+        if t is not None and not t.is_cuda:
+            raise RuntimeError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), "
+                               f"got a tensor on {t.device}")
 
 
 def _strides3(t: Tensor) -> Tuple[int, int, int]:

@@ -5,8 +5,10 @@
 - ``compiled``: a small C kernel built on first use by the system's compiler (CPU, float32,
   inference only, one B/C group); see ``scan_compiled``.
 - ``mamba_ssm``: the CUDA kernel of the ``mamba_ssm`` package (CUDA tensors, no float64).
+- ``triton``: Triton kernels with a backward (CUDA tensors, or Triton's CPU interpreter with
+  ``TRITON_INTERPRET=1``); see ``scan_triton``.
 - ``auto``: ``mamba_ssm`` for CUDA inputs when it is importable and the dtype is not float64;
-  ``compiled`` for CPU inputs it supports when it builds; otherwise ``chunked``.
+  else ``triton`` for CUDA inputs when triton is importable; ``compiled`` for CPU inputs it supports when it builds; otherwise ``chunked``.
 
 ``scan_backend(name)`` selects the backend for everything run inside it; an explicit
 ``backend=`` argument other than ``"auto"`` wins over it.
@@ -24,9 +26,10 @@ from .scan_chunked import selective_scan_chunked
 from .scan_common import ScanInputs
 from .scan_compiled import MAX_RANK, kernel_available, kernel_supports, selective_scan_compiled
 from .scan_reference import selective_scan_reference
+from .scan_triton import selective_scan_triton, triton_available
 
 Tensor = torch.Tensor
-BACKENDS = ("auto", "reference", "chunked", "compiled", "mamba_ssm")
+BACKENDS = ("auto", "reference", "chunked", "compiled", "mamba_ssm", "triton")
 
 _backend: contextvars.ContextVar[str] = contextvars.ContextVar("mambairv2_scan_backend", default="auto")
 
@@ -68,6 +71,8 @@ def resolve_backend(u: Tensor, backend: str = "auto", B: Optional[Tensor] = None
     if backend == "auto":
         if u.is_cuda and u.dtype != torch.float64 and mamba_ssm_available():
             return "mamba_ssm"
+        if u.is_cuda and triton_available():
+            return "triton"
         probe_b = B if B is not None else u.new_empty(1, 1, 1)
         probe_a = A if A is not None else u.new_empty(1, 1)
         if kernel_supports(u, probe_b, probe_a, *others) and kernel_available():
@@ -110,6 +115,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         delta = torch.nn.functional.linear(delta.transpose(1, 2), delta_proj).transpose(1, 2)
     if name == "mamba_ssm":
         return _mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "triton":
+        return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "compiled":
         return selective_scan_compiled(u, delta, A, B, C, D, delta_bias, delta_softplus)
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
