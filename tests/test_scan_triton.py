@@ -78,13 +78,16 @@ def interpreter():
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """Sets the kernels' chunk length and the channels per program (small values exercise
-    several chunks, a partial last chunk and partial channel blocks)."""
-    def set_blocks(block_l: int, block_d: int, n: int) -> None:
+    """Sets the kernels' chunk length, the channels per program and whether the forward splits
+    the sequence into segments (small values exercise several chunks and segments, partial
+    last ones, and partial channel blocks)."""
+    def set_blocks(block_l: int, block_d: int, n: int, segments: bool = True) -> None:
         bn = 1 << max(0, n - 1).bit_length()
         for prefix in ("FORWARD", "BACKWARD"):
             monkeypatch.setattr(scan_triton, f"{prefix}_BLOCK_L", block_l)
             monkeypatch.setattr(scan_triton, f"{prefix}_ELEMENTS", block_d * bn * block_l)
+        monkeypatch.setattr(scan_triton, "TARGET_PROGRAMS", 10 ** 6 if segments else 0)
+        monkeypatch.setattr(scan_triton, "MIN_SEGMENT", 2 * block_l)
     return set_blocks
 
 
@@ -135,7 +138,7 @@ SHAPES = {  # batch, dim, n, length, groups
 @pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
 def test_forward_and_gradients_equal_reference(interpreter, blocks, shape, dtype, y_tol, g_tol):
     batch, dim, n, length, groups = SHAPES[shape]
-    blocks(block_l=8, block_d=2, n=n)  # several chunks, the last partial; partial channel blocks
+    blocks(block_l=8, block_d=2, n=n)  # several chunks and segments, the last partial; partial channel blocks
     _compare(_random(batch, dim, n, length, groups, dtype), y_tol=y_tol, g_tol=g_tol)
 
 
@@ -151,7 +154,8 @@ def test_golden_vector(interpreter, blocks):
     """The authors' scan vector: float64 to 1e-10 (absolute) and float32 to 1e-5 (relative);
     the float64 gradients equal the reference backend's to 1e-10 (relative)."""
     io = torch.load(shared_path("golden", "selective_scan_io.pt"), weights_only=True)
-    blocks(block_l=128, block_d=32, n=io["A"].shape[1])  # one program per batch item: fast to interpret
+    # one program per batch item, one segment: fast to interpret
+    blocks(block_l=128, block_d=32, n=io["A"].shape[1], segments=False)
     args = {k: io[k] for k in NAMES}
     y = selective_scan(**args, delta_softplus=True, backend="triton")
     assert y.dtype == torch.float64 and (y - io["out"]).abs().max().item() <= 1e-10
@@ -242,3 +246,11 @@ def test_bad_group_shapes_are_reported():
     a["C"] = a["C"][:, :1]
     with pytest.raises(ValueError, match="groups"):
         scan_triton.selective_scan_triton(**a)
+
+
+def test_segments_split_long_sequences():
+    """Few programs and a long sequence: the forward cuts it into segments of whole chunks."""
+    assert scan_triton._segments(programs=10 ** 6, length=10 ** 6, block_l=64) == (1, 15625 * 64)
+    segs, seg_len = scan_triton._segments(programs=12, length=262144, block_l=64)
+    assert segs > 1 and seg_len % 64 == 0 and segs * seg_len >= 262144 > (segs - 1) * seg_len
+    assert segs * 12 >= scan_triton.TARGET_PROGRAMS and seg_len >= scan_triton.MIN_SEGMENT

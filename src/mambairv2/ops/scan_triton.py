@@ -2,6 +2,8 @@
 
 - Forward: Δ's bias and softplus, ``exp(Δ·A)``, the recurrence (state in registers along L,
   B/C read once per group and shared by its channels), ``C·h`` and the ``D·u`` skip in one pass.
+  Long sequences with few channels are cut into segments scanned in parallel: a first pass
+  gives each segment's end state, carried over segments in torch, a second pass the output.
   The state is float32 for float32/bf16/fp16 inputs, float64 for float64 inputs.
 - Backward: recomputes the states chunk by chunk from the state entering each chunk, the only
   thing the forward keeps (``batch×D×N`` per ``BLOCK_L`` tokens, not ``L·D·N``), and runs the
@@ -26,17 +28,25 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .scan_chunked import _entry_states
 from .scan_common import _groups, compute_dtype
 
 Tensor = torch.Tensor
 
 # tokens per chunk, and the size of a program's BLOCK_D×BLOCK_N×BLOCK_L working set (decides
-# BLOCK_D): forward and backward (which holds about three times as many such tensors)
-FORWARD_BLOCK_L = 128
-FORWARD_ELEMENTS = 4096
+# BLOCK_D). Not timed on a GPU yet; chosen from ptxas (sm_90a, 4 warps, float32, N = 16): at
+# 2048 elements the forward uses 167 registers and no spills, the backward 255 registers and
+# 8 bytes of spills; at 4096 the backward spills 32-800 bytes.
+FORWARD_BLOCK_L = 64
+FORWARD_ELEMENTS = 2048
 BACKWARD_BLOCK_L = 64
 BACKWARD_ELEMENTS = 2048
 NUM_WARPS = 4
+# the forward splits the sequence into segments (scanned in parallel, their states carried
+# over in a second pass) when fewer than TARGET_PROGRAMS programs would run: a GPU has 100+
+# SMs, while e.g. the light model at batch 1 gives 48 channels
+TARGET_PROGRAMS = 512
+MIN_SEGMENT = 4096
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,6 +135,17 @@ def _common_args(u, delta, A, B, C, groups):
             A.stride(0), A.stride(1), *B.stride(), *C.stride())
 
 
+def _segments(programs: int, length: int, block_l: int) -> Tuple[int, int]:
+    """(segments, tokens per segment) splitting the sequence so that about
+    ``TARGET_PROGRAMS`` programs run, with segments of at least ``MIN_SEGMENT`` tokens."""
+    nchunks = -(-length // block_l)
+    segs = 1
+    if programs < TARGET_PROGRAMS:
+        segs = max(1, min(-(-TARGET_PROGRAMS // programs), length // max(1, MIN_SEGMENT)))
+    per_seg = -(-nchunks // segs)
+    return -(-nchunks // per_seg), per_seg * block_l
+
+
 def _forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              delta_bias: Optional[Tensor], softplus: bool, save_states: bool
              ) -> Tuple[Tensor, Optional[Tensor]]:
@@ -132,21 +153,28 @@ def _forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optio
     batch, dim, length = u.shape
     groups, n = B.shape[1], A.shape[1]
     ct = compute_dtype(u.dtype)
-    blocks = _blocks(dim // groups, n, FORWARD_BLOCK_L, FORWARD_ELEMENTS)
     # the backward recomputes chunks of its own length from the states saved at their entry
-    save_l = BACKWARD_BLOCK_L if save_states else blocks["BLOCK_L"]
-    if save_states:
-        blocks = _blocks(dim // groups, n, save_l, FORWARD_ELEMENTS)
-    nchunks = -(-length // save_l)
+    block_l = BACKWARD_BLOCK_L if save_states else FORWARD_BLOCK_L
+    blocks = _blocks(dim // groups, n, block_l, FORWARD_ELEMENTS)
+    dgrid = -(-(dim // groups) // blocks["BLOCK_D"])
+    segs, seg_len = _segments(batch * groups * dgrid, length, block_l)
     y = torch.empty_like(u)
-    states = (torch.empty(batch, dim, nchunks, n, dtype=ct, device=u.device) if save_states
+    states = (torch.empty(batch, dim, -(-length // block_l), n, dtype=ct, device=u.device) if save_states
               else torch.empty(1, 1, 1, 1, dtype=ct, device=u.device))
-    grid = (batch * groups, -(-(dim // groups) // blocks["BLOCK_D"]))
-    k.scan_forward_kernel[grid](
-        u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
-        y, states, *_common_args(u, delta, A, B, C, groups), *_strides3(y), *states.stride(),
-        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        SAVE_STATES=save_states, FP64=ct == torch.float64, num_warps=NUM_WARPS, **blocks)
+    seg_states = torch.empty(batch, dim, segs, n, dtype=ct, device=u.device)
+    dsum = torch.empty(batch, dim, segs, dtype=ct, device=u.device)
+    common = _common_args(u, delta, A, B, C, groups)
+    args = (u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
+            y, states, seg_states, dsum, *common[:4], seg_len, *common[4:], *_strides3(y), *states.stride())
+    flags = dict(HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+                 FP64=ct == torch.float64, num_warps=NUM_WARPS, **blocks)
+    grid = (batch * groups, dgrid, segs)
+    if segs > 1:  # each segment's end state from zero, carried over segments, then the scan proper
+        k.scan_forward_kernel[grid](*args, SAVE_STATES=False, HAS_INIT=False, LOCAL_END=True, **flags)
+        decay = torch.exp(A.to(ct).view(1, dim, n, 1) * dsum.unsqueeze(2))  # batch×D×N×segments
+        entry = _entry_states(decay, seg_states.permute(0, 1, 3, 2))
+        seg_states.copy_(entry.permute(0, 1, 3, 2))
+    k.scan_forward_kernel[grid](*args, SAVE_STATES=save_states, HAS_INIT=segs > 1, LOCAL_END=False, **flags)
     return y, (states if save_states else None)
 
 

@@ -2,7 +2,7 @@
 module lazily: importing it imports triton).
 
 Each program owns ``BLOCK_D`` channels of one batch item and one B/C group and walks the
-sequence in chunks of ``BLOCK_L`` tokens, its ``BLOCK_D×BLOCK_N`` state kept in registers
+sequence (in the forward: one segment of it) in chunks of ``BLOCK_L`` tokens, its ``BLOCK_D×BLOCK_N`` state kept in registers
 between chunks. Inside a chunk the recurrence ``h_t = a_t·h_{t-1} + b_t`` runs as a parallel
 associative scan over the pairs ``(a_t, b_t)``; the chunk's entry state is folded in afterwards
 (``h_t = Πa·h_entry + scanned b``).
@@ -34,29 +34,41 @@ def _delta(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
         w = 1.0 + z
         # log1p(z) without a log1p: log(w)·z/(w-1) is exact to rounding (and z where w rounds to 1)
         log1p_z = tl.where(w == 1.0, z, tl.log(w) * z / tl.where(w == 1.0, 1.0, w - 1.0))
-        soft = tl.maximum(x, 0.0) + log1p_z
-        sig = tl.where(x >= 0, 1.0 / w, z / w)
         big = x > 20.0
-        return tl.where(big, x, soft), tl.where(big, 1.0, sig)
-    return x, tl.full(x.shape, 1.0, x.dtype)
+        out = tl.where(big, x, tl.maximum(x, 0.0) + log1p_z)
+        slope = tl.where(big, 1.0, tl.where(x >= 0, 1.0 / w, z / w))
+    else:
+        out = x
+        slope = tl.full(x.shape, 1.0, x.dtype)
+    return out, slope
 
 
 @triton.jit
 def scan_forward_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, h_ptr,
-    L, G, DG, N,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, h_ptr, seg_ptr, dsum_ptr,
+    L, G, DG, N, SEG_LEN,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_ad, s_an,
     s_bb, s_bg, s_bn, s_bl, s_cb, s_cg, s_cn, s_cl,
     s_yb, s_yd, s_yl, s_hb, s_hd, s_hc, s_hn,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
+    HAS_INIT: tl.constexpr, LOCAL_END: tl.constexpr,
     FP64: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    """y = C·h (+ D·u); with SAVE_STATES the state entering every chunk is written to ``h_ptr``
-    (batch × D × chunks × N), all the backward needs besides the inputs."""
+    """The scan over segment ``program_id(2)`` (``SEG_LEN`` tokens, a multiple of BLOCK_L) of the
+    sequence, with states ``batch×D×segments×N`` at ``seg_ptr``:
+
+    - ``LOCAL_END``: from a zero state; writes the segment's end state to ``seg_ptr`` and its
+      ``ΣΔ`` (``batch×D×segments``) to ``dsum_ptr`` (the caller carries states over segments);
+    - otherwise y = C·h (+ D·u), from the segment's entry state read at ``seg_ptr`` with
+      ``HAS_INIT`` (zero without); with SAVE_STATES the state entering every chunk is written to
+      ``h_ptr`` (batch × D × chunks × N), all the backward needs besides the inputs.
+    """
     ct = tl.float64 if FP64 else tl.float32
     pid_bg = tl.program_id(0)
-    b = pid_bg // G
+    b = (pid_bg // G).to(tl.int64)  # 64-bit offsets: batch × D × L may pass 2³¹
     g = pid_bg % G
+    seg = tl.program_id(2)
+    nseg = tl.num_programs(2)
     offs_dg = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_dg < DG
     d = g * DG + offs_dg
@@ -71,8 +83,15 @@ def scan_forward_kernel(
     else:
         bias = 0.0
     last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=ct)
-    for c in range(0, tl.cdiv(L, BLOCK_L)):
+    seg_off = ((b * (G * DG) + d[:, None]) * nseg + seg) * N + n[None, :]
+    if HAS_INIT:
+        h = tl.load(seg_ptr + seg_off, mask=mask_dn, other=0.0).to(ct)
+    else:
+        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=ct)
+    dsum = tl.zeros([BLOCK_D], dtype=ct)
+    c0 = seg * (SEG_LEN // BLOCK_L)
+    c1 = tl.minimum(tl.cdiv(L, BLOCK_L), c0 + SEG_LEN // BLOCK_L)
+    for c in range(c0, c1):
         if SAVE_STATES:
             tl.store(h_ptr + b * s_hb + d[:, None] * s_hd + c * s_hc + n[None, :] * s_hn, h, mask=mask_dn)
         l = c * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -84,16 +103,22 @@ def scan_forward_kernel(
         dt, _ = _delta(raw, bias, HAS_BIAS, SOFTPLUS)
         dt = tl.where(mask_dl, dt, 0.0)  # Δ = 0 past the end: a = 1, b = 0 keep the state
         Bt = tl.load(B_ptr + b * s_bb + g * s_bg + n[:, None] * s_bn + l[None, :] * s_bl, mask=mask_nl, other=0.0).to(ct)
-        Ct = tl.load(C_ptr + b * s_cb + g * s_cg + n[:, None] * s_cn + l[None, :] * s_cl, mask=mask_nl, other=0.0).to(ct)
         a = tl.exp(dt[:, None, :] * A[:, :, None])
         bu = (dt * u)[:, None, :] * Bt[None, :, :]
         pa, pb = tl.associative_scan((a, bu), 2, _linear_combine)
         hs = pa * h[:, :, None] + pb
-        y = tl.sum(hs * Ct[None, :, :], axis=1)
-        if HAS_D:
-            y += Dv[:, None] * u
-        tl.store(y_ptr + b * s_yb + d[:, None] * s_yd + l[None, :] * s_yl, y.to(y_ptr.dtype.element_ty), mask=mask_dl)
+        if LOCAL_END:
+            dsum += tl.sum(dt, axis=1)
+        else:
+            Ct = tl.load(C_ptr + b * s_cb + g * s_cg + n[:, None] * s_cn + l[None, :] * s_cl, mask=mask_nl, other=0.0).to(ct)
+            y = tl.sum(hs * Ct[None, :, :], axis=1)
+            if HAS_D:
+                y += Dv[:, None] * u
+            tl.store(y_ptr + b * s_yb + d[:, None] * s_yd + l[None, :] * s_yl, y.to(y_ptr.dtype.element_ty), mask=mask_dl)
         h = tl.sum(tl.where(last, hs, 0.0), axis=2)
+    if LOCAL_END:
+        tl.store(seg_ptr + seg_off, h, mask=mask_dn)
+        tl.store(dsum_ptr + (b * (G * DG) + d) * nseg + seg, dsum, mask=mask_d)
 
 
 @triton.jit
@@ -119,7 +144,7 @@ def scan_backward_kernel(
     ct = tl.float64 if FP64 else tl.float32
     pid_bg = tl.program_id(0)
     pid_d = tl.program_id(1)
-    b = pid_bg // G
+    b = (pid_bg // G).to(tl.int64)  # 64-bit offsets: batch × D × L may pass 2³¹
     g = pid_bg % G
     offs_dg = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_dg < DG
