@@ -136,7 +136,8 @@ def scan_backward_kernel(
 
     Per chunk: the states ``h_{t-1}`` from the saved entry state (a scan of the pairs shifted by
     one token), ``h_t = a_t·h_{t-1} + b_t``, and the adjoint ``g_t = C_t·dy_t + a_{t+1}·g_{t+1}``
-    (a reverse scan; ``g`` of the next chunk's first token carried in registers). Writes du and
+    (a scan of the chunk read backwards; ``g`` of the next chunk's first token carried in
+    registers). Writes du and
     dΔ (w.r.t. the raw Δ: bias and softplus chained) as compute-dtype ``batch×D×L``; dA per
     batch item ``batch×D×N``; dB, dC per program ``batch×G×(D-blocks)×N×L`` (summed over channels
     in the program, over D-blocks by the caller: no atomics, a fixed order).
@@ -160,7 +161,7 @@ def scan_backward_kernel(
     else:
         bias = 0.0
     j = tl.arange(0, BLOCK_L)
-    first = (j == 0)[None, None, :]
+    last = (j == BLOCK_L - 1)[None, None, :]
     dgrid = tl.num_programs(1)
     part = ((b * G + g) * dgrid + pid_d) * N  # row of this program in the dB/dC partial sums
     g_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=ct)  # adjoint of the next chunk's first token
@@ -175,14 +176,21 @@ def scan_backward_kernel(
         off_u = b * s_ub + d[:, None] * s_ud + l[None, :] * s_ul
         off_d = b * s_db + d[:, None] * s_dd + l[None, :] * s_dl
         off_b = b * s_bb + g * s_bg + n[:, None] * s_bn + l[None, :] * s_bl
-        off_c = b * s_cb + g * s_cg + n[:, None] * s_cn + l[None, :] * s_cl
+        # the adjoint runs backwards in time: its inputs are read in reversed token order, so
+        # that a forward associative scan does it (no `reverse=True`, whose combine order on
+        # GPUs has been reported wrong: triton-lang/triton#4362)
+        lr = c * BLOCK_L + (BLOCK_L - 1 - j)
+        mask_lr = lr < L
+        mask_dlr = mask_d[:, None] & mask_lr[None, :]
         u = tl.load(u_ptr + off_u, mask=mask_dl, other=0.0).to(ct)
         raw = tl.load(delta_ptr + off_d, mask=mask_dl, other=0.0).to(ct)
         dt, dsoft = _delta(raw, bias, HAS_BIAS, SOFTPLUS)
         dt = tl.where(mask_dl, dt, 0.0)
         Bt = tl.load(B_ptr + off_b, mask=mask_nl, other=0.0).to(ct)
-        Ct = tl.load(C_ptr + off_c, mask=mask_nl, other=0.0).to(ct)
         dy = tl.load(dy_ptr + b * s_yb + d[:, None] * s_yd + l[None, :] * s_yl, mask=mask_dl, other=0.0).to(ct)
+        C_r = tl.load(C_ptr + b * s_cb + g * s_cg + n[:, None] * s_cn + lr[None, :] * s_cl,
+                      mask=mask_n[:, None] & mask_lr[None, :], other=0.0).to(ct)
+        dy_r = tl.load(dy_ptr + b * s_yb + d[:, None] * s_yd + lr[None, :] * s_yl, mask=mask_dlr, other=0.0).to(ct)
         # the previous token (identity step at the chunk's first token: the entry state covers it)
         mask_p = mask_dl & (j > 0)[None, :]
         mask_pn = mask_nl & (j > 0)[None, :]
@@ -191,9 +199,10 @@ def scan_backward_kernel(
         dt_p, _ = _delta(raw_p, bias, HAS_BIAS, SOFTPLUS)
         dt_p = tl.where(mask_p, dt_p, 0.0)
         B_p = tl.load(B_ptr + off_b - s_bl, mask=mask_pn, other=0.0).to(ct)
-        # the next token's decay a_{t+1} (1 past the end, where the adjoint is 0 anyway)
-        mask_x = mask_d[:, None] & (l + 1 < L)[None, :]
-        raw_x = tl.load(delta_ptr + off_d + s_dl, mask=mask_x, other=0.0).to(ct)
+        # the next token's decay a_{t+1}, reversed (1 past the end, where the adjoint is 0 anyway)
+        mask_x = mask_d[:, None] & (lr + 1 < L)[None, :]
+        raw_x = tl.load(delta_ptr + b * s_db + d[:, None] * s_dd + (lr[None, :] + 1) * s_dl, mask=mask_x,
+                        other=0.0).to(ct)
         dt_x, _ = _delta(raw_x, bias, HAS_BIAS, SOFTPLUS)
         dt_x = tl.where(mask_x, dt_x, 0.0)
 
@@ -206,9 +215,10 @@ def scan_backward_kernel(
         h = a * h_prev + dtu[:, None, :] * Bt[None, :, :]
 
         a_x = tl.exp(dt_x[:, None, :] * A[:, :, None])
-        qa, qb = tl.associative_scan((a_x, Ct[None, :, :] * dy[:, None, :]), 2, _linear_combine, reverse=True)
-        adj = qa * g_next[:, :, None] + qb  # g_t
-        g_next = tl.sum(tl.where(first, adj, 0.0), axis=2)
+        qa, qb = tl.associative_scan((a_x, C_r[None, :, :] * dy_r[:, None, :]), 2, _linear_combine)
+        adj_r = qa * g_next[:, :, None] + qb  # g, reversed
+        g_next = tl.sum(tl.where(last, adj_r, 0.0), axis=2)  # g of the chunk's first token
+        adj = tl.flip(adj_r, 2)  # g_t
 
         ga = adj * a * h_prev  # ∂/∂(log a_t)
         dA += tl.sum(ga * dt[:, None, :], axis=2)
