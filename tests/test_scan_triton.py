@@ -8,9 +8,10 @@ set: the process then stays consistently in interpreter mode (CPU-only ``torch.c
 unaffected; it does not run Triton kernels). Where triton was imported earlier without it, the
 interpreter tests skip with that reason.
 
-The interpreter runs ``tl.associative_scan`` one element at a time (minutes for the golden
-case); the ``interpreter`` fixture swaps in a log-depth scan over whole blocks that calls the
-kernel's own combine function (the same results up to rounding, checked by
+The interpreter runs ``tl.associative_scan`` and reductions with a custom combine function
+(``tl.flip`` uses one) one element at a time (minutes for the golden case); the
+``interpreter`` fixture swaps in a log-depth scan over whole blocks and a fold over whole slices,
+both calling the same combine functions (the same results up to rounding, checked by
 ``test_fast_interpreter_scan_agrees_with_triton_s``).
 """
 from __future__ import annotations
@@ -57,6 +58,24 @@ def _log_depth_scan(self, inputs):
             for d, t in zip(data, dtypes)]
 
 
+def _sliced_reduce(self, inputs):
+    """The interpreter's generic reduction (a left fold along ``self.axis``) with one call of
+    the combine function per slice instead of per element (``tl.flip`` reduces with xor)."""
+    if self.axis is None:
+        return _sliced_reduce.original(self, inputs)
+    dtypes = [x.dtype for x in inputs]
+    data = [np.moveaxis(np.asarray(x.handle.data), self.axis, 0) for x in inputs]
+    acc = [d[0] for d in data]
+    for k in range(1, data[0].shape[0]):
+        out = self.combine_fn.fn(*[self.to_tensor(a, t) for a, t in zip(acc, dtypes)],
+                                 *[self.to_tensor(d[k], t) for d, t in zip(data, dtypes)])
+        out = out if isinstance(out, tuple) else (out,)
+        acc = [np.asarray(o.handle.data).reshape(a.shape) for o, a in zip(out, acc)]
+    if self.keep_dims:
+        acc = [np.expand_dims(a, self.axis) for a in acc]
+    return [self.to_tensor(np.ascontiguousarray(a), t) for a, t in zip(acc, dtypes)]
+
+
 @pytest.fixture(scope="module")
 def interpreter():
     pytest.importorskip("triton", reason="triton is not installed (pip install triton): Triton scan untested")
@@ -69,11 +88,14 @@ def interpreter():
     importlib.import_module(KERNELS)
     assert scan_triton.interpreting()
     saved_scan = interp.ScanOps.generic_scan
+    _sliced_reduce.original = interp.ReduceOps.generic_reduce
     interp.ScanOps.generic_scan = _log_depth_scan
+    interp.ReduceOps.generic_reduce = _sliced_reduce
     try:
         yield saved_scan
     finally:
         interp.ScanOps.generic_scan = saved_scan
+        interp.ReduceOps.generic_reduce = _sliced_reduce.original
 
 
 @pytest.fixture
@@ -165,18 +187,19 @@ def test_golden_vector(interpreter, blocks):
 
 
 def test_fast_interpreter_scan_agrees_with_triton_s(interpreter, blocks):
-    """The fixture's log-depth stand-in for the interpreter's element-wise associative scan
-    gives the same forward and gradients on a tiny case."""
+    """The fixture's stand-ins for the interpreter's element-wise associative scan and reduction
+    give the same forward and gradients on a tiny case."""
     blocks(block_l=8, block_d=2, n=2)
     a = _random(batch=1, dim=3, n=2, length=11)
     fast = _run(a, "triton")
-    from triton.runtime.interpreter import ScanOps
+    from triton.runtime.interpreter import ReduceOps, ScanOps
 
-    ScanOps.generic_scan = interpreter  # the interpreter's own scan, one element at a time
+    # the interpreter's own scan and reduction, one element at a time
+    ScanOps.generic_scan, ReduceOps.generic_reduce = interpreter, _sliced_reduce.original
     try:
         slow = _run(a, "triton")
     finally:
-        ScanOps.generic_scan = _log_depth_scan
+        ScanOps.generic_scan, ReduceOps.generic_reduce = _log_depth_scan, _sliced_reduce
     torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-13)
     for k in fast[1]:
         torch.testing.assert_close(fast[1][k], slow[1][k], rtol=1e-12, atol=1e-13, msg=k)
