@@ -8,7 +8,8 @@
 - ``triton``: Triton kernels with a backward (CUDA tensors, or Triton's CPU interpreter with
   ``TRITON_INTERPRET=1``); see ``scan_triton``.
 - ``auto``: ``mamba_ssm`` for CUDA inputs when it is importable and the dtype is not float64;
-  else ``triton`` for CUDA inputs when triton is importable; ``compiled`` for CPU inputs it supports when it builds; otherwise ``chunked``.
+  else ``triton`` for CUDA inputs when triton is importable; ``compiled`` for CPU inputs it
+  supports when it builds; otherwise ``chunked``.
 
 ``scan_backend(name)`` selects the backend for everything run inside it; an explicit
 ``backend=`` argument other than ``"auto"`` wins over it.
