@@ -91,6 +91,28 @@ def scan_grads(backends: List[str]) -> Dict[str, Any]:
     return res
 
 
+def model_grads(backends: List[str]) -> Dict[str, Any]:
+    """Whole light x4 model in train mode (seeded Gumbel routing), 32² input, float32: output and
+    every parameter gradient of each backend against the chunked scan's."""
+    model = mambairv2.create_model("light", scale=4).cuda().train()
+    x = torch.rand(2, 3, 32, 32, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    runs = {}
+    for backend in ["chunked"] + [b for b in backends if b != "chunked"]:
+        model.zero_grad()
+        torch.manual_seed(1)
+        with scan_backend(backend):
+            y = model(x)
+            y.square().mean().backward()
+        runs[backend] = (y.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    out = {}
+    ref_y, ref_g = runs.pop("chunked")
+    for backend, (y, grads) in runs.items():
+        rel = {k: ((g - ref_g[k]).abs().max() / ref_g[k].abs().max().clamp_min(1e-30)).item() for k, g in grads.items()}
+        out[backend] = {"y_err": (y - ref_y).abs().max().item(), "grad_rel_err_max": max(rel.values()),
+                        "worst_param": max(rel, key=rel.get)}
+    return out
+
+
 def chunk_sweep(sizes=(256, 512), chunks=(8, 16, 32, 64, 128)) -> Dict[str, Any]:
     out = {}
     for size in sizes:
@@ -325,6 +347,7 @@ def main() -> None:
         guarded(res, "golden", lambda: golden(args.golden, timed))
     if "grads" in parts:
         guarded(res, "scan_grads", lambda: scan_grads(timed))
+        guarded(res, "model_grads", lambda: model_grads(timed))
     if "sweep" in parts:
         guarded(res, "chunk_sweep", chunk_sweep)
     save()
