@@ -143,11 +143,10 @@ def simulate_upload(model: "torch.nn.Module", path: Union[str, os.PathLike], nam
     model's task (bicubic ×s downscale, Gaussian noise σ, or JPEG at a quality), restores it and
     measures PSNR/SSIM against the clean image, for the model and for the plain baseline
     (bicubic upscaling, or the degraded input itself)."""
-    from ..restore import restore
     from ..imageio import atomic_write_bytes
     from ..protocol import metrics
     from ..protocol.evaluate import (EvaluationError, TaskSpec, bicubic_restorer, identity_restorer,
-                                     make_input, read_clean)
+                                     make_input, model_restorer, read_clean)
 
     cfg = model.config
     task = cfg.task
@@ -162,8 +161,9 @@ def simulate_upload(model: "torch.nn.Module", path: Union[str, os.PathLike], nam
         raise UploadError(f"{name}: {' '.join(str(exc).split())}") from None
     baseline = bicubic_restorer(spec.scale) if task == "sr" else identity_restorer()
     base8 = metrics.to_uint8(baseline(x))
-    out8 = metrics.to_uint8(restore(model, x, tile=options.tile, self_ensemble=options.self_ensemble,
-                                    progress=True))
+    # the protocol's own runner: degraded inputs may leave 0..1 (noise is not clipped)
+    method = model_restorer(model, self_ensemble=options.self_ensemble, tile=options.tile)
+    out8 = metrics.to_uint8(method(x))
     kw = dict(crop_border=spec.crop_border, channels=spec.channels)
     scores = [metrics.psnr(out8, target, **kw), metrics.ssim(out8, target, **kw),
               metrics.psnr(base8, target, **kw), metrics.ssim(base8, target, **kw)]
