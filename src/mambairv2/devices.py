@@ -5,7 +5,13 @@ from typing import Optional
 
 import torch
 
+from .errors import MambaIRv2Error
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DeviceError(MambaIRv2Error, ValueError):
+    """A device or dtype name that is unknown or not available on this machine."""
 
 
 def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torch.device:
@@ -14,7 +20,7 @@ def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torc
     ``local_rank``).
 
     Raises:
-        ValueError: an unknown device or one not available on this machine.
+        DeviceError: an unknown device or one not available on this machine.
     """
     name = (name or "auto").lower()
     mps = getattr(torch.backends, "mps", None)
@@ -27,18 +33,18 @@ def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torc
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available (this PyTorch build: "
+        raise DeviceError("--device cuda: no CUDA GPU is available (this PyTorch build: "
                          f"{torch.__version__}); use --device cpu")
     if device.type == "cuda" and device.index is None and local_rank is not None:
         device = torch.device(cuda)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     if device.type == "mps" and not mps_ok:
-        raise ValueError("--device mps: Apple MPS is not available here; use --device cpu")
+        raise DeviceError("--device mps: Apple MPS is not available here; use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+        raise DeviceError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
     return device
 
 
@@ -47,4 +53,4 @@ def resolve_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
+        raise DeviceError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None

@@ -7,9 +7,10 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay light
+    import numpy as np
 
 from .errors import CLIError
 
@@ -86,6 +87,8 @@ def degraded_file(path: Path, spec, denoise_format: str = "npy") -> Tuple[str, s
 
 def encode(x: np.ndarray, kind: str) -> bytes:
     """Bytes of an input from ``make_input`` (float32 H×W×C) in the output ``kind``."""
+    import numpy as np
+
     from ..imageio import ImageData, encode_image
 
     if kind == "npy":

@@ -152,7 +152,6 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 FLAT_DEFAULTS = _flatten(DEFAULTS)
-SECTIONS = {k for k, v in DEFAULTS.items() if isinstance(v, dict)}
 
 
 def parse_override(text: str) -> Tuple[str, Any]:
@@ -188,10 +187,6 @@ def _suggest(key: str) -> str:
 
     close = difflib.get_close_matches(key, list(FLAT_DEFAULTS), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _float_key(key: str) -> bool:
-    return isinstance(FLAT_DEFAULTS.get(key), float)
 
 
 def _check_value(key: str, value: Any) -> Any:
