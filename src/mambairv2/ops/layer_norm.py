@@ -34,7 +34,9 @@ def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps:
     if (weight is not None and bias is not None and x.numel()
             and choose(Probe.of(x, weight, bias)).name == "compiled"):
         return layer_norm_compiled(x, weight, bias, eps)
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    # the normalised size from the weight where there is one: a constant when traced (ONNX)
+    size = weight.shape[0] if weight is not None else x.shape[-1]
+    return F.layer_norm(x, (size,), weight, bias, eps)
 
 
 class LayerNorm(nn.LayerNorm):
