@@ -142,7 +142,7 @@ def _attention_parser(asub) -> None:
         "scan's C of every pixel, for every ASSM layer and averaged, overlaid on the image.")
     _common(p, "attention.png")
     p.add_argument("--pixel", required=True, metavar="Y,X", help="query pixel in the (cropped) input")
-    p.add_argument("--threshold", type=float, default=0.3,
+    p.add_argument("--threshold", type=float, default=0.5,
                    help="similarities below this are not overlaid (the paper filters low values)")
     p.set_defaults(func=run_attention)
 
@@ -155,7 +155,7 @@ def _sgn_parser(asub) -> None:
         "and for one layer the features (3 principal components as RGB) in raster order and in "
         "the SGN-unfolded scan order, laid out row by row.")
     _common(p, "sgn.png")
-    p.add_argument("--layer", type=int, default=None, help="layer for the before/after panel (default: middle)")
+    p.add_argument("--layer", type=int, default=None, help="layer (0-based, in forward order) for the before/after panel (default: the one using most routes)")
     p.set_defaults(func=run_sgn)
 
 
@@ -169,7 +169,8 @@ def _lam_parser(asub) -> None:
         "(x100 on the LAM paper's scale).")
     _common(p, "lam.png")
     p.add_argument("--box", required=True, metavar="Y,X,H,W", help="box in output pixels (top, left, height, width)")
-    p.add_argument("--steps", type=int, default=20, help="points on the blur path (LAM uses 50)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="points on the blur path (LAM uses 50; each costs a forward and backward pass)")
     p.add_argument("--sigma", type=float, default=1.2, help="blur of the path's start (LAM: 1.2)")
     p.add_argument("--kernel", type=int, default=9, help="blur kernel size (LAM: 9)")
     p.set_defaults(func=run_lam)
@@ -239,11 +240,11 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_sgn(args: argparse.Namespace) -> int:
-    from ..analysis.sgn_map import sgn_figure, sgn_routes
+    from ..analysis.sgn_map import busiest_layer, sgn_figure, sgn_routes
 
     model, images = _load(args)
     routes = sgn_routes(model, images[0])
-    layer = len(routes) // 2 if args.layer is None else args.layer
+    layer = busiest_layer(routes) if args.layer is None else args.layer
     if not 0 <= layer < len(routes):
         raise CLIError(f"--layer must be in 0..{len(routes) - 1}")
     _save(sgn_figure(routes, images[0], layer), args.output)
