@@ -47,9 +47,9 @@ def _complexity_parser(asub) -> None:
     p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg")
     p.add_argument("--scale", type=int, default=2, help="SR scale (2, 3 or 4)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--output-size", default=None, metavar="WxH",
-                      help="output width x height, as the paper writes it (e.g. 1280x720); "
-                           "the input is this divided by the scale (default 1280x720)")
+    size.add_argument("--output-size", default="1280x720", metavar="WxH",
+                      help="output width x height, as the paper writes it; the input is this "
+                           "divided by the scale")
     size.add_argument("--input-size", default=None, metavar="WxH", help="input width x height")
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the result as JSON")
@@ -79,7 +79,7 @@ def run_complexity(args: argparse.Namespace) -> int:
     if args.input_size:
         size = _wxh(args.input_size, "--input-size")
     else:
-        oh, ow = _wxh(args.output_size or "1280x720", "--output-size")
+        oh, ow = _wxh(args.output_size, "--output-size")
         if oh % scale or ow % scale:
             raise CLIError(f"--output-size {ow}x{oh} is not a multiple of the scale {scale}")
         size = (oh // scale, ow // scale)
