@@ -63,23 +63,25 @@ def attention_figure(maps: AttentiveMaps, x: Tensor, pixel: Tuple[int, int], thr
     img = plotting.to_rgb8(x[0].numpy())
     mean = maps.mean
     colour = plotting.diverging(mean)
-    alpha = np.where(mean > threshold, 0.75, 0.0)
-    over = plotting.enlarge(plotting.blend(img, colour, alpha), zoom)
+    best = int(np.argmax(maps.maps.reshape(len(maps.maps), -1).std(1)))  # the most selective layer
+    sel = maps.maps[best]
+    over = plotting.enlarge(plotting.blend(img, plotting.diverging(sel), np.where(sel > threshold, 0.8, 0.0)), zoom)
     py, px = pixel[0] * zoom + zoom // 2, pixel[1] * zoom + zoom // 2
     big = plotting.enlarge(img, zoom)
     panels = [plotting.titled(plotting.draw_marker(big, py, px), "input, query pixel marked"),
               plotting.titled(plotting.draw_marker(plotting.enlarge(colour, zoom), py, px, (0, 0, 0)),
                               f"mean over {len(maps.names)} layers"),
-              plotting.titled(plotting.draw_marker(over, py, px), f"overlay where mean > {threshold:g}"),
+              plotting.titled(plotting.draw_marker(over, py, px),
+                              f"{_short(maps.names[best])} (most selective), > {threshold:g}"),
               plotting.colorbar(big.shape[0] - 20, -1, 1, "cosine", "diverging")]
-    small_zoom = max(1, 96 // max(h, w))
-    tiles = [plotting.titled(plotting.enlarge(plotting.diverging(m), small_zoom), f"{_short(n)}: prompt {g}", 10)
+    tiles = [plotting.titled(plotting.fit(plotting.diverging(m), 96), f"{_short(n)}: prompt {g}", 10)
              for m, n, g in zip(maps.maps, maps.names, maps.groups)]
     cols = max(1, min(len(tiles), plotting.hstack(panels).shape[1] // (tiles[0].shape[1] + 6)))
     body = plotting.vstack([plotting.hstack(panels), plotting.grid(tiles, cols)])
     notes = [f"Query pixel (row {pixel[0]}, column {pixel[1]}). Colour: cosine similarity between the "
              f"prompt that the attentive state-space equation adds to this pixel's C and the C of every "
              f"pixel (red = similar, blue = opposite, white = unrelated). Red areas are the pixels the "
-             f"query can 'attend' to beyond the scan order. Small maps: each ASSM layer; the prompt "
+             f"query can 'attend' to beyond the scan order. Third panel: the layer whose map varies most, "
+             f"overlaid where the similarity exceeds {threshold:g}. Small maps: each ASSM layer; the prompt "
              f"index is the pixel's route in that layer."]
     return plotting.figure("Attentive state space (ASE): prompt of the query vs. C of all pixels", body, notes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,9 +120,9 @@ def lam_figure(result: LAMResult, x: Tensor, box: Box, scale: int, decades: int 
     f = zoom / scale
     img_box = plotting.draw_box(img, round(top * f), round(left * f), max(2, round(hh * f)), max(2, round(ww * f)))
     out = plotting.to_rgb8(result.output)
-    out_zoom = max(1, img.shape[0] // out.shape[0])
-    out = plotting.draw_box(plotting.enlarge(out, out_zoom), top * out_zoom, left * out_zoom,
-                            hh * out_zoom, ww * out_zoom)
+    k = img.shape[0] / out.shape[0]  # the output shown at the input panel's size
+    out = cv2.resize(out, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_NEAREST)
+    out = plotting.draw_box(out, round(top * k), round(left * k), max(2, round(hh * k)), max(2, round(ww * k)))
     logm = np.log10(np.maximum(result.attribution, 10.0 ** -decades))
     heat = plotting.enlarge(plotting.colormap(logm, -decades, 0, "inferno"), zoom)
     alpha = np.clip((logm + decades) / decades, 0, 1) ** 2 * 0.85
@@ -129,7 +130,7 @@ def lam_figure(result: LAMResult, x: Tensor, box: Box, scale: int, decades: int 
     bar = plotting.colorbar(heat.shape[0] - 20, -decades, 0, "log10 relative", "inferno", decades + 1, "{:.0f}")
     di = result.diffusion_index
     body = plotting.hstack([plotting.titled(img_box, "input, box (red)"),
-                            plotting.titled(out[: img.shape[0], : img.shape[1]], "output, attributed box"),
+                            plotting.titled(out, "output, attributed box"),
                             plotting.titled(heat, "local attribution map"),
                             plotting.titled(over, "attribution over the input"), bar])
     notes = [f"Diffusion index DI = {di:.3f} ({100 * di:.2f} on the LAM paper's 0-100 scale): 1 - Gini "

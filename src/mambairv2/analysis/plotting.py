@@ -71,6 +71,17 @@ def enlarge(img: np.ndarray, factor: int) -> np.ndarray:
     return img if factor <= 1 else np.repeat(np.repeat(img, factor, 0), factor, 1)
 
 
+def fit(img: np.ndarray, side: int) -> np.ndarray:
+    """Scaled to about ``side`` pixels on its longer side: enlarged by whole pixels (nearest)
+    when smaller, reduced by area averaging when larger."""
+    longer = max(img.shape[:2])
+    if longer <= side:
+        return enlarge(img, max(1, side // longer))
+    k = side / longer
+    size = (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
 def blend(base: np.ndarray, over: np.ndarray, alpha: Union[float, np.ndarray]) -> np.ndarray:
     """``base·(1−alpha) + over·alpha``; ``alpha`` a number or an ``H×W`` map in [0, 1]."""
     a = np.asarray(alpha, dtype=np.float64)
@@ -184,11 +195,15 @@ def figure(title: str, body: np.ndarray, notes: Optional[Sequence[str]] = None) 
     return np.pad(fig, ((8, 8), (8, 8), (0, 0)), constant_values=255)
 
 
-def save_png(img: np.ndarray, path: Union[str, Path]) -> Path:
-    """Writes ``img`` as an optimised PNG atomically (never a half-written file)."""
+def save_png(img: np.ndarray, path: Union[str, Path], palette: bool = True) -> Path:
+    """Writes ``img`` as a PNG atomically (never a half-written file); with ``palette``, as 256
+    adaptive colours (several times smaller, no visible change for these figures)."""
     from ..atomic import atomic_path
 
     path = Path(path)
+    im = Image.fromarray(np.ascontiguousarray(img))
+    if palette:
+        im = im.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG", optimize=True)
+        im.save(tmp, format="PNG", optimize=True)
     return path

@@ -84,8 +84,7 @@ def sgn_figure(layers: List[SGNLayer], x: Tensor, layer: int) -> np.ndarray:
         plotting.titled(plotting.enlarge(before_f[cut], zoom), "features before SGN"),
         plotting.titled(plotting.enlarge(after_f, zoom), "features after SGN unfold"),
     ]
-    small = max(1, 80 // max(h, w))
-    tiles = [plotting.titled(plotting.enlarge(routes_img(l.groups)[cut], small),
+    tiles = [plotting.titled(plotting.fit(routes_img(l.groups)[cut], 96),
                              f"{_short(l.name)}: {len(np.unique(l.groups))} routes", 10) for l in layers]
     row = plotting.hstack(detail)
     cols = max(1, row.shape[1] // (tiles[0].shape[1] + 6))
