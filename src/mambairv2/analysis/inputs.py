@@ -18,7 +18,8 @@ def load_weights(name_or_path: str) -> torch.nn.Module:
     from ..checkpoint import load_model
 
     path = Path(name_or_path)
-    model = load_model(path) if path.suffix and path.exists() else load_bundled(name_or_path)
+    is_file = path.exists() or path.suffix in (".pth", ".pt", ".safetensors") or "/" in name_or_path
+    model = load_model(path) if is_file else load_bundled(name_or_path)
     return model.eval().set_routing("argmax")
 
 
