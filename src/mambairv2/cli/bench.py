@@ -124,12 +124,12 @@ def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, c
     import torch
 
     from .. import bench
-    from ..ops import resolve_backend, scan_backend
+    from ..ops import resolve_backend
 
     x = torch.rand(args.batch, model.config.in_chans, size, size, device=device)
     macs = bench.count_macs(model, x)
     backend = _backend_used(x, args.backend, args.train, resolve_backend)
-    with scan_backend(args.backend):
+    with _selected(args.backend):
         fn = _step(args, runner, model, x, device, dtype)
         times = bench.time_call(fn, device, args.warmup, args.repeats)
     latency = bench.median(times)
@@ -155,9 +155,9 @@ def _compare_backend(args, model, runner, x, device, dtype, name: str, backend: 
                      row: Dict) -> None:
     """Times the model with scan backend ``name`` and adds its latency and speed-up to ``row``."""
     from .. import bench
-    from ..ops import resolve_backend, scan_backend
+    from ..ops import resolve_backend
 
-    with scan_backend(name):
+    with _selected(name):
         fn = _step(args, runner, model, x, device, dtype)
         slow = name == "reference"  # the sequential scan is slow: one run, no warm-up
         other = bench.median(bench.time_call(fn, device, warmup=0 if slow else args.warmup,
@@ -167,6 +167,13 @@ def _compare_backend(args, model, runner, x, device, dtype, name: str, backend: 
     row[f"speedup_vs_{name}"] = other / latency
     print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster",
           file=sys.stderr)
+
+
+def _selected(name: str):
+    """The dispatch-layer selection that runs the selective scan with backend ``name``."""
+    from ..ops import implementation
+
+    return implementation(selective_scan=name) if name != "auto" else implementation()
 
 
 def _step(args, runner, model, x, device, dtype):

@@ -7,9 +7,10 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay light
+    import numpy as np
 
 from .errors import CLIError
 
@@ -57,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_level(args: argparse.Namespace):
     """The TaskSpec of the arguments; one-line errors for missing or misplaced levels."""
-    from ..protocol.evaluate import EvaluationError, TaskSpec
+    from ..protocol.task import EvaluationError, TaskSpec
 
     levels = {"sr": "--scale", "denoise": "--sigma", "jpeg": "--quality"}
     for task, flag in levels.items():
@@ -86,6 +87,8 @@ def degraded_file(path: Path, spec, denoise_format: str = "npy") -> Tuple[str, s
 
 def encode(x: np.ndarray, kind: str) -> bytes:
     """Bytes of an input from ``make_input`` (float32 H×W×C) in the output ``kind``."""
+    import numpy as np
+
     from ..imageio import ImageData, encode_image
 
     if kind == "npy":
@@ -103,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..imageio import atomic_write_bytes
-    from ..protocol.evaluate import EvaluationError, list_images, make_input, read_clean
+    from ..protocol.evaluate import list_images
+    from ..protocol.task import EvaluationError, make_input, read_clean
 
     spec = _check_level(args)
     out_dir = Path(args.out)

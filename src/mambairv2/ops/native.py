@@ -6,7 +6,8 @@ compiled with ``cc -O3 -march=native -fopenmp`` (retried without OpenMP, then wi
 ``$MAMBAIRV2_CACHE_DIR`` (default ``~/.cache/mambairv2``) under a name that hashes the source, the
 flags, the compiler and the CPU, so a rebuilt or moved installation never loads a stale or foreign
 library. Where no compiler works the kernel is reported unavailable (with the reason) and callers
-keep their pure-PyTorch path. ``MAMBAIRV2_NO_KERNEL=1`` disables every kernel.
+keep their pure-PyTorch path. Whether a kernel is used at all is decided by ``ops.dispatch``
+(``ops.implementation("pytorch")`` uses none).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import warnings
+import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -79,6 +80,18 @@ def _build(cc: str, source: Path) -> Tuple[Path, List[str]]:
     raise RuntimeError("; ".join(errors))
 
 
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    """One stderr line per process, however many kernels fail the same way (an unwritable
+    cache made every kernel warn, with Python's two-line warning format)."""
+    if _SAID:
+        return
+    _SAID.add(message)
+    logging.getLogger("mambairv2").warning(message)
+
+
 # ctypes argument types of the kernels' entry points
 PTR, I64, I64_PTR, F32, INT = (ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
                                ctypes.c_float, ctypes.c_int)
@@ -103,9 +116,6 @@ class NativeKernel:
         with self._lock:
             if self._lib is not None or self._error is not None:
                 return self._lib
-            if os.environ.get("MAMBAIRV2_NO_KERNEL", "") not in ("", "0"):
-                self._error = "disabled by MAMBAIRV2_NO_KERNEL"
-                return None
             cc = _compiler()
             if cc is None:
                 self._error = "no C compiler found (cc, gcc or clang; or set CC)"
@@ -117,7 +127,8 @@ class NativeKernel:
                 fn.argtypes, fn.restype = self.argtypes, ctypes.c_int
             except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
                 self._error = f"building the {self.what} failed: {exc}"
-                warnings.warn(f"mambairv2: {self._error}; using the pure-PyTorch path", RuntimeWarning)
+                _say_once(f"mambairv2: cannot build the C kernels ({' '.join(str(exc).split())[:160]}); "
+                          "using the pure-PyTorch path (set MAMBAIRV2_CACHE_DIR to a writable folder)")
                 return None
             self._lib, self.flags = lib, flags
             return lib

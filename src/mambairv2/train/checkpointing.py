@@ -24,7 +24,6 @@ from ..atomic import atomic_path
 from ..checkpoint import save_checkpoint
 
 STATE_RE = re.compile(r"^(\d+)\.state$")
-NET_RE = re.compile(r"^net_g_(\d+)\.pth$")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
