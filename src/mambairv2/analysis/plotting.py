@@ -204,6 +204,6 @@ def save_png(img: np.ndarray, path: Union[str, Path], palette: bool = True) -> P
     im = Image.fromarray(np.ascontiguousarray(img))
     if palette:
         im = im.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG", optimize=True)
     return path
