@@ -1,5 +1,5 @@
-"""Measurements: latency, peak memory, MACs (scan included), achieved GFLOP/s and the device's
-sgemm roofline measured in the same run."""
+"""Measurements: latency, peak memory, MACs (the paper's convention, scan included), achieved
+GFLOP/s and the device's sgemm roofline measured in the same run."""
 from __future__ import annotations
 
 import math
@@ -12,54 +12,18 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .model import MambaIRv2
-from .model.assm import SelectiveScan
-from .model.attention import WindowAttention
-from .ops import implementation
 
 Tensor = torch.Tensor
 
 
-def scan_macs(batch: int, dim: int, length: int, d_state: int) -> int:
-    """MACs of one selective scan as MambaIR's counter (``flops_selective_scan_ref``) gives them:
-    exp(ΔA), ΔB·u, the state update and C·h per state, plus the D skip."""
-    return 4 * batch * dim * length * d_state + batch * dim * length
-
-
 def count_macs(model: MambaIRv2, x: Tensor) -> Dict[str, float]:
-    """MACs of one forward: linear layers and convolutions counted by ``FlopCounterMode``
-    (FLOPs/2), window attention (q·k and attn·v, each window once) and every selective scan
-    counted analytically. Returns ``total``, ``dense``, ``attention`` and ``scan`` MACs."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """MACs of one inference forward of ``x``'s shape, from the one counter
+    (:func:`mambairv2.analysis.complexity.count_complexity`): ``total`` as the paper counts
+    (comparable with its tables), ``all`` (every arithmetic operation) and ``scan``."""
+    from .analysis.complexity import count_complexity
 
-    scans: List[int] = []
-    attention: List[int] = []
-
-    def scan_hook(mod: SelectiveScan, inputs, output) -> None:
-        xs = inputs[0]
-        scans.append(scan_macs(xs.shape[0], mod.d_inner, xs.shape[1], mod.d_state))
-
-    def attention_hook(mod: WindowAttention, inputs, output) -> None:
-        tokens, c3 = inputs[0].shape  # tokens of all windows, q|k|v channels
-        attention.append(2 * tokens * mod.window_size ** 2 * (c3 // 3))
-
-    handles = [m.register_forward_hook(scan_hook) for m in model.modules() if isinstance(m, SelectiveScan)]
-    handles += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, WindowAttention)]
-    try:
-        counter = FlopCounterMode(display=False)
-        # the counter knows aten's linear/conv ops, not the fused oneDNN ones: count unfused; the
-        # chunked scan computes Δ's projection as a matmul the counter sees, and its own work
-        # with elementwise ops the counter ignores (the scan is counted by the hook)
-        with torch.no_grad(), implementation(linear_act="pytorch", selective_scan="chunked"), counter:
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    # attention kernels are counted above (the counter knows some backends' kernels, not others)
-    sdpa = sum(v for op, v in counter.get_flop_counts().get("Global", {}).items()
-               if "scaled_dot_product" in str(op))
-    dense = (counter.get_total_flops() - sdpa) / 2
-    attn, scan = float(sum(attention)), float(sum(scans))
-    return {"total": dense + attn + scan, "dense": dense, "attention": attn, "scan": scan}
+    c = count_complexity(model, (x.shape[2], x.shape[3]), batch=x.shape[0])
+    return {"total": c.macs_paper, "all": c.macs_all, "scan": c.by_module["scan"].macs_paper}
 
 
 def _sync(device: torch.device) -> None:

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from .errors import CLIError
 
@@ -20,7 +19,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Times the forward pass of a variant (random weights: speed does not depend on "
         "them) on random square inputs: warm-up, several timed runs, median latency, peak memory, "
-        "MACs (selective scan included, comparable with the paper's tables), achieved GFLOP/s and "
+        "MACs (counted as the paper counts them, selective scan included: see `mambairv2 analyze complexity`), achieved GFLOP/s and "
         "the device's sgemm GFLOP/s measured in the same run, so the fraction of the matmul "
         "roofline is reported. With --train, the time of a training step instead.")
     p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg")
@@ -63,9 +62,37 @@ def _device(name: str):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import bench, create_model
+    sizes, compare = _check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if device.type == "cpu" and dtype != torch.float32:
+        print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
+    model = _model(args, device)
+    runner = torch.compile(model) if args.compile else model
+    from .. import bench
+
+    sgemm = bench.sgemm_gflops(device)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.variant} x{model.config.upscale}  params {params:,}  device {device}  threads "
+          f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s", file=sys.stderr)
+    results = [_measure_size(args, model, runner, size, device, dtype, sgemm, compare) for size in sizes]
+    report = {
+        "variant": args.variant, "scale": model.config.upscale, "params": params,
+        "mode": "train_step" if args.train else "forward", "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "compile": bool(args.compile), "sgemm_gflops": sgemm, "results": results,
+    }
+    _write_report(report, args.json_out)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
+    """The sizes to time and the backends to compare; CLIError on a bad argument."""
     from ..config import VARIANTS
-    from ..ops import BACKENDS, implementation, resolve_backend
+    from ..ops import BACKENDS
 
     if args.variant not in VARIANTS:
         raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -79,78 +106,89 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     if min(sizes) < 1 or args.batch < 1 or args.repeats < 1:
         raise CLIError("sizes, --batch and --repeats must be positive")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    dtype = getattr(torch, args.dtype)
-    if device.type == "cpu" and dtype != torch.float32:
-        print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
+    return sizes, compare
+
+
+def _model(args: argparse.Namespace, device):
+    from .. import create_model
 
     try:
         model = create_model(args.variant, scale=args.scale).to(device)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    model.train(args.train)
-    params = sum(p.numel() for p in model.parameters())
-    runner = torch.compile(model) if args.compile else model
-    sgemm = bench.sgemm_gflops(device)
-    print(f"{args.variant} x{model.config.upscale}  params {params:,}  device {device}  threads "
-          f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s", file=sys.stderr)
+    return model.train(args.train)
 
-    results: List[Dict] = []
-    for size in sizes:
-        x = torch.rand(args.batch, model.config.in_chans, size, size, device=device)
-        macs = bench.count_macs(model.eval(), x)
-        model.train(args.train)
-        backend = _backend_used(x, args.backend, args.train, resolve_backend)
-        with implementation(selective_scan=args.backend) if args.backend != "auto" else implementation():
-            if args.train:
-                fn = _train_step(runner, model, x, device, dtype)
-            else:
-                fn = _forward(runner, x, device, dtype)
-            times = bench.time_call(fn, device, args.warmup, args.repeats)
-        latency = bench.median(times)
-        work = macs["total"] * (3 if args.train else 1)  # backward ≈ 2× forward
-        gflops = 2 * work / latency / 1e9
-        row = {
-            "size": size, "batch": args.batch, "backend": backend, "latency_s": latency,
-            "times_s": times, "peak_memory_mb": bench.peak_memory_mb(device),
-            "macs_g": macs["total"] / 1e9, "macs_scan_g": macs["scan"] / 1e9, "gflops": gflops,
-            "roofline_fraction": gflops / sgemm,
-            "us_per_pixel": latency / (args.batch * size * size) * 1e6,
-        }
-        results.append(row)
-        print(f"  {size:5d}²  {latency:8.3f} s  {row['macs_g']:8.2f} GMACs  {gflops:7.1f} GFLOP/s  "
-              f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
-              f"peak {row['peak_memory_mb']:.0f} MB", file=sys.stderr)
-        for name in compare:
-            with implementation(selective_scan=name) if name != "auto" else implementation():
-                fn = _train_step(runner, model, x, device, dtype) if args.train else _forward(runner, x, device, dtype)
-                slow = name == "reference"  # the sequential scan is slow: one run, no warm-up
-                other = bench.median(bench.time_call(fn, device, warmup=0 if slow else args.warmup,
-                                                     repeats=1 if slow else args.repeats))
-            used = _backend_used(x, name, args.train, resolve_backend)
-            row[f"{name}_latency_s"] = other
-            row[f"speedup_vs_{name}"] = other / latency
-            print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster",
-                  file=sys.stderr)
 
-    report = {
-        "variant": args.variant, "scale": model.config.upscale, "params": params,
-        "mode": "train_step" if args.train else "forward", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "compile": bool(args.compile), "sgemm_gflops": sgemm, "results": results,
+def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, compare: List[str]) -> Dict:
+    """Times one size (and the compared backends at it); prints a line, returns the JSON row."""
+    import torch
+
+    from .. import bench
+    from ..ops import resolve_backend
+
+    x = torch.rand(args.batch, model.config.in_chans, size, size, device=device)
+    macs = bench.count_macs(model, x)
+    backend = _backend_used(x, args.backend, args.train, resolve_backend)
+    with _selected(args.backend):
+        fn = _step(args, runner, model, x, device, dtype)
+        times = bench.time_call(fn, device, args.warmup, args.repeats)
+    latency = bench.median(times)
+    work = macs["total"] * (3 if args.train else 1)  # backward ≈ 2× forward
+    gflops = 2 * work / latency / 1e9
+    row = {
+        "size": size, "batch": args.batch, "backend": backend, "latency_s": latency,
+        "times_s": times, "peak_memory_mb": bench.peak_memory_mb(device),
+        "macs_g": macs["total"] / 1e9, "macs_all_g": macs["all"] / 1e9,
+        "macs_scan_g": macs["scan"] / 1e9, "gflops": gflops,
+        "roofline_fraction": gflops / sgemm,
+        "us_per_pixel": latency / (args.batch * size * size) * 1e6,
     }
-    if args.json_out:
-        path = Path(args.json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
-    else:
+    print(f"  {size:5d}²  {latency:8.3f} s  {row['macs_g']:8.2f} GMACs  {gflops:7.1f} GFLOP/s  "
+          f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
+          f"peak {row['peak_memory_mb']:.0f} MB", file=sys.stderr)
+    for name in compare:
+        _compare_backend(args, model, runner, x, device, dtype, name, backend, latency, row)
+    return row
+
+
+def _compare_backend(args, model, runner, x, device, dtype, name: str, backend: str, latency: float,
+                     row: Dict) -> None:
+    """Times the model with scan backend ``name`` and adds its latency and speed-up to ``row``."""
+    from .. import bench
+    from ..ops import resolve_backend
+
+    with _selected(name):
+        fn = _step(args, runner, model, x, device, dtype)
+        slow = name == "reference"  # the sequential scan is slow: one run, no warm-up
+        other = bench.median(bench.time_call(fn, device, warmup=0 if slow else args.warmup,
+                                             repeats=1 if slow else args.repeats))
+    used = _backend_used(x, name, args.train, resolve_backend)
+    row[f"{name}_latency_s"] = other
+    row[f"speedup_vs_{name}"] = other / latency
+    print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster",
+          file=sys.stderr)
+
+
+def _selected(name: str):
+    """The dispatch-layer selection that runs the selective scan with backend ``name``."""
+    from ..ops import implementation
+
+    return implementation(selective_scan=name) if name != "auto" else implementation()
+
+
+def _step(args, runner, model, x, device, dtype):
+    return _train_step(runner, model, x, device, dtype) if args.train else _forward(runner, x, device, dtype)
+
+
+def _write_report(report: Dict, json_out) -> None:
+    """The report as JSON: written atomically to ``json_out``, or printed."""
+    if not json_out:
         print(json.dumps(report, indent=2))
-    return 0
+        return
+    from ..atomic import atomic_path
+
+    with atomic_path(json_out) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2))
 
 
 def _backend_used(x, name: str, train: bool, resolve_backend) -> str:

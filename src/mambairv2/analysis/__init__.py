@@ -1,0 +1,1 @@
+"""The paper's analyses: complexity (parameters, MACs), ERF, attentive maps, SGN, LAM."""
