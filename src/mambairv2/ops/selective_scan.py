@@ -98,8 +98,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     others = (delta, C, D, delta_bias, delta_proj)
     name = resolve_backend(u, backend, B, A, others)
     if name == "compiled" and not kernel_supports(u, B, A, *others):
-        raise RuntimeError("backend 'compiled' needs float32 CPU tensors without autograd, one "
-                           "B/C group and d_state <= 64")
+        raise RuntimeError("backend 'compiled' needs float32 CPU tensors without autograd, "
+                           "B/C groups dividing D and d_state <= 64")
     if delta_proj is not None:
         if delta.dim() != 3 or delta_proj.dim() != 2 or delta.shape[1] != delta_proj.shape[1]:
             raise ValueError(f"delta (B×R×L) and delta_proj (D×R) do not match: {tuple(delta.shape)}, "
