@@ -3,6 +3,8 @@ residual head of denoising/JPEG models (no upsampling)."""
 from __future__ import annotations
 
 import math
+import re
+from typing import Mapping, Tuple
 
 import torch
 import torch.nn as nn
@@ -65,3 +67,24 @@ def head_forward(net: nn.Module, upsampler: str, feat: Tensor, x_in: Tensor) -> 
         x = F.leaky_relu(net.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")), 0.2)
         return net.conv_last(F.leaky_relu(net.conv_hr(x), 0.2))
     return x_in + net.conv_last(feat)
+
+
+def detect_head(sd: Mapping[str, Tensor], out_ch: int) -> Tuple[str, int]:
+    """``(upsampler, scale)`` of a state dict's head, from its keys and shapes (built by
+    :func:`build_head`; ``out_ch`` is the image's channel count).
+
+    Raises:
+        ValueError: a pixel-shuffle head without its upsampling convolutions.
+    """
+    if "conv_up1.weight" in sd:
+        return "nearest+conv", 4
+    if "conv_before_upsample.0.weight" in sd:
+        convs = [k for k in sd if re.fullmatch(r"upsample\.\d+\.weight", k)]
+        if not convs:
+            raise ValueError("pixelshuffle head without upsample convolutions")
+        if sd["upsample.0.weight"].shape[0] == 9 * sd["upsample.0.weight"].shape[1]:
+            return "pixelshuffle", 3
+        return "pixelshuffle", 2 ** len(convs)
+    if "upsample.0.weight" in sd:
+        return "pixelshuffledirect", int(round(math.sqrt(sd["upsample.0.weight"].shape[0] / out_ch)))
+    return "", 1
