@@ -88,6 +88,15 @@ class MambaIRConfig:
             return "sr"
         return "denoise" if self.in_chans == 3 else "jpeg"
 
+    @property
+    def tile_defaults(self) -> Dict[str, int]:
+        """Tiling the authors' test code (``MambaIRModel.test``) applies to every v1 model: each
+        side of an image of 200 px or more is cut into ``size // 200 + 1`` tiles (at most ~200
+        px) overlapping by a tenth of a tile. The real-world SR model (``mambair`` x4) is meant
+        for large photos, where it also bounds memory. ``tile`` and ``tile_overlap`` in input
+        pixels, as ``restore`` takes them."""
+        return {"tile": 200, "tile_overlap": 20}
+
     def to_dict(self) -> Dict[str, Any]:
         """The fields, plus ``arch`` (so a stored configuration says which family it is)."""
         d = dataclasses.asdict(self)
