@@ -8,14 +8,19 @@ import torch
 
 import mambairv2
 from mambairv2.model.mambair_v1 import MambaIRConfig
-from mambairv2.ops import kernel_available, kernel_error, mamba_ssm_available, scan_backend, selective_scan
+from mambairv2.ops import implementation, kernel_available, kernel_error, mamba_ssm_available, selective_scan
 
 from conftest import shared_path
 
 CASES = ["light_x2", "light_x4", "classic_x2", "classic_x3", "classic_x4", "denoise", "jpeg_gray",
          "realsr_x4"]
-RUNS = [("reference", torch.float64, 1e-8), ("chunked", torch.float64, 1e-8), ("auto", torch.float32, 1e-4),
-        ("compiled", torch.float32, 1e-4)]
+#: (label, ops.implementation arguments, dtype, tolerance): every operator's reference path and
+#: the pure-PyTorch paths (chunked scan) in float64; float32 with the default selection (compiled
+#: kernels and oneDNN fusions where they build) and with the compiled scan forced
+RUNS = [("reference", dict(name="reference"), torch.float64, 1e-8),
+        ("pytorch", dict(name="pytorch"), torch.float64, 1e-8),
+        ("auto", dict(name="auto"), torch.float32, 1e-4),
+        ("compiled", dict(selective_scan="compiled"), torch.float32, 1e-4)]
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +28,10 @@ def index():
     return json.loads(shared_path("golden_v1", "index.json").read_text())
 
 
-@pytest.mark.parametrize("backend,dtype,tol", RUNS, ids=[r[0] for r in RUNS])
+@pytest.mark.parametrize("label,selection,dtype,tol", RUNS, ids=[r[0] for r in RUNS])
 @pytest.mark.parametrize("case", CASES)
-def test_golden_outputs(case, backend, dtype, tol, index):
-    if backend == "compiled" and not kernel_available():
+def test_golden_outputs(case, label, selection, dtype, tol, index):
+    if label == "compiled" and not kernel_available():
         pytest.skip(f"compiled scan kernel unavailable: {kernel_error()}")
     io = torch.load(shared_path("golden_v1", f"{case}_io.pt"), weights_only=True)
     model = mambairv2.load_model(shared_path("golden_v1", f"{case}.pth"), dtype=dtype)
@@ -34,11 +39,11 @@ def test_golden_outputs(case, backend, dtype, tol, index):
     assert model.config.arch == index[case]["arch"]
     assert sum(p.numel() for p in model.parameters()) == index[case]["num_params"]
     for k in "ab":
-        with torch.no_grad(), scan_backend(backend):
+        with torch.no_grad(), implementation(**selection):
             out = model(io[f"input_{k}"].to(dtype))
         assert out.dtype == dtype and out.shape == io[f"output_{k}"].shape
         err = (out.double() - io[f"output_{k}"]).abs().max().item()
-        assert err <= tol, (case, backend, k, err)
+        assert err <= tol, (case, label, k, err)
 
 
 @pytest.mark.parametrize("backend", ["reference", "chunked", "auto", "compiled", "mamba_ssm"])

@@ -1,4 +1,5 @@
-"""``mambairv2 info FILE``: what a checkpoint holds (variant, task, scale, parameters)."""
+"""``mambairv2 info FILE``: what a checkpoint holds (variant, task, scale, parameters);
+``mambairv2 info --kernels``: which implementation each operator uses here, and why."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,14 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "info", help="show the configuration detected in a checkpoint",
         description="Reads a checkpoint (the authors' BasicSR .pth or a .safetensors written by "
         "this package), detects its configuration from the tensors and prints the variant, task, "
-        "scale and parameter count. Nothing is unpickled beyond plain tensors.")
+        "scale and parameter count. Nothing is unpickled beyond plain tensors. With --kernels, "
+        "prints which implementation of each operator (selective scan, window attention, SGN "
+        "routing, LayerNorm, linear+activation) runs on this machine for inference and training, "
+        "and why (compiler missing, dtype, gradients needed...); the selection can be changed with "
+        "MAMBAIRV2_IMPLEMENTATION=auto|pytorch|reference.")
     p.add_argument("file", nargs="?", help="checkpoint file (.pth or .safetensors)")
+    p.add_argument("--kernels", action="store_true",
+                   help="show the operator implementations used here instead of a checkpoint")
     p.add_argument("--variants", action="store_true",
                    help="list the named variants (create_model / bench names) instead of reading a file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -43,6 +50,34 @@ def describe(path: str) -> dict:
     }
 
 
+def kernels() -> dict:
+    """Per device/dtype/mode: each operator's implementation and the reason."""
+    import torch
+
+    from ..ops import describe as describe_ops, selected
+
+    cases = [("cpu", torch.float32, False), ("cpu", torch.float32, True), ("cpu", torch.float64, False)]
+    if torch.cuda.is_available():
+        cases += [("cuda", torch.float32, False), ("cuda", torch.bfloat16, False), ("cuda", torch.float32, True)]
+    out = {"selection": selected("selective_scan"), "threads": torch.get_num_threads(), "cases": []}
+    for device, dtype, grad in cases:
+        chosen = describe_ops(device, dtype, requires_grad=grad)
+        out["cases"].append({"device": device, "dtype": str(dtype).replace("torch.", ""),
+                             "mode": "training" if grad else "inference",
+                             "ops": {op: {"implementation": c.name, "reason": c.reason}
+                                     for op, c in chosen.items()}})
+    return out
+
+
+def _print_kernels(d: dict) -> None:
+    print(f"selection: {d['selection']} (MAMBAIRV2_IMPLEMENTATION or mambairv2.ops.implementation)  "
+          f"threads: {d['threads']}")
+    for case in d["cases"]:
+        print(f"{case['device']} {case['dtype']} {case['mode']}:")
+        for op, c in case["ops"].items():
+            print(f"  {op:<17} {c['implementation']:<10} {c['reason']}")
+
+
 def variants() -> list:
     """The named variants: name, family, task, SR scales, parameters (at x4 for SR)."""
     import torch
@@ -62,19 +97,24 @@ def variants() -> list:
     return rows
 
 
+def _print_variants(rows: list) -> None:
+    print(f"{'name':<16} {'arch':<15} {'task':<8} {'scales':<8} params (x4 for SR)")
+    for r in rows:
+        print(f"{r['name']:<16} {r['arch']:<15} {r['task']:<8} {','.join(map(str, r['scales'])):<8} "
+              f"{r['params']:,}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.variants:
         rows = variants()
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'name':<16} {'arch':<15} {'task':<8} {'scales':<8} params (x4 for SR)")
-        for r in rows:
-            print(f"{r['name']:<16} {r['arch']:<15} {r['task']:<8} {','.join(map(str, r['scales'])):<8} "
-                  f"{r['params']:,}")
+        print(json.dumps(rows, indent=2)) if args.json else _print_variants(rows)
+        return 0
+    if args.kernels:
+        d = kernels()
+        print(json.dumps(d, indent=2)) if args.json else _print_kernels(d)
         return 0
     if not args.file:
-        raise CLIError("give a checkpoint file (or --variants)")
+        raise CLIError("give a checkpoint file, or --kernels or --variants")
     d = describe(args.file)
     if args.json:
         print(json.dumps(d, indent=2))

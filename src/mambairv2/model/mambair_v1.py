@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import selective_scan
+from ..errors import CheckpointError
+from ..ops import LayerNorm, conv_act, selective_scan
 from .ffn import image_to_tokens, tokens_to_image
-from .fused import LayerNorm, conv_act
-from .heads import build_head, detect_head, head_forward
+from .heads import HEADS, detect_head
 
 Tensor = torch.Tensor
 V1_ARCH = "MambaIR"
@@ -384,7 +384,7 @@ class MambaIR(nn.Module):
             for depth in c.depths)
         self.norm = LayerNorm(c.embed_dim)
         self.conv_after_body = residual_conv(c.embed_dim, c.resi_connection)
-        build_head(self, c.upsampler, c.embed_dim, c.in_chans, c.upscale)
+        HEADS[c.upsampler].build(self, c.embed_dim, c.in_chans, c.upscale)
         self.apply(_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -401,7 +401,7 @@ class MambaIR(nn.Module):
         x = (x - mean) * self.img_range
         first = self.conv_first(x)
         feat = self.conv_after_body(self.forward_features(first)) + first
-        x = head_forward(self, self.config.upsampler, feat, x)
+        x = HEADS[self.config.upsampler].forward(self, feat, x)
         return x / self.img_range + mean
 
 
@@ -432,14 +432,12 @@ def is_v1_state_dict(sd: Mapping[str, Tensor]) -> bool:
 def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> MambaIRConfig:
     """Infers a MambaIR (v1) configuration from a state dict's keys and shapes.
 
-    Recognised but not supported (a one-line :class:`~mambairv2.checkpoint.CheckpointError`
+    Recognised but not supported (a one-line :class:`~mambairv2.errors.CheckpointError`
     saying what the file is): the real-image denoising U-Net ``MambaIRUNet`` and the light SR
     checkpoints linked before 2024-11-07 (block layouts of commits 06dc6cd and 3ad5892).
     ``img_range`` is not stored; the released value 1.0 is assumed.
     """
     def fail(message: str) -> None:
-        from ..checkpoint import CheckpointError  # the package's error type; imported late (cycle)
-
         raise CheckpointError(f"{source}: {message}")
 
     n = sum(int(t.numel()) for t in sd.values())

@@ -5,7 +5,7 @@ stays in registers), so on CPUs it does the work of the chunked scan's dozen ele
 at once and reads the model's token-major tensors in place. It handles float32 inference: no
 autograd; B and C shared by all channels (one group, as in the released MambaIRv2 models), or
 several groups (MambaIR v1's four directions), one kernel call per group. Where it cannot
-be built, :func:`kernel_available` is False and ``auto`` keeps the pure-PyTorch chunked scan.
+be built, :func:`kernel_available` is False and ``selective_scan.choose`` keeps the chunked scan.
 """
 from __future__ import annotations
 
@@ -34,17 +34,6 @@ def kernel_available() -> bool:
 def kernel_error() -> Optional[str]:
     """Why the scan kernel is unavailable (None if it is available or was not tried yet)."""
     return _KERNEL.error()
-
-
-def kernel_supports(u: Tensor, B: Tensor, A: Tensor, *others: Optional[Tensor]) -> bool:
-    """Whether a call with these arguments can use the kernel (CPU, float32, d_state ≤ 64, and no
-    autograd: none of ``u``, ``B``, ``A`` and ``others`` — the call's remaining tensors, None
-    allowed — requires a gradient). Several B/C groups (MambaIR v1's four directions) run as one
-    kernel call per group."""
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, B, A, *others))
-    groups = B.shape[1] if B.dim() == 4 else 1
-    return (u.device.type == "cpu" and u.dtype == torch.float32 and not grad and u.dim() == 3
-            and u.shape[1] % groups == 0 and A.shape[-1] <= MAX_STATE)
 
 
 def _strides(t: Tensor) -> ctypes.Array:
@@ -108,7 +97,7 @@ def _per_group(u: Tensor, delta: Optional[Tensor], A: Tensor, B: Tensor, C: Tens
                delta_proj: Optional[Tensor]) -> Tensor:
     """Several B/C groups (channel block g uses group g): one kernel call per group."""
     if B.dim() != 4 or C.dim() != 4 or B.shape[1] != C.shape[1] or u.shape[1] % B.shape[1]:
-        raise ValueError("the compiled kernel needs B and C with the same number of groups, dividing D")
+        raise ValueError("the number of B/C groups must be the same for B and C and divide D")
     groups = B.shape[1]
     step = u.shape[1] // groups
     ys = []
