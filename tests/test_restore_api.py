@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambairv2.restore import (auto_tile_size, edge_ramp, mirror_pad, resolve_device, resolve_dtype,
-                               restore, restore_tensor, round_tile, tile_starts)
+from mambairv2.devices import resolve_device, resolve_dtype
+from mambairv2.model.network import mirror_pad
+from mambairv2.restore import auto_tile_size, edge_ramp, restore, restore_tensor, round_tile, tile_starts
 from conftest import shared_path
 
 restore_module = importlib.import_module("mambairv2.restore")  # the attribute is the function

@@ -46,6 +46,7 @@ def double(monkeypatch):
     """Makes ``--weights`` load a Nearest double instead of a checkpoint."""
     holder = {"model": Nearest()}
     monkeypatch.setattr(restore_cli, "_load", lambda path, device, dtype: holder["model"])
+    monkeypatch.setattr(restore_cli, "_model_file", lambda args: Path(args.weights or "bundled"))
     return holder
 
 
@@ -179,7 +180,7 @@ def test_never_replaces_an_input(tmp_path, double, capsys):
     capsys.readouterr()
     for extra in ([], ["--overwrite"]):  # a_x2.png, the earlier output, is not an input
         assert _run(str(src), "-o", str(src), "--weights", "w", "--suffix", "_x2", *extra) == 0
-        assert "is the output of" in capsys.readouterr().err
+        assert "is the output of" in capsys.readouterr().out
         assert sorted(os.listdir(src)) == ["a.png", "a_x2.png"]
 
 
@@ -272,10 +273,11 @@ def test_without_weights_the_bundled_default_model_restores(tmp_path):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--tile", "32", "--tile-overlap", "32"], "--tile-overlap"),
+    (["--tile", "20", "--tile-overlap", "19"], "rounded to 16"),  # checked after rounding
     (["--quality", "0"], "--quality"),
     (["--device", "tpu"], "device"),
 ])
-def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, needle):
+def test_bad_options_are_one_line_errors(tmp_path, capsys, double, argv, needle):
     _png(tmp_path / "a.png", 4, 4)
     assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", "w", *argv) == 2
     err = capsys.readouterr().err

@@ -2,12 +2,16 @@
 training (x2 → x4: body loaded, head re-initialised)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import mambairv2
 from _train_tiny import tiny_config
 from conftest import shared_path
-from mambairv2.checkpoint import read_state_dict
+from mambairv2.checkpoint import CheckpointError, read_state_dict
+from mambairv2.cli.main import main
+from mambairv2.config import variant_config
+from mambairv2.model import MambaIRv2
 from mambairv2.train.config import load_config
 from mambairv2.train.trainer import train
 from mambairv2.train.warmstart import warm_start
@@ -32,9 +36,11 @@ def test_golden_light_x2_warm_starts_x4_training(tmp_path):
     golden = shared_path("golden", "light_x2.pth")
     sd, _ = read_state_dict(golden)
     model = mambairv2.create_model("light", 4)
-    loaded, left = warm_start(model, str(golden), verbose=False)
+    report = warm_start(model, str(golden), verbose=False)
+    loaded, left = report.loaded, len(report.not_loaded)
     own = model.state_dict()
     assert left == 2  # upsample.0 weight and bias: x4 head, re-initialised
+    assert report.not_loaded == ["upsample.0.weight", "upsample.0.bias"]
     assert torch.equal(own["layers.3.residual_group.layers.4.assm.selectiveScan.A_logs"],
                        sd["layers.3.residual_group.layers.4.assm.selectiveScan.A_logs"].float())
     assert loaded == len(own) - 2
@@ -50,11 +56,24 @@ def test_golden_light_x2_warm_starts_x4_training(tmp_path):
     assert params["upsample.0.weight"].shape[0] == 48
 
 
-def test_same_scale_warm_start_loads_the_head_too(tmp_path):
-    golden = shared_path("golden", "light_x2.pth")
-    model = mambairv2.create_model("light", 2)
-    loaded, left = warm_start(model, str(golden), verbose=False)
-    assert left == 0
-    skip = mambairv2.create_model("light", 2)
-    _, left = warm_start(skip, str(golden), head="skip", verbose=False)
-    assert left == 2  # upsample.0 weight and bias re-initialised
+def test_warm_start_strictness_and_wrong_variant(tmp_path, capsys):
+    golden = str(shared_path("golden", "light_x2.pth"))
+    same = mambairv2.create_model("light", 2)
+    report = warm_start(same, golden, strict=True)
+    assert report.loaded == report.total == len(same.state_dict()) and not report.not_loaded
+    assert f"{report.total}/{report.total} tensors loaded" in capsys.readouterr().err
+    # strict from another scale: the head differs, so it is an error naming the tensors
+    with pytest.raises(CheckpointError, match="strict warm start.*upsample.0.weight"):
+        warm_start(mambairv2.create_model("light", 3), golden, strict=True, verbose=False)
+    # another variant: an error naming both, unless a partial load is asked for
+    other = MambaIRv2(variant_config("light", 2, depths=(5, 5, 5), num_heads=(4, 4, 4)))  # 3 groups, not 4
+    with pytest.raises(CheckpointError, match=r"holds a light x2 model.*trains a custom \(embed_dim 48, "
+                                              r"depths \[5, 5, 5\]\) x2 model.*init_partial"):
+        warm_start(other, golden, verbose=False)
+    partial = warm_start(other, golden, partial=True, verbose=False)
+    assert partial.loaded == partial.total and partial.unused  # all 3 groups loaded; the 4th unused
+    # the trainer reports the same error as one line
+    cfg = tiny_config(tmp_path, model={"init_from": golden}, val={"every": 0})
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "holds a light x2 model" in err and "\n" not in err

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from _train_tiny import REPO, tiny_config
+from _train_tiny import tiny_config
 from mambairv2.cli.main import main
 from mambairv2.train.config import (ConfigError, build_config, load_config, model_config, packaged_configs,
                                      parse_override, resolve_config)
@@ -73,19 +73,11 @@ def test_every_shipped_config_loads():
     assert {"quickstart_light_x2_cpu", "default_light_x4_gpu"} <= names
     for p in configs:
         cfg = load_config(p)
-        mc = model_config(cfg)
-        assert cfg["train"]["iters"] > 0 and mc.upscale >= 1, p
-        if p.stem not in ("quickstart_light_x2_cpu", "default_light_x4_gpu"):
-            assert cfg["train"]["iters"] == 500000 and cfg["train"]["betas"] == [0.9, 0.99], p
-            assert cfg["train"]["milestones"] == [250000, 400000, 450000, 475000], p
-            if mc.task == "sr":
-                assert cfg["train"]["loss"] == "l1" and cfg["data"]["patch_size"] == 64
-                assert cfg["data"]["batch_size"] == 32
-                if mc.upscale > 2:
-                    assert cfg["model"]["init_from"], f"{p.name}: x3/x4 start from x2"
-            else:
-                assert cfg["train"]["loss"] == "charbonnier" and cfg["data"]["patch_size"] == 128
-                assert cfg["data"]["batch_size"] == 8
+        assert cfg["name"] == p.stem, f"{p.name}: name"  # runs/<name> is the config's name
+        assert model_config(cfg).upscale >= 1
+        if cfg["train"]["ema_decay"]:
+            assert cfg["train"]["ema_warmup"], f"{p.name}: an EMA without warm-up validates near the initialisation"
+    # the paper configs against the authors' option files: tests/test_train_recipes.py
 
 
 def test_packaged_config_by_name(capsys):

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from _train_tiny import make_images
-from mambairv2.train.data import InfiniteBatchSampler, TaskSpec, TrainDataset, list_images, load_validation
+from mambairv2.protocol.task import TaskSpec
+from mambairv2.train.data import InfiniteBatchSampler, SampleSpec, TrainDataset, list_images
 from mambairv2.train.ema import EMA
 from mambairv2.train.losses import CharbonnierLoss, build_loss
 from mambairv2.train.plot import plot_curves
@@ -21,7 +22,7 @@ from mambairv2.train.schedule import LRSchedule
 def test_uncached_crop_lr_equals_whole_image_lr(tmp_path, scale):
     folder = make_images(tmp_path / "hr", count=2, size=96)
     files = list_images([str(folder)], [".png"])
-    spec = TaskSpec("sr", scale, patch=12, flip=False, rot90=False)
+    spec = SampleSpec(TaskSpec("sr", scale), patch=12, flip=False, rot90=False)
     cached, uncached = TrainDataset(files, spec, seed=3, cache=True), TrainDataset(files, spec, seed=3, cache=False)
     for number in range(12):
         a, b = cached[(number % 2, number)], uncached[(number % 2, number)]
@@ -33,11 +34,11 @@ def test_uncached_crop_lr_equals_whole_image_lr(tmp_path, scale):
 
 def test_degradations_are_seeded_per_sample(tmp_path):
     files = list_images([str(make_images(tmp_path / "hr", count=2, size=40))], [".png"])
-    dn = TrainDataset(files, TaskSpec("denoise", 1, patch=32, noise_sigma=25), seed=1)
+    dn = TrainDataset(files, SampleSpec(TaskSpec("denoise", sigma=25), patch=32), seed=1)
     a, b, c = dn[(0, 5)], dn[(0, 5)], dn[(0, 6)]
     assert torch.equal(a["lq"], b["lq"]) and not torch.equal(a["lq"], c["lq"])
     assert abs((a["lq"] - a["gt"]).std().item() * 255 - 25) < 2.5
-    jp = TrainDataset(files, TaskSpec("jpeg", 1, patch=32, jpeg_quality=10), seed=1)
+    jp = TrainDataset(files, SampleSpec(TaskSpec("jpeg", quality=10), patch=32), seed=1)
     s = jp[(1, 3)]
     assert s["lq"].shape == s["gt"].shape == (1, 32, 32)
     assert 0 < (s["lq"] - s["gt"]).abs().mean() < 0.2
@@ -54,14 +55,6 @@ def test_sampler_shards_the_global_batch_and_covers_each_epoch():
     assert sorted(first_epoch) == list(range(10))
     assert [n for b in batches for _, n in b] == list(range(20))
     assert InfiniteBatchSampler(10, 4, seed=1).batch_for_step(0) != batches[0]
-
-
-def test_validation_pairs(tmp_path):
-    folder = make_images(tmp_path / "val", count=1, size=42)
-    (sr,) = load_validation(str(folder), TaskSpec("sr", 4), [".png"])
-    assert sr.gt.shape == (40, 40, 3) and sr.lq.shape == (10, 10, 3)
-    (dn,) = load_validation(str(folder), TaskSpec("denoise", 1, noise_sigma=15), [".png"])
-    assert dn.lq.dtype == np.float32 and abs((dn.lq - dn.gt).std() - 15) < 2
 
 
 def test_losses():

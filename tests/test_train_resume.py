@@ -1,5 +1,6 @@
-"""Exact resume: a run killed with SIGKILL right after its step-10 checkpoint and resumed to
-step 20 ends with the same weights, EMA and optimizer state as an uninterrupted 20-step run."""
+"""Exact resume: a run killed with SIGKILL right after its step-10 checkpoint, or with SIGKILL or
+SIGTERM during the validation of step 10, and resumed to step 20 ends with bitwise the same
+weights, EMA and optimizer state as an uninterrupted 20-step run."""
 from __future__ import annotations
 
 import subprocess
@@ -21,7 +22,7 @@ def _final_state(run_dir):
     return torch.load(run_dir / "training_states" / "20.state", weights_only=True)
 
 
-def _assert_same(a, b, tol=1e-6):
+def _assert_same(a, b, tol=0.0):
     for key in ("params", "ema"):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
@@ -51,10 +52,24 @@ def test_kill9_then_resume_matches_uninterrupted_run(tmp_path, straight, workers
     assert not (run / "training_states" / "20.state").exists(), killed.stderr
     _run(train_cmd(cfg, "--resume", "auto"))
     _assert_same(_final_state(straight), _final_state(run))
-    # the log continues where the checkpoint was: one row per logged step, no duplicates
-    steps = [int(r["step"]) for r in read_log(run / "log.csv")]
+    # the log continues where the checkpoint was: one loss row per logged step, no duplicates
+    steps = [int(r["step"]) for r in read_log(run / "log.csv") if r["loss"]]
     assert steps == [5, 10, 15, 20]
     assert (run / "plot.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("sig, code", [("TERM", 128 + 15), ("KILL", -9)])
+def test_signal_during_validation_then_resume_matches_uninterrupted_run(tmp_path, straight, sig, code):
+    cfg = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    stopped = _run(train_cmd(cfg, "--set", f"train.debug_signal_in_validation={sig}@10"), expect=code)
+    # the step-10 state is saved before validation starts; no further step was trained
+    assert sorted(p.name for p in (run / "training_states").iterdir()) == ["10.state"], stopped.stderr
+    if sig == "TERM":
+        assert "validation of step 10 interrupted" in stopped.stderr and "--resume" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+    _run(train_cmd(cfg, "--resume", "auto"))
+    _assert_same(_final_state(straight), _final_state(run))
 
 
 def test_new_run_refuses_to_overwrite_and_resume_of_finished_run_is_a_no_op(tmp_path, straight):

@@ -17,7 +17,6 @@ import io
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -27,12 +26,11 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .atomic import current_umask
+from .atomic import atomic_write_bytes  # noqa: F401 - re-exported: imageio's writes go through it
+from .defaults import DEFAULT_MAX_PIXELS
 
 PathLike = Union[str, os.PathLike]
 
-#: Largest accepted image (pixels); bigger ones are reported as having absurd dimensions.
-DEFAULT_MAX_PIXELS = 1 << 27
 #: File extension (lower case, with the dot) → Pillow format name, for the formats we write.
 EXTENSIONS: Dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                               ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
@@ -40,6 +38,10 @@ EXTENSIONS: Dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".
 FORMAT_EXTENSION: Dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif",
                                     "WEBP": ".webp"}
 WRITABLE_FORMATS = tuple(FORMAT_EXTENSION)
+#: Extensions a folder scan takes: the writable formats and other still images Pillow reads
+#: (those are written as PNG). Files without an extension are taken when their header says image.
+READ_EXTENSIONS = frozenset(EXTENSIONS) | {".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+_SNIFF_BYTES = 64
 _ORIENTATION_TAG = 0x0112
 
 
@@ -110,10 +112,44 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageDat
     if st.st_size == 0:
         raise ImageReadError("empty file")
     try:
-        data = path.read_bytes()
+        _identify(path)  # reads the header only: a huge file that is no image is not read whole
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ImageReadError(f"cannot read ({exc.strerror or exc})") from None
     return decode_image(data, max_pixels=max_pixels)
+
+
+def _identify(path: Path) -> None:
+    """Raises :class:`ImageReadError` unless the file starts like an image that Pillow can
+    open (only its header is read)."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            head = f.read(_SNIFF_BYTES)
+            f.seek(0)
+            Image.open(f)
+    except UnidentifiedImageError:
+        kind = sniff_format(head)
+        if kind:
+            raise ImageReadError(f"truncated or corrupt {kind} (its header cannot be decoded)") from None
+        raise ImageReadError("not an image (unrecognised or unsupported format)") from None
+    except Exception:  # noqa: BLE001 - bombs, broken headers: decode_image says which
+        pass
+
+
+def is_image_file(path: PathLike) -> bool:
+    """Whether a folder scan takes ``path``: a known image extension (:data:`READ_EXTENSIONS`),
+    or no extension and a header that announces an image. Never raises."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix:
+        return suffix in READ_EXTENSIONS
+    try:
+        with open(path, "rb") as f:
+            return sniff_format(f.read(_SNIFF_BYTES)) is not None
+    except OSError:
+        return False
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
@@ -146,16 +182,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData
         if getattr(img, "n_frames", 1) > 1:
             raise ImageReadError(f"has {img.n_frames} frames; animated or multi-page images are not supported")
         fmt = img.format or "PNG"
-        try:
-            exif = img.getexif()
-        except Exception:  # noqa: BLE001 - broken EXIF must not make a readable image fail
-            exif = None
-        orientation = 1
-        if exif is not None:
-            try:
-                orientation = int(exif.get(_ORIENTATION_TAG, 1) or 1)
-            except (TypeError, ValueError):
-                orientation = 1
+        exif, orientation = exif_orientation(img)
         icc = img.info.get("icc_profile") or None
         if _is_16bit_colour(img, data):
             try:  # Pillow decodes these (to 8 bits) reliably: it catches truncation for us
@@ -190,6 +217,8 @@ def sniff_format(data: bytes) -> Optional[str]:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if len(data) >= 3 and data[:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
+        return "PPM"
     return None
 
 
@@ -286,6 +315,19 @@ def pil_to_array(img: Image.Image) -> Tuple[np.ndarray, bool]:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return np.ascontiguousarray(arr), keep_icc
+
+
+def exif_orientation(img: Image.Image) -> Tuple[Optional["Image.Exif"], int]:
+    """The EXIF of a Pillow image (None if unreadable) and its orientation 1..8 (1 if none)."""
+    try:
+        exif = img.getexif()
+    except Exception:  # noqa: BLE001 - broken EXIF must not make a readable image fail
+        return None, 1
+    try:
+        orientation = int(exif.get(_ORIENTATION_TAG, 1) or 1)
+    except (TypeError, ValueError):
+        orientation = 1
+    return exif, orientation if 1 <= orientation <= 8 else 1
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -433,44 +475,6 @@ def _encode_png16(pixels: np.ndarray, icc: Optional[bytes] = None) -> bytes:
     out.append(_png_chunk(b"IDAT", zlib.compress(raw, 6)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes, overwrite: bool = False) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The temporary file is removed on any failure (including KeyboardInterrupt), so ``path`` is
-    always either absent, the old file, or the complete new one.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is false.
-        OSError: the folder cannot be created or written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; outputs get normal rights
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # a hard link fails if the target appeared meanwhile: never clobber it
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path} exists") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_image(path: PathLike, image: ImageData, fmt: Optional[str] = None, quality: int = 95,

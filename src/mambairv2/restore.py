@@ -12,85 +12,31 @@ receptive field is global) no seams show.
 from __future__ import annotations
 
 import math
-import os
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .defaults import DEFAULT_TILE_OVERLAP
+from .model.network import mirror_pad
 from .ensemble import self_ensemble as _self_ensemble
 
 Tensor = torch.Tensor
 TileArg = Union[None, int, str]
 
-DEFAULT_TILE_OVERLAP = 32
 #: Measured peak working memory of MambaIRv2-light x2 in float32 (CPU): about 22.5 kB per input
 #: pixel, i.e. ~470 bytes per pixel and embedding channel; used to choose ``tile="auto"``.
 _BYTES_PER_PIXEL_PER_CHANNEL = 470
 _AUTO_MEMORY_FRACTION = 0.5
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# -- devices, dtypes, memory ---------------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else Apple MPS, else CPU; other names are checked.
-
-    Raises:
-        ValueError: an unknown device or one not available on this machine.
-    """
-    name = (name or "auto").lower()
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available (this PyTorch build: "
-                         f"{torch.__version__}); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if device.type == "mps" and not mps_ok:
-        raise ValueError("--device mps: Apple MPS is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
-    return device
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """``float32``, ``bfloat16`` or ``float16`` → the torch dtype."""
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
-
-
+# -- memory ---------------------------------------------------------------------------------------
 def free_memory_bytes(device: Union[str, torch.device]) -> int:
-    """Memory available for new tensors on ``device`` (CPU: the OS's available memory)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        mps = getattr(torch, "mps", None)
-        if mps is not None and hasattr(mps, "recommended_max_memory"):
-            return int(mps.recommended_max_memory() - mps.current_allocated_memory())
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
+    """Memory this process may still use on ``device``: see :func:`mambairv2.memory.usable_memory_bytes`."""
+    from .memory import usable_memory_bytes
+
+    return usable_memory_bytes(device)
 
 
 def _model_device_dtype(model: torch.nn.Module) -> Tuple[torch.device, torch.dtype]:
@@ -112,13 +58,29 @@ def estimate_bytes_per_pixel(model: torch.nn.Module) -> float:
     return _BYTES_PER_PIXEL_PER_CHANNEL * _config(model, "embed_dim", 48) * element / 4
 
 
+def _fixed_bytes(model: torch.nn.Module, height: int, width: int) -> int:
+    """Memory a restore needs whatever the tile: the input, the blended output and its weight,
+    and the copies made while converting the result (float32)."""
+    scale = int(_config(model, "upscale", 1))
+    chans = int(_config(model, "in_chans", 3))
+    return height * width * 4 * (chans + 3 * (chans + 1) * scale * scale)
+
+
+def min_tile(window: int, overlap: int) -> int:
+    """The smallest tile that still advances at least one window past ``overlap``."""
+    return round_tile(overlap + max(window, 1), window, up=True)
+
+
 def auto_tile_size(model: torch.nn.Module, height: int, width: int, self_ensemble: bool = False,
-                   free_bytes: Optional[int] = None) -> Optional[int]:
-    """Tile size (input pixels, a multiple of the window) that fits in half the free memory of
-    the model's device, or None when the whole image fits."""
+                   free_bytes: Optional[int] = None,
+                   tile_overlap: int = DEFAULT_TILE_OVERLAP) -> Optional[int]:
+    """Tile size (input pixels, a multiple of the window) whose working memory fits in half of
+    what this process may still use on the model's device (free RAM or GPU memory, cgroup and
+    ``ulimit -v`` limits; see :mod:`mambairv2.memory`) after the whole-image buffers, or None
+    when the whole image fits. Never below :func:`min_tile`."""
     device, _ = _model_device_dtype(model)
     free = free_memory_bytes(device) if free_bytes is None else free_bytes
-    budget = free * _AUTO_MEMORY_FRACTION
+    budget = max(0.0, (free - _fixed_bytes(model, height, width)) * _AUTO_MEMORY_FRACTION)
     per_pixel = estimate_bytes_per_pixel(model)
     if self_ensemble:  # the flipped copies and the running sum of one tile
         per_pixel *= 1.1
@@ -126,14 +88,40 @@ def auto_tile_size(model: torch.nn.Module, height: int, width: int, self_ensembl
     if height * width <= max_pixels:
         return None
     window = int(_config(model, "window_size", 1))
-    return max(window, int(math.sqrt(max_pixels)) // window * window)
+    tile = max(window, int(math.sqrt(max_pixels)) // max(window, 1) * max(window, 1))
+    return max(tile, min_tile(window, tile_overlap))
 
 
-def round_tile(tile: int, window: int) -> int:
-    """``tile`` rounded to the nearest multiple of ``window`` (at least one window)."""
+def round_tile(tile: int, window: int, up: bool = False) -> int:
+    """``tile`` rounded to the nearest multiple of ``window`` (halves up; ``up``: the next
+    multiple), at least one window."""
     if window <= 1:
         return max(1, int(tile))
-    return max(window, int(round(tile / window)) * window)
+    steps = math.ceil(tile / window) if up else math.floor(tile / window + 0.5)
+    return max(window, int(steps) * window)
+
+
+def check_tile(tile: int, tile_overlap: int, window: int) -> int:
+    """The tile ``tile`` becomes (rounded to the window), after checking that ``tile_overlap``
+    leaves neighbouring tiles at least ``min(window, tile / 2)`` apart.
+
+    Raises:
+        ValueError: a non-positive tile, a negative overlap, or an overlap that leaves a smaller
+            stride once the tile is rounded (hundreds of tiles for one image, or none that fit).
+    """
+    if int(tile) < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if tile_overlap < 0:
+        raise ValueError(f"tile overlap must be ≥ 0, got {tile_overlap}")
+    rounded = round_tile(int(tile), window)
+    step = max(1, min(max(window, 1), rounded // 2))
+    if rounded - tile_overlap < step:
+        what = f"tile {tile} (rounded to {rounded}, a multiple of the model's window {window})" \
+            if rounded != tile else f"tile {tile}"
+        fix = f"use a tile overlap of at most {rounded - step}" if rounded > step else "use a larger tile"
+        raise ValueError(f"tile overlap {tile_overlap} leaves less than {step} px between tiles for {what}; "
+                         f"{fix}, or a tile of at least {min_tile(window, tile_overlap)}")
+    return rounded
 
 
 # -- tiling --------------------------------------------------------------------------------------
@@ -228,17 +216,6 @@ class _Runner:
         return y.float().cpu()
 
 
-def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
-    """Pads ``x`` (…×H×W) to ``h×w`` with the pattern [x, flip(x), x, …] along each axis: the
-    padding MambaIRv2 applies itself to reach a multiple of its window."""
-    for dim, target in ((-2, h), (-1, w)):
-        size = x.shape[dim]
-        if target > size:
-            parts = [x if i % 2 == 0 else torch.flip(x, [dim]) for i in range(-(-target // size))]
-            x = torch.cat(parts, dim).narrow(dim, 0, target)
-    return x
-
-
 def _run(runner: _Runner, x: Tensor, tile: Optional[int], overlap: int, window: int,
          progress: bool) -> Tensor:
     """``x``: 1×c×H×W float32 CPU with c == the model's channels."""
@@ -253,35 +230,81 @@ def _run(runner: _Runner, x: Tensor, tile: Optional[int], overlap: int, window: 
     return y[..., : h * s, : w * s].contiguous()
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or GPU) rather than a bug."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
+
+
+def _release_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
                    tile_overlap: int = DEFAULT_TILE_OVERLAP, self_ensemble: bool = False,
-                   progress: bool = False) -> Tensor:
+                   progress: bool = False,
+                   on_tile: Optional[Callable[[Optional[int], int, str], None]] = None) -> Tensor:
     """Restores ``x``: ``1×C×H×W`` float in [0, 1] on the CPU, C = 1 (gray), 2 (gray + alpha),
     3 (RGB) or 4 (RGBA). Returns ``1×C×(H·s)×(W·s)`` float32 in [0, 1] on the CPU.
 
     Colour models restore gray as three equal channels and return their mean; gray models
     restore each colour channel separately. Alpha is resized bicubically (kept as is when
     the model does not upscale).
+
+    ``tile="auto"`` chooses the tile from the memory this process may use
+    (:func:`auto_tile_size`) and, on an out-of-memory error, halves it and tries again.
+    ``on_tile(tile, overlap, why)`` is told each tile ``"auto"`` tries (None: whole image).
     """
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 2, 3, 4):
         raise ValueError(f"expected a 1×C×H×W tensor with C in 1..4, got {tuple(x.shape)}")
+    if x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"empty image ({x.shape[-1]}×{x.shape[-2]} pixels)")
     x = x.detach().to(device="cpu", dtype=torch.float32)
+    window = int(_config(model, "window_size", 1))
+    if tile != "auto":
+        if tile is not None:
+            tile = check_tile(int(tile), tile_overlap, window)
+        elif tile_overlap < 0:
+            raise ValueError(f"tile overlap must be ≥ 0, got {tile_overlap}")
+        return _restore_channels(model, x, tile, tile_overlap, self_ensemble, progress)
+    h, w = x.shape[-2:]
+    chosen = auto_tile_size(model, h, w, self_ensemble, tile_overlap=tile_overlap)
+    overlap = tile_overlap
+    why = "chosen from the usable memory"
+    device, _ = _model_device_dtype(model)
+    while True:
+        if on_tile is not None:
+            on_tile(chosen, overlap, why)
+        try:
+            return _restore_channels(model, x, chosen, overlap, self_ensemble, progress)
+        except Exception as exc:  # noqa: BLE001 - only allocation failures are retried
+            current = chosen if chosen is not None else round_tile(max(h, w), window, up=True)
+            if not is_out_of_memory(exc) or current < 2 * max(window, 1) or current <= 1:
+                raise
+        _release_memory(device)
+        chosen = round_tile(current // 2, window)
+        overlap = min(overlap, chosen // 2)
+        why = f"out of memory with tile {current}: halved"
+
+
+def _restore_channels(model: torch.nn.Module, x: Tensor, tile: Optional[int], tile_overlap: int,
+                      self_ensemble: bool, progress: bool) -> Tensor:
+    """:func:`restore_tensor` with a checked tile: channel and alpha handling."""
     h, w = x.shape[-2:]
     c = x.shape[1]
     colour, alpha = (x[:, :c - 1], x[:, c - 1:]) if c in (2, 4) else (x, None)
     in_chans = int(_config(model, "in_chans", 3))
     window = int(_config(model, "window_size", 1))
-    if tile == "auto":
-        tile = auto_tile_size(model, h, w, self_ensemble)
-    elif tile is not None:
-        tile = int(tile)
-        if tile < 1:
-            raise ValueError(f"tile must be positive, got {tile}")
-        tile = round_tile(tile, window)
-    if tile is not None and tile_overlap >= tile:
-        raise ValueError(f"tile overlap ({tile_overlap}) must be smaller than the tile ({tile})")
-    if tile_overlap < 0:
-        raise ValueError(f"tile overlap must be ≥ 0, got {tile_overlap}")
     runner = _Runner(model, self_ensemble)
 
     def run(t: Tensor) -> Tensor:
@@ -306,29 +329,64 @@ def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
 
 
 # -- conversions for the public API --------------------------------------------------------------
-def _array_to_float(arr: np.ndarray) -> Tuple[Tensor, Callable[[Tensor], np.ndarray]]:
-    """H×W or H×W×C array → 1×C×H×W float32 tensor, and the function that maps a result back."""
+ValueRange = Optional[Tuple[float, float]]
+#: How far float input may stray outside its range (rounding of earlier processing) before it
+#: is refused rather than clipped.
+RANGE_TOLERANCE = 1e-3
+
+
+def _range_of(kind: str, integer_peak: Optional[float], value_range: ValueRange) -> Tuple[float, float]:
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        return lo, hi
+    return (0.0, integer_peak) if integer_peak is not None else (0.0, 1.0)
+
+
+def _check_values(x: Tensor, lo: float, hi: float, explicit: bool) -> None:
+    """Refuses float input outside ``lo..hi`` (and NaN/inf) instead of clipping it silently."""
+    if x.numel() == 0:
+        raise ValueError("empty image (0 pixels)")
+    found_lo, found_hi = float(x.min()), float(x.max())
+    if not (math.isfinite(found_lo) and math.isfinite(found_hi)):
+        raise ValueError("the image holds NaN or infinite values")
+    slack = RANGE_TOLERANCE * (hi - lo)
+    if found_lo < lo - slack or found_hi > hi + slack:
+        hint = "" if explicit else (" (pass value_range=(0, 255) for 8-bit values held as floats)"
+                                    if found_hi <= 255 + slack and found_lo >= -slack else
+                                    "; pass value_range=(low, high) for other scales")
+        raise ValueError(f"float image values span {found_lo:g}..{found_hi:g}, but the expected range "
+                         f"is {lo:g}..{hi:g}{hint}")
+
+
+def _array_to_float(arr: np.ndarray, value_range: ValueRange = None
+                    ) -> Tuple[Tensor, Callable[[Tensor], np.ndarray]]:
+    """H×W or H×W×C array → 1×C×H×W float32 tensor in 0..1, and the function that maps a
+    result back to the array's dtype and range."""
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise ValueError(f"expected an H×W or H×W×C array with C in 1..4, got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"empty image ({arr.shape[1]}×{arr.shape[0]} pixels)")
     squeeze = arr.ndim == 2
     a = arr[:, :, None] if squeeze else arr
     dtype = arr.dtype
-    if dtype == np.uint8:
-        peak = 255.0
-    elif dtype == np.uint16:
-        peak = 65535.0
+    if dtype in (np.uint8, np.uint16):
+        lo, hi = _range_of("integer", float(np.iinfo(dtype).max), value_range)
     elif np.issubdtype(dtype, np.floating):
-        peak = 1.0
+        lo, hi = _range_of("float", None, value_range)
     else:
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
-    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None] / peak
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+    if np.issubdtype(dtype, np.floating):
+        _check_values(x, lo, hi, value_range is not None)
+    x = ((x - lo) / (hi - lo)).clamp_(0, 1)
 
     def back(y: Tensor) -> np.ndarray:
-        out = y[0].permute(1, 2, 0).numpy()
-        if peak != 1.0:
-            out = np.rint(out * peak).astype(dtype)
-        else:
-            out = out.astype(dtype)
+        out = y[0].permute(1, 2, 0).numpy() * (hi - lo) + lo
+        if np.issubdtype(dtype, np.integer):
+            out = np.clip(np.rint(out), 0, np.iinfo(dtype).max)
+        out = out.astype(dtype)
         return out[:, :, 0] if squeeze else out
 
     return x, back
@@ -336,66 +394,84 @@ def _array_to_float(arr: np.ndarray) -> Tuple[Tensor, Callable[[Tensor], np.ndar
 
 def restore(model: torch.nn.Module, image: Any, tile: TileArg = None,
             tile_overlap: int = DEFAULT_TILE_OVERLAP, self_ensemble: bool = False,
-            progress: bool = False) -> Any:
+            progress: bool = False, value_range: ValueRange = None) -> Any:
     """Restores one image with ``model`` and returns the result as the same kind of object.
 
     Args:
         model: a MambaIRv2 (or any module mapping ``B×C×H×W`` in [0, 1] to ``B×C×(H·s)×(W·s)``,
             with ``config.in_chans``, ``config.window_size``); its device and dtype are used.
         image: a NumPy array (``H×W`` or ``H×W×C``; uint8, uint16 or float in [0, 1]), a Pillow
-            image (any mode; palette/CMYK come back as RGB(A)), or a tensor (``C×H×W`` or
+            image (any mode; palette/CMYK come back as RGB(A); EXIF orientation is applied, so
+            the result is upright and its EXIF says so), or a tensor (``C×H×W`` or
             ``B×C×H×W``, float in [0, 1] or uint8). C = 1, 2 (gray + alpha), 3 or 4 (RGBA).
         tile: None (whole image), a tile size in input pixels (rounded to the model's window),
-            or ``"auto"`` (from free memory; None if the image fits).
+            or ``"auto"`` (from the memory this process may use; None if the image fits;
+            halved and retried on an out-of-memory error).
         tile_overlap: overlap of neighbouring tiles in input pixels.
         self_ensemble: average over the 8 flips/transposes (8× slower, slightly better).
         progress: show a tqdm bar over the tiles.
+        value_range: ``(low, high)`` of the input values when they are not the dtype's usual
+            range (float 0..1, uint8 0..255, uint16 0..65535), e.g. ``(0, 255)`` for 8-bit
+            values held in a float array; the result uses the same range.
     Returns:
-        The restored image: same type, dtype and layout (and tensor device); size ×s.
+        The restored image: same type, dtype, range and layout (and tensor device); size ×s.
+    Raises:
+        ValueError: float values outside the expected range (the message names it), an empty
+            image, or an unsupported shape. TypeError: an unsupported type or dtype.
     """
     kwargs = dict(tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble, progress=progress)
     if isinstance(image, np.ndarray):
-        x, back = _array_to_float(image)
+        x, back = _array_to_float(image, value_range)
         return back(restore_tensor(model, x, **kwargs))
     if isinstance(image, torch.Tensor):
-        return _restore_torch(model, image, kwargs)
+        return _restore_torch(model, image, kwargs, value_range)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        from .imageio import array_to_pil, pil_to_array
-
-        arr, _ = pil_to_array(image)
-        x, back = _array_to_float(arr)
-        out = array_to_pil(back(restore_tensor(model, x, **kwargs)))
-        if image.info.get("icc_profile"):
-            out.info["icc_profile"] = image.info["icc_profile"]
-        return out
+        return _restore_pil(model, image, kwargs)
     raise TypeError(f"restore() takes a NumPy array, a PIL image or a torch tensor, not {type(image).__name__}")
 
 
-def _restore_torch(model: torch.nn.Module, image: Tensor, kwargs: dict) -> Tensor:
+def _restore_pil(model: torch.nn.Module, image: Any, kwargs: dict) -> Any:
+    """A Pillow image restored as the command line does: upright (EXIF orientation applied),
+    ICC profile kept, EXIF kept with its orientation reset."""
+    from .imageio import apply_orientation, array_to_pil, exif_orientation, pil_to_array
+
+    arr, keep_icc = pil_to_array(image)
+    exif, orientation = exif_orientation(image)
+    arr = np.ascontiguousarray(apply_orientation(arr, orientation))
+    x, back = _array_to_float(arr)
+    out = array_to_pil(back(restore_tensor(model, x, **kwargs)))
+    if keep_icc and image.info.get("icc_profile"):
+        out.info["icc_profile"] = image.info["icc_profile"]
+    if exif is not None and len(exif):
+        try:
+            exif[0x0112] = 1
+            out.info["exif"] = exif.tobytes()
+        except Exception:  # noqa: BLE001 - unserialisable EXIF is dropped, never fatal
+            pass
+    return out
+
+
+def _restore_torch(model: torch.nn.Module, image: Tensor, kwargs: dict, value_range: ValueRange) -> Tensor:
     if image.dim() not in (3, 4):
         raise ValueError(f"expected a C×H×W or B×C×H×W tensor, got shape {tuple(image.shape)}")
+    if image.shape[-1] < 1 or image.shape[-2] < 1 or (image.dim() == 4 and image.shape[0] < 1):
+        raise ValueError(f"empty image (shape {tuple(image.shape)})")
     batch = image if image.dim() == 4 else image[None]
     if image.dtype == torch.uint8:
-        scale = 255.0
+        lo, hi = _range_of("integer", 255.0, value_range)
     elif image.dtype.is_floating_point:
-        scale = 1.0
+        lo, hi = _range_of("float", None, value_range)
+        _check_values(batch.detach().float(), lo, hi, value_range is not None)
     else:
         raise TypeError(f"unsupported tensor dtype {image.dtype}; use float in [0, 1] or uint8")
-    outs = [restore_tensor(model, batch[i:i + 1].float() / scale, **kwargs) for i in range(batch.shape[0])]
-    y = torch.cat(outs, 0)
-    if scale != 1.0:
-        y = (y * scale).round()
+    outs = [restore_tensor(model, ((batch[i:i + 1].float() - lo) / (hi - lo)).clamp(0, 1), **kwargs)
+            for i in range(batch.shape[0])]
+    y = torch.cat(outs, 0) * (hi - lo) + lo
+    if not image.dtype.is_floating_point:
+        y = y.round().clamp(0, 255)
     y = y.to(device=image.device, dtype=image.dtype)
     return y if image.dim() == 4 else y[0]
-
-
-def iter_tiles(height: int, width: int, tile: int, overlap: int,
-               align: int = 1) -> Iterator[Tuple[int, int, int, int]]:
-    """``(y0, x0, th, tw)`` of every tile, row by row."""
-    for y0 in tile_starts(height, tile, overlap, align):
-        for x0 in tile_starts(width, tile, overlap, align):
-            yield y0, x0, min(tile, height), min(tile, width)

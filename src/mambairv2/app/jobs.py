@@ -15,11 +15,10 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+from ..defaults import APP_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from ..defaults import APP_MAX_UPLOAD_MB as DEFAULT_MAX_UPLOAD_MB
 from ..imageio import ImageData, ImageReadError, array_to_pil, decode_image, encode_image, to_8bit, with_pixels
 
-#: Default limits of the page: upload size and input pixels (the output of ×4 SR has 16× more).
-DEFAULT_MAX_UPLOAD_MB = 50.0
-DEFAULT_MAX_PIXELS = 4_000_000
 
 
 class UploadError(ValueError):

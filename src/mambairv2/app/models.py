@@ -125,7 +125,7 @@ class ModelStore:
             CheckpointError: the file is not a usable checkpoint.
         """
         from ..checkpoint import load_model
-        from ..restore import resolve_device, resolve_dtype
+        from ..devices import resolve_device, resolve_dtype
 
         files = self.files()
         if name not in files:

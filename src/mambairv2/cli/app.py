@@ -29,7 +29,8 @@ def _positive(kind):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..app.jobs import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
+    from ..defaults import APP_MAX_PIXELS as DEFAULT_MAX_PIXELS
+    from ..defaults import APP_MAX_UPLOAD_MB as DEFAULT_MAX_UPLOAD_MB
 
     p = subparsers.add_parser(
         "app", help="a local web page: restore images, compare before/after, download",

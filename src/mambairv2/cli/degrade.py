@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_level(args: argparse.Namespace):
     """The TaskSpec of the arguments; one-line errors for missing or misplaced levels."""
-    from ..protocol.evaluate import EvaluationError, TaskSpec
+    from ..protocol.task import EvaluationError, TaskSpec
 
     levels = {"sr": "--scale", "denoise": "--sigma", "jpeg": "--quality"}
     for task, flag in levels.items():
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..imageio import atomic_write_bytes
-    from ..protocol.evaluate import EvaluationError, list_images, make_input, read_clean
+    from ..protocol.evaluate import list_images
+    from ..protocol.task import EvaluationError, make_input, read_clean
 
     spec = _check_level(args)
     out_dir = Path(args.out)

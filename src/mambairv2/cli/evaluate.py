@@ -94,7 +94,7 @@ def resolve_model(name: str) -> Path:
 
 
 def _spec(args: argparse.Namespace, model_scale: Optional[int]):
-    from ..protocol.evaluate import EvaluationError, TaskSpec
+    from ..protocol.task import EvaluationError, TaskSpec
 
     levels = {"sr": "--scale", "denoise": "--sigma", "jpeg": "--quality"}
     for task, flag in levels.items():
@@ -119,7 +119,7 @@ def _spec(args: argparse.Namespace, model_scale: Optional[int]):
 
 def _load(path: Path, args: argparse.Namespace):
     from ..checkpoint import CheckpointError, load_model
-    from ..restore import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
 
     try:
         device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -166,23 +166,9 @@ def _datasets(args: argparse.Namespace) -> List[tuple]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _method(args: argparse.Namespace, label: str, model, spec):
+    """The restorer: a baseline, or the model with the protocol / tiles / self-ensemble asked for."""
     from ..protocol import evaluate as ev
-
-    model = None
-    if args.model in BASELINES:
-        label = args.model
-    else:
-        weights = Path(args.weights) if args.weights else resolve_model(args.model)
-        label = args.model or str(weights)
-    datasets = _datasets(args)  # folder errors before loading a model
-    if label not in BASELINES:
-        model = _load(weights, args)
-    cfg = getattr(model, "config", None)
-    model_scale = int(cfg.upscale) if cfg is not None else None
-    spec = _spec(args, model_scale)
 
     if label in BASELINES:
         if args.task not in BASELINES[label]:
@@ -190,26 +176,34 @@ def run(args: argparse.Namespace) -> int:
                            f"not {args.task}")
         if args.self_ensemble or args.protocol != "whole" or args.tile is not None:
             raise CLIError(f"--self-ensemble, --protocol and --tile apply to models, not the {label} baseline")
-        method = ev.bicubic_restorer(spec.scale) if label == "bicubic" else ev.identity_restorer()
-    else:
-        expected = spec.scale if spec.task == "sr" else 1
-        if model_scale is not None and model_scale != expected:
-            raise CLIError(f"the model upscales x{model_scale}, but {spec.describe()} needs x{expected}")
-        if args.tile is not None and args.protocol != "whole":
-            raise CLIError("--tile applies to --protocol whole")
-        if isinstance(args.tile, int) and args.tile_overlap is not None and args.tile_overlap >= args.tile:
-            raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
-        method = ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected,
-                                   tile=args.tile, tile_overlap=args.tile_overlap)
+        return ev.bicubic_restorer(spec.scale) if label == "bicubic" else ev.identity_restorer()
+    cfg = getattr(model, "config", None)
+    model_scale = int(cfg.upscale) if cfg is not None else None
+    expected = spec.scale if spec.task == "sr" else 1
+    if model_scale is not None and model_scale != expected:
+        raise CLIError(f"the model upscales x{model_scale}, but {spec.describe()} needs x{expected}")
+    if args.tile is not None and args.protocol != "whole":
+        raise CLIError("--tile applies to --protocol whole")
+    if isinstance(args.tile, int) and args.tile_overlap is not None and args.tile_overlap >= args.tile:
+        raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    return ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected,
+                             tile=args.tile, tile_overlap=args.tile_overlap)
 
-    if args.json:
-        jp = Path(args.json)
-        if jp.is_dir():
-            raise CLIError(f"--json {jp}: is a folder")
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json and --save-dir must be usable before any image is restored."""
+    if args.json and Path(args.json).is_dir():
+        raise CLIError(f"--json {args.json}: is a folder")
     if args.save_dir and Path(args.save_dir).exists() and not Path(args.save_dir).is_dir():
         raise CLIError(f"--save-dir {args.save_dir}: exists and is not a folder")
 
-    start = time.monotonic()
+
+def _evaluate_all(args: argparse.Namespace, method, spec, datasets: List[tuple]) -> list:
+    """Evaluates every dataset, with a progress bar on a terminal; one-line errors."""
+    from tqdm import tqdm
+
+    from ..protocol import evaluate as ev
+
     total = sum(len(d[3]) for d in datasets)
     interactive = not args.quiet and sys.stderr.isatty()
     bar = tqdm(total=total, unit="img", desc=f"evaluate {spec.describe()}", disable=not interactive,
@@ -233,6 +227,12 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"cannot write {exc.filename or args.save_dir}: {exc.strerror or exc}") from None
     finally:
         bar.close()
+    return results
+
+
+def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: float) -> None:
+    """Writes the JSON (atomically) and prints the header line and the table."""
+    from ..protocol import evaluate as ev
 
     data = ev.report(spec, label, results, args.protocol, args.self_ensemble)
     if args.json:
@@ -247,6 +247,26 @@ def run(args: argparse.Namespace) -> int:
           f"crop {metric['crop_border']}, 8-bit")
     print(ev.table(results))
     if not args.quiet:
-        print(f"evaluated {total} images in {time.monotonic() - start:.1f} s"
+        images = sum(len(r.images) for r in results)
+        print(f"evaluated {images} images in {seconds:.1f} s"
               + (f"; results in {args.json}" if args.json else ""), file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = None
+    if args.model in BASELINES:
+        label = args.model
+    else:
+        weights = Path(args.weights) if args.weights else resolve_model(args.model)
+        label = args.model or str(weights)
+    datasets = _datasets(args)  # folder errors before loading a model
+    if label not in BASELINES:
+        model = _load(weights, args)
+    cfg = getattr(model, "config", None)
+    spec = _spec(args, int(cfg.upscale) if cfg is not None else None)
+    method = _method(args, label, model, spec)
+    _check_outputs(args)
+    start = time.monotonic()
+    results = _evaluate_all(args, method, spec, datasets)
+    _report(args, spec, label, results, time.monotonic() - start)
     return 0

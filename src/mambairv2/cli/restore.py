@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..bundled import bundled_models
 from .errors import CLIError
@@ -17,15 +16,23 @@ AUTHORS_WEIGHTS = ("the authors publish their checkpoints (e.g. MambaIRv2_lightS
                    "MambaIRv2_SR_x4.pth) through the GitHub releases and Google Drive links of "
                    "https://github.com/csguoh/MambaIR; download one and pass --weights FILE "
                    "(.pth as released, or a .safetensors from 'mambairv2 convert')")
-HIDDEN_PREFIX = "."
 EPILOG = """examples:
   mambairv2 restore photo.jpg -o out --weights MambaIRv2_lightSR_x2.pth
-  mambairv2 restore scans/ -r -o restored --weights model.safetensors --tile 256 --format png
+  mambairv2 restore scans/ -r -o restored --weights model.safetensors --tile auto --ext png
   mambairv2 restore "shots/*.png" -o out --weights model.pth --suffix _x2 --device cuda --dtype bfloat16
+  mambairv2 restore photos/ -o out --json report.json          # per-file report for scripts
+  torchrun --nproc_per_node 4 -m mambairv2 restore photos/ -o out   # 4 GPUs (or CPU ranks)
 
-Outputs keep their input's name and format (16-bit stays 16-bit, alpha is kept) unless
---format/--suffix say otherwise. Existing outputs are skipped unless --overwrite. Files that
-cannot be restored are reported one per line; the exit code is 1 if any failed."""
+Outputs keep their input's name; super-resolution keeps the input's format (16-bit stays
+16-bit, alpha is kept), denoising and JPEG-artifact models write lossless PNG, unless
+--ext/--suffix say otherwise. Existing outputs are skipped unless --overwrite, so a rerun
+resumes an interrupted run (and removes the temporary files it left). When stdout is not a
+terminal, one line per file goes to stdout. Files that cannot be restored are reported one per
+line on stderr; the exit code is 1 if any failed.
+
+Under torchrun, the inputs are split among the ranks (each file exactly once), each rank uses
+its own GPU (--device auto) or a share of the CPU cores, and rank 0 prints the summary and
+writes --json."""
 
 
 def _tile_arg(text: str):
@@ -51,8 +58,7 @@ def _nonnegative(text: str) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..imageio import DEFAULT_MAX_PIXELS
-    from ..restore import DEFAULT_TILE_OVERLAP
+    from ..defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_OVERLAP, EXT_CHOICES
 
     p = subparsers.add_parser(
         "restore", help="restore images: super-resolution, denoising, JPEG artifact removal",
@@ -73,8 +79,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "(the folder structure is kept under OUT_DIR)")
     p.add_argument("--tile", type=_tile_arg, default=None, metavar="N|auto",
                    help="restore in overlapping tiles of N input pixels (rounded to the model's "
-                        "window, 16) to bound memory; 'auto' picks N from free memory "
-                        "(default: whole image)")
+                        "window, 16) to bound memory; 'auto' picks N from the memory this process "
+                        "may use (free RAM or GPU memory, cgroup and ulimit -v limits), prints it, "
+                        "and halves it on an out-of-memory error (default: whole image)")
     p.add_argument("--tile-overlap", type=_nonnegative, default=DEFAULT_TILE_OVERLAP, metavar="N",
                    help="overlap of neighbouring tiles in input pixels, blended with smooth weights "
                         "(default: %(default)s)")
@@ -89,151 +96,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "deterministic, 'gumbel' samples as the released code does (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the gumbel routing, reset for every image (default: random)")
-    p.add_argument("--format", default=None, choices=("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"),
-                   help="output format (default: the input's)")
+    p.add_argument("--ext", "--format", dest="ext", default=None, choices=EXT_CHOICES,
+                   help="output format; 'same': the input's (default: 'same' for super-resolution, "
+                        "lossless 'png' for denoising and JPEG-artifact models)")
     p.add_argument("--suffix", default="", help="appended to output file names, e.g. _x2 (default: none)")
     p.add_argument("--quality", type=int, default=95, metavar="Q",
                    help="JPEG/WebP quality 1-100; 100 makes WebP lossless (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images with more pixels than this (default: %(default)s)")
+    p.add_argument("--json", metavar="REPORT", default=None,
+                   help="write a JSON report: per file the input, output, status, reason, sizes, "
+                        "seconds and tile, and the summary")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.set_defaults(func=run)
     return p
 
 
-# -- inputs and outputs ----------------------------------------------------------------------------
-@dataclass
-class Job:
-    """One input file and where its output goes."""
-
-    src: Path
-    rel: Path  # output path relative to OUT_DIR, before suffix/format changes
-    out: Optional[Path] = None
-    problem: Optional[str] = None  # a reason to fail before reading
-    skip: Optional[str] = None  # a reason not to restore it
-
-
-@dataclass
-class Tally:
-    restored: int = 0
-    skipped: int = 0
-    failed: int = 0
-    start: float = field(default_factory=time.monotonic)
-
-    def line(self) -> str:
-        return (f"restored {self.restored}, skipped {self.skipped}, failed {self.failed} "
-                f"in {time.monotonic() - self.start:.1f} s")
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
-def _scan_folder(folder: Path, recursive: bool, out_dir: Path) -> List[Path]:
-    """Image files of ``folder``, sorted; hidden files are left out, and so is OUT_DIR when it
-    is a subfolder (earlier outputs are not inputs)."""
-    from ..imageio import EXTENSIONS
-
-    exclude = None if _is_inside(folder, out_dir) else out_dir
-    found: List[Path] = []
-    for root, dirs, files in os.walk(folder):
-        rootp = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(HIDDEN_PREFIX)
-                         and not (exclude and _is_inside(rootp / d, exclude))) if recursive else []
-        for name in sorted(files):
-            path = rootp / name
-            if not name.startswith(HIDDEN_PREFIX) and path.suffix.lower() in EXTENSIONS:
-                found.append(path)
-    return found
-
-
-def collect_jobs(inputs: List[str], recursive: bool, out_dir: Path) -> Tuple[List[Job], List[Tuple[str, str]]]:
-    """Jobs for the given inputs, and ``(input, reason)`` for inputs that match nothing."""
-    jobs: List[Job] = []
-    missing: List[Tuple[str, str]] = []
-    out_resolved = out_dir.resolve()
-    seen: set = set()
-
-    def add(path: Path, rel: Path) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            jobs.append(Job(path, rel))
-
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files = _scan_folder(path, recursive, out_resolved)
-            if not files:
-                missing.append((text, "folder holds no images" + ("" if recursive else " (try --recursive)")))
-            for f in files:
-                add(f, f.relative_to(path))
-        elif path.exists() or path.is_symlink():
-            add(path, Path(path.name))
-        elif glob.has_magic(text):
-            matches = sorted(glob.glob(text, recursive=recursive))
-            files = [Path(m) for m in matches if Path(m).is_file()]
-            if not files:
-                missing.append((text, "pattern matches no files"))
-            for f in files:
-                add(f, Path(f.name))
-        else:
-            missing.append((text, "no such file or folder"))
-    return jobs, missing
-
-
-def plan_outputs(jobs: List[Job], out_dir: Path, fmt: Optional[str], suffix: str,
-                 overwrite: bool = False) -> None:
-    """Sets ``job.out``, and the reasons not to write some of them:
-
-    - an input that is the planned output of another input (an earlier run's output lying in
-      the input folder) is skipped, not restored again (and may be overwritten as an output);
-    - an output that is an input is never replaced: skipped (it exists), or failed with
-      ``--overwrite``;
-    - two inputs with the same output: the second fails.
-    """
-    from ..imageio import EXTENSIONS
-
-    for job in jobs:
-        ext = job.rel.suffix
-        if fmt:
-            ext = "." + fmt.lower()
-        elif ext.lower() not in EXTENSIONS:
-            ext = ".png"  # other readable formats (GIF, PPM…) come out as PNG
-        job.out = out_dir / job.rel.parent / f"{job.rel.stem}{suffix}{ext}"
-    output_of = {}
-    for job in jobs:
-        output_of.setdefault(job.out.resolve(), job.src)
-    for job in jobs:
-        owner = output_of.get(job.src.resolve())
-        if owner is not None and owner.resolve() != job.src.resolve():
-            job.skip = f"is the output of {owner}"
-    taken: Dict[Path, Path] = {}
-    inputs = {j.src.resolve() for j in jobs if j.skip is None}
-    for job in jobs:
-        key = job.out.resolve()
-        if job.skip:
-            continue
-        if key in inputs:
-            if overwrite:
-                job.problem = f"the output {job.out} would replace an input; choose another -o or a --suffix"
-            else:
-                job.skip = f"{job.out} exists and is an input"
-        elif key in taken:
-            job.problem = f"the output {job.out} is already the output of {taken[key]}"
-        else:
-            taken[key] = job.src
-
-
 # -- model ---------------------------------------------------------------------------------------
 def _model_file(args: argparse.Namespace) -> Path:
     if args.weights:
-        return Path(args.weights)
+        path = Path(args.weights)
+        if not path.is_file():  # checked even when every output exists already
+            raise CLIError(f"--weights {path}: " + ("is a folder" if path.is_dir() else "no such file"))
+        return path
     bundled = bundled_models()
     name = args.model or ("default" if "default" in bundled else None)
     if name is None:
@@ -255,129 +141,228 @@ def _load(path: Path, device, dtype):
         raise CLIError(f"{path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
 
 
+# -- printing ------------------------------------------------------------------------------------
+class Reporter:
+    """Where messages go: failures, notes and the summary to stderr; one line per file to stdout
+    when stdout is not a terminal (scripts, CI); a progress bar when both are terminals."""
+
+    def __init__(self, quiet: bool, prefix: str = "") -> None:
+        self.quiet = quiet
+        self.prefix = prefix
+        self.lines = not quiet and not sys.stdout.isatty()
+        self.bar_wanted = not quiet and sys.stdout.isatty() and sys.stderr.isatty()
+
+    def err(self, msg: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.prefix + msg, file=sys.stderr)
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.err(msg)
+
+    def result(self, r) -> None:
+        """The line of one file's result."""
+        if r.status == "failed":
+            self.err(f"failed: {r.input}: {r.reason}")
+        elif r.status == "skipped":
+            if self.lines:
+                print(f"{self.prefix}skipped: {r.input}: {r.reason}", flush=True)
+            else:
+                self.info(f"skipped: {r.input}: {r.reason}")
+        elif self.lines:
+            (w, h), (ow, oh) = r.size_in, r.size_out
+            print(f"{self.prefix}restored: {r.input}: {w}×{h} → {ow}×{oh} in {r.seconds:.2f} s → {r.output}",
+                  flush=True)
+        for note in r.notes:
+            self.info(f"note: {r.output}: {note}")
+
+
 # -- running -------------------------------------------------------------------------------------
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text:
-        return "out of memory; try --tile 256 (or --tile auto)"
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-
-
-def _restore_one(model, job: Job, args: argparse.Namespace, progress: bool) -> List[str]:
-    """Reads, restores and writes one image; returns notes on what the output format could not
-    hold. Raises ImageReadError/ImageWriteError/OSError/…"""
-    import numpy as np
-
-    from ..imageio import atomic_write_bytes, encode_image, format_for_name, read_image, with_pixels
-    from ..restore import restore_tensor
-    import torch
-
-    image = read_image(job.src, max_pixels=args.max_pixels)
-    px = image.pixels
-    peak = 65535.0 if px.dtype == np.uint16 else 255.0
-    x = torch.from_numpy(px.astype(np.float32) / peak).permute(2, 0, 1)[None]
-    if args.routing == "gumbel" and hasattr(model, "set_routing"):
-        model.set_routing("gumbel", args.seed)
-    y = restore_tensor(model, x, tile=args.tile, tile_overlap=args.tile_overlap,
-                       self_ensemble=args.self_ensemble, progress=progress)
-    out_px = np.rint(y[0].permute(1, 2, 0).numpy() * peak).astype(px.dtype)
-    fmt = format_for_name(args.format) if args.format else image.format
-    notes = []
-    if fmt == "JPEG" and image.channels in (2, 4):
-        notes.append("JPEG has no alpha channel: transparency dropped")
-    if fmt in ("JPEG", "WEBP", "BMP") and image.bit_depth == 16:
-        notes.append(f"{fmt} holds 8 bits per sample: stored as 8-bit")
-    data = encode_image(with_pixels(image, out_px), fmt, quality=args.quality)
-    atomic_write_bytes(job.out, data, overwrite=args.overwrite)
-    return notes
-
-
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..imageio import ImageReadError, ImageWriteError
-    from ..restore import resolve_device, resolve_dtype
-
+def _check_options(args: argparse.Namespace) -> None:
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be between 1 and 100, got {args.quality}")
-    if isinstance(args.tile, int) and args.tile_overlap >= args.tile:
-        raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
     if args.max_pixels < 1:
         raise CLIError("--max-pixels must be positive")
     if any(sep in args.suffix for sep in ("/", "\\", os.sep)):
         raise CLIError(f"--suffix must not contain a path separator: {args.suffix!r}")
+    out_dir = Path(args.output)
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        what = "is a broken link or a symlink loop" if out_dir.is_symlink() and not out_dir.exists() \
+            else "exists and is not a folder"
+        raise CLIError(f"-o {out_dir}: {what}")
+    if args.json and Path(args.json).is_dir():
+        raise CLIError(f"--json {args.json}: is a folder; give a file name")
+
+
+def _checked_tile(args: argparse.Namespace, model) -> None:
+    """Validates --tile/--tile-overlap against the model's window, after rounding."""
+    from ..restore import check_tile
+
+    window = int(getattr(getattr(model, "config", None), "window_size", 1))
     try:
-        device = resolve_device(args.device)
+        if isinstance(args.tile, int):
+            check_tile(args.tile, args.tile_overlap, window)
+    except ValueError as exc:
+        raise CLIError(f"--tile {args.tile} --tile-overlap {args.tile_overlap}: {exc}") from None
+
+
+def _describe_model(model, model_path: Path, device, args: argparse.Namespace) -> str:
+    cfg = getattr(model, "config", None)
+    name = getattr(cfg, "arch", type(model).__name__)
+    scale = getattr(cfg, "upscale", "?")
+    chans = getattr(cfg, "in_chans", "?")
+    return f"model: {name} x{scale} ({chans}-channel input) from {model_path}, on {device}, {args.dtype}"
+
+
+def _describe_memory(device) -> str:
+    from ..memory import memory_sources
+
+    sources = memory_sources(device)
+    if not sources:
+        return "tile auto: usable memory unknown (4 GiB assumed)"
+    parts = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in sources.items())
+    return f"tile auto: usable memory {min(sources.values()) / 2**30:.1f} GiB (least of {parts})"
+
+
+def _plan(args: argparse.Namespace, model, say) -> Dict[str, Any]:
+    """Rank 0's plan: jobs (in order), inputs that matched nothing, or the error to raise."""
+    from ..restore_plan import collect_jobs, mark_existing, plan_outputs, prepare_output_folders
+
+    out_dir = Path(args.output)
+    jobs, missing = collect_jobs(args.inputs, args.recursive, out_dir)
+    if not jobs and not missing:
+        return {"error": "no input images"}
+    upscale = int(getattr(getattr(model, "config", None), "upscale", 2))
+    plan_outputs(jobs, out_dir, args.ext, args.suffix, args.overwrite, upscale)
+    mark_existing(jobs, args.overwrite)
+    if any(j.problem is None and j.skip is None for j in jobs):
+        try:
+            removed = prepare_output_folders(jobs, out_dir)
+        except OSError as exc:
+            return {"error": f"-o {out_dir}: cannot write there ({exc.strerror or exc})"}
+        if removed:
+            say(f"removed {len(removed)} temporary file(s) left by an interrupted run")
+    return {"jobs": jobs, "missing": missing}
+
+
+def _plan_on_rank0(args: argparse.Namespace, model, rep: Reporter, ranks) -> Optional[Dict[str, Any]]:
+    """Rank 0 plans; the others get its plan by broadcast (so they never wait for a plan that
+    failed: the error travels instead)."""
+    if ranks.rank != 0:
+        return None
+    if not ranks.distributed:
+        return _plan(args, model, rep.info)
+    try:
+        return _plan(args, model, rep.info)
+    except Exception as exc:  # noqa: BLE001 - the other ranks must hear of it, not hang
+        return {"error": f"planning the outputs failed: {type(exc).__name__}: {exc}"}
+
+
+def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: int) -> List[Any]:
+    """Restores ``jobs`` in order, reporting each; returns their results."""
+    from tqdm import tqdm
+
+    from ..restore_files import RestoreOptions, restore_file
+
+    todo = sum(1 for j in jobs if j.problem is None and j.skip is None)
+    bar = tqdm(total=todo, unit="img", desc="restore", disable=not (rep.bar_wanted and todo),
+               dynamic_ncols=True, file=sys.stderr)
+    options = RestoreOptions(tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble,
+                             routing=args.routing, seed=args.seed, quality=args.quality,
+                             overwrite=args.overwrite, max_pixels=args.max_pixels, progress=rep.bar_wanted)
+    results = []
+    try:
+        for job in jobs:
+            def on_tile(tile, overlap, why, name=job.src.name):
+                size = f"{tile} px, overlap {overlap}" if tile else "whole image"
+                rep.info(f"tile: {name}: {size} ({why})")
+
+            bar.set_postfix_str(job.src.name[-40:], refresh=False)
+            result = restore_file(model, job, options, on_tile if args.tile == "auto" else None)
+            result.rank = rank
+            rep.result(result)
+            results.append(result)
+            if job.problem is None and job.skip is None:
+                bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+def _finish(results, missing, args: argparse.Namespace, model_path: Path, device, world: int,
+            start: float) -> int:
+    """Rank 0: the summary line and the --json report; the exit code."""
+    from ..atomic import atomic_write_bytes
+    from ..restore_files import summarize
+
+    counts = summarize(results)
+    counts["failed"] += len(missing)
+    seconds = time.monotonic() - start
+    line = (f"restored {counts['restored']}, skipped {counts['skipped']}, failed {counts['failed']} "
+            f"in {seconds:.1f} s" + (f"; outputs in {args.output}" if counts["restored"] else ""))
+    print(line + (f" ({world} ranks)" if world > 1 else ""), file=sys.stderr)
+    if args.json:
+        report = {"command": "restore", "model": str(model_path), "device": str(device),
+                  "ranks": world, "output_dir": str(args.output), "summary": dict(counts, seconds=round(seconds, 3)),
+                  "files": [{"input": text, "status": "failed", "reason": reason} for text, reason in missing]
+                  + [r.as_dict() for r in results]}
+        try:
+            atomic_write_bytes(args.json, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode(),
+                               overwrite=True)
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            return 1
+    return 1 if counts["failed"] else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device, resolve_dtype
+    from ..restore_files import Ranks
+    from ..restore_plan import shard
+
+    start = time.monotonic()
+    _check_options(args)
+    ranks = Ranks.from_env()
+    rep = Reporter(args.quiet, prefix=f"[rank {ranks.rank}] " if ranks.distributed else "")
+    try:
+        device = resolve_device(ranks.device(args.device))
         dtype = resolve_dtype(args.dtype)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     model_path = _model_file(args)
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"-o {out_dir}: exists and is not a folder")
-
-    jobs, missing = collect_jobs(args.inputs, args.recursive, out_dir)
-    if not jobs and not missing:
-        raise CLIError("no input images")
-    plan_outputs(jobs, out_dir, args.format, args.suffix, args.overwrite)
-    tally = Tally()
-    say = (lambda msg: None) if args.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-
-    def fail(name, reason: str) -> None:
-        tally.failed += 1
-        tqdm.write(f"failed: {name}: {reason}", file=sys.stderr)
-
-    for text, reason in missing:
-        fail(text, reason)
-    todo: List[Job] = []
-    for job in jobs:
-        if job.problem:
-            fail(job.src, job.problem)
-        elif job.skip:
-            tally.skipped += 1
-            say(f"skipped: {job.src}: {job.skip}")
-        elif job.out.exists() and not args.overwrite:
-            tally.skipped += 1
-            say(f"skipped: {job.src}: {job.out} exists (--overwrite replaces it)")
-        else:
-            todo.append(job)
-
-    if todo:
+    ranks.share_cpu_threads()
+    ranks.start()
+    try:
         model = _load(model_path, device, dtype)
         if hasattr(model, "set_routing"):
             model.set_routing(args.routing, args.seed)
-        cfg = getattr(model, "config", None)
-        if cfg is not None:
-            say(f"model: {getattr(cfg, 'arch', type(model).__name__)} x{cfg.upscale} "
-                f"({cfg.in_chans}-channel input) from {model_path}, on {device}, {args.dtype}")
-        interactive = not args.quiet and sys.stderr.isatty()
-        bar = tqdm(total=len(todo), unit="img", desc="restore", disable=not interactive,
-                   dynamic_ncols=True, file=sys.stderr)
+        _checked_tile(args, model)
+        if ranks.rank == 0:
+            rep.info(_describe_model(model, model_path, device, args))
+            if args.tile == "auto":
+                rep.info(_describe_memory(device))
+        plan = ranks.broadcast(_plan_on_rank0(args, model, rep, ranks))
+        if "error" in plan:
+            raise CLIError(plan["error"])
+        jobs = plan["jobs"]
+        if ranks.rank == 0:
+            for text, reason in plan["missing"]:
+                rep.err(f"failed: {text}: {reason}")
+        todo = [j for j in jobs if j.problem is None and j.skip is None]
+        mine = shard(todo, ranks.rank, ranks.world)
+        if ranks.rank == 0:  # reporting the others costs nothing
+            mine = [j for j in jobs if j.problem or j.skip] + mine
         try:
-            for job in todo:
-                bar.set_postfix_str(job.src.name[-40:], refresh=False)
-                try:
-                    for note in _restore_one(model, job, args, progress=interactive):
-                        say(f"note: {job.out}: {note}")
-                    tally.restored += 1
-                except FileExistsError:
-                    tally.skipped += 1
-                    say(f"skipped: {job.src}: {job.out} appeared meanwhile (--overwrite replaces it)")
-                except (ImageReadError, ImageWriteError) as exc:
-                    fail(job.src, str(exc))
-                except OSError as exc:
-                    fail(job.src, f"cannot write {job.out}: {exc.strerror or exc}")
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-                    if os.environ.get("MAMBAIRV2_DEBUG"):
-                        raise
-                    fail(job.src, _reason(exc))
-                bar.update(1)
+            results = _restore_jobs(model, mine, args, rep, ranks.rank)
         except KeyboardInterrupt:
-            bar.close()
-            print(f"interrupted: {tally.line()}", file=sys.stderr)
+            print(f"{rep.prefix}interrupted: a rerun resumes (finished outputs are kept)", file=sys.stderr)
             raise
-        bar.close()
-    print(tally.line() + (f"; outputs in {out_dir}" if tally.restored else ""), file=sys.stderr)
-    return 1 if tally.failed else 0
+        merged = [r for part in ranks.gather(results) for r in part]
+        order = {str(j.src): i for i, j in enumerate(jobs)}
+        merged.sort(key=lambda r: order.get(r.input, len(order)))
+        if ranks.rank != 0:
+            return 1 if any(r.status == "failed" for r in merged) or plan["missing"] else 0
+        return _finish(merged, plan["missing"], args, model_path, device, ranks.world, start)
+    finally:
+        ranks.stop()

@@ -6,6 +6,7 @@ Multi-GPU / multi-node: start it with torchrun, e.g.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import CLIError
@@ -15,9 +16,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="train a model from a YAML config",
         description="Train MambaIRv2 from a YAML config file or a packaged config name (`mambairv2 configs`). Checkpoints (BasicSR "
-                    "format, with EMA weights), the training state, log.csv and plot.png go to the "
+                    "format, with EMA weights when EMA is on), the training state, log.csv and plot.png go to the "
                     "output folder (default runs/<name>). Under torchrun, every rank runs this "
-                    "command; rank 0 writes the files.")
+                    "command; rank 0 writes the files. SIGTERM / Ctrl-C save the state and exit "
+                    "with 128 + the signal number; --resume continues exactly.")
     p.add_argument("config", metavar="CONFIG", help="YAML config file, or the name of a packaged config (`mambairv2 configs` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value), e.g. --set train.lr=1e-3 "
@@ -26,6 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="continue a run: 'auto' (the default when the flag has no value) takes the "
                         "newest state in the output folder, or give a run folder or a .state file")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved recipe (model, global batch and its split into processes × "
+                        "accumulation, learning-rate schedule, warm start, validation) and exit")
     p.set_defaults(func=run)
     return p
 
@@ -40,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             sys.stdout.write(dump_config(cfg))
             return 0
+        if args.dry_run:
+            from ..train.plan import describe_plan
+
+            sys.stdout.write(describe_plan(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
+            return 0
         from ..train.trainer import train
 
         summary = train(cfg, resume=args.resume)
@@ -51,4 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if summary["val_psnr"] is not None:
         print(f"last validation PSNR: {summary['val_psnr']:.3f} dB", file=sys.stderr)
+    if summary["reason"] == "signal":
+        # stopped by SIGTERM / SIGINT: the state is saved; the shell convention 128 + signal
+        print("stopped by a signal; continue with --resume", file=sys.stderr)
+        return 128 + int(summary["signal"] or 15)
     return 0

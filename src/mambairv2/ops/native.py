@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import warnings
+import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -80,6 +80,18 @@ def _build(cc: str, source: Path) -> Tuple[Path, List[str]]:
     raise RuntimeError("; ".join(errors))
 
 
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    """One stderr line per process, however many kernels fail the same way (an unwritable
+    cache made every kernel warn, with Python's two-line warning format)."""
+    if _SAID:
+        return
+    _SAID.add(message)
+    logging.getLogger("mambairv2").warning(message)
+
+
 # ctypes argument types of the kernels' entry points
 PTR, I64, I64_PTR, F32, INT = (ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
                                ctypes.c_float, ctypes.c_int)
@@ -115,7 +127,8 @@ class NativeKernel:
                 fn.argtypes, fn.restype = self.argtypes, ctypes.c_int
             except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
                 self._error = f"building the {self.what} failed: {exc}"
-                warnings.warn(f"mambairv2: {self._error}; using the pure-PyTorch path", RuntimeWarning)
+                _say_once(f"mambairv2: cannot build the C kernels ({' '.join(str(exc).split())[:160]}); "
+                          "using the pure-PyTorch path (set MAMBAIRV2_CACHE_DIR to a writable folder)")
                 return None
             self._lib, self.flags = lib, flags
             return lib

@@ -5,10 +5,13 @@
 - ``compiled``: a small C kernel built on first use by the system's compiler (CPU, float32,
   inference only; several B/C groups run as one kernel call per group); see ``scan_compiled``.
 - ``mamba_ssm``: the CUDA kernel of the ``mamba_ssm`` package (CUDA tensors, no float64).
+- ``triton``: Triton kernels with a backward (CUDA tensors, or Triton's CPU interpreter with
+  ``TRITON_INTERPRET=1``); see ``scan_triton``.
 
 Which one runs is chosen by :func:`choose` from the selection of ``ops.implementation``
-(``auto``: ``mamba_ssm`` for CUDA inputs when importable and not float64, ``compiled`` for CPU
-float32 inference where it builds, otherwise ``chunked``; ``pytorch``: ``chunked``;
+(``auto``: ``mamba_ssm`` for CUDA inputs when importable and not float64, else ``triton`` for
+CUDA inputs when triton is importable; ``compiled`` for CPU float32 inference where it builds;
+otherwise ``chunked``; ``pytorch``: ``chunked``;
 ``reference``: ``reference``). An explicit ``backend=`` argument other than ``"auto"`` wins.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .scan_common import ScanInputs
 from .scan_compiled import (MAX_RANK, MAX_STATE, kernel_available, kernel_error,
                             selective_scan_compiled)
 from .scan_reference import selective_scan_reference
+from .scan_triton import selective_scan_triton, triton_available, triton_unavailable_reason
 
 Tensor = torch.Tensor
 BACKENDS = ("auto",) + OPS["selective_scan"]
@@ -54,7 +58,9 @@ def choose(probe: Probe, groups: int = 1, d_state: int = 1, backend: str = "auto
             return Choice("chunked", "float64: mamba_ssm has no float64 kernel")
         if mamba_ssm_available():
             return Choice("mamba_ssm", "mamba_ssm is importable")
-        return Choice("chunked", "mamba_ssm is not installed")
+        if triton_available():
+            return Choice("triton", "mamba_ssm is not installed; triton is importable")
+        return Choice("chunked", f"neither mamba_ssm nor triton is usable ({triton_unavailable_reason()})")
     if probe.device != "cpu":
         return Choice("chunked", f"no dedicated kernel for {probe.device}")
     why = _compiled_unsupported(probe, groups, d_state)
@@ -123,10 +129,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         delta = torch.nn.functional.linear(delta.transpose(1, 2), delta_proj).transpose(1, 2)
     if name == "mamba_ssm":
         return _mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "triton":
+        return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "compiled":
         return selective_scan_compiled(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if name == "triton":
-        raise RuntimeError("scan implementation 'triton' is not available in this build")
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         return selective_scan_reference(s)

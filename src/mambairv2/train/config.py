@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from ..errors import MambaIRv2Error
+
 PathLike = Union[str, os.PathLike]
 
 #: Every configuration key, its default and (through the default's type) its type.
@@ -26,8 +28,9 @@ DEFAULTS: Dict[str, Any] = {
         "scale": 2,                 # SR factor (1 for denoise / jpeg)
         "overrides": {},            # any MambaIRv2Config field, e.g. {embed_dim: 16, depths: [1]}
         "init_from": None,          # warm start: checkpoint (.pth / .safetensors) to load
-        "init_head": "auto",        # auto: keep the head only when the source has the same scale;
-                                    # load: load every matching tensor; skip: never load the head
+        "init_strict": False,       # true: every tensor must match (BasicSR strict_load_g);
+                                    # false: copy every tensor whose name and shape match
+        "init_partial": False,      # true: allow init_from of another variant (tensors that fit)
     },
     "data": {
         "task": "auto",             # auto (from the model) | sr | denoise | jpeg
@@ -36,6 +39,8 @@ DEFAULTS: Dict[str, Any] = {
         "lr_template": "{name}x{scale}{ext}",  # LR file name for HR '{name}{ext}' (DIV2K)
         "patch_size": 64,           # LR patch side for SR, patch side for denoise / jpeg
         "batch_size": 32,           # global batch (all ranks and accumulation steps together)
+        "batch_per_gpu": 0,         # the authors' per-GPU batch (train.accum_steps 0 derives the
+                                    # accumulation from it); 0: batch_size / ranks
         "num_workers": 4,
         "cache": True,              # keep decoded images (and their bicubic LR) in memory
         "flip": True,
@@ -45,11 +50,12 @@ DEFAULTS: Dict[str, Any] = {
         "extensions": [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"],
     },
     "val": {
-        "root": None,               # HR folder (e.g. Set5/HR); absent → validation skipped
-        "lr_root": None,            # optional pre-made LR folder (uses data.lr_template)
+        "root": None,               # clean images (e.g. Set14/HR); null: no validation; a missing folder is an error
+        "lr_root": None,            # optional pre-made inputs: <name>x<scale>.* or <name>.* (as evaluate --lr-dir)
         "every": 1000,              # steps; 0 disables
         "max_images": 0,            # 0: all
         "tile": 0,                  # 0: whole image; else tiled inference with this tile size
+        "protocol": "whole",        # whole | official (the authors' overlapping ~200-px crops)
         "use_ema": True,
     },
     "train": {
@@ -66,9 +72,11 @@ DEFAULTS: Dict[str, Any] = {
         "charbonnier_eps": 1e-3,
         "grad_clip": 0.0,           # max gradient norm; 0 disables
         "ema_decay": 0.999,         # 0 disables EMA
-        "ema_warmup": False,        # decay min(ema_decay, (1+n)/(10+n)): useful for short runs
+        "ema_warmup": True,         # decay min(ema_decay, (1+n)/(10+n)): early averages do not
+                                    # drag the random initialisation along
         "amp": "bf16",              # none | bf16 | fp16 (CUDA only; CPU always runs float32)
-        "accum_steps": 1,           # gradient accumulation (micro-batches per step and rank)
+        "accum_steps": 1,           # gradient accumulation (micro-batches per step and rank);
+                                    # 0: auto, batch_size / (ranks × data.batch_per_gpu)
         "max_minutes": 0.0,         # wall-clock limit: save and stop cleanly; 0: none
         "save_every": 5000,
         "keep_checkpoints": 3,      # keep the newest N step checkpoints (0: keep all)
@@ -79,6 +87,8 @@ DEFAULTS: Dict[str, Any] = {
         "tensorboard": True,        # when torch.utils.tensorboard imports
         "plot": True,               # PNG of loss and validation PSNR
         "debug_kill_at_step": 0,    # tests: SIGKILL the process right after saving this step
+        "debug_signal_in_validation": "",  # tests: "TERM@10" / "KILL@10": the process signals
+                                           # itself during the validation of step 10
     },
 }
 
@@ -94,7 +104,7 @@ OPTIONAL_TYPES: Dict[str, Tuple[type, ...]] = {
 
 CHOICES: Dict[str, Tuple[Any, ...]] = {
     "model.variant": ("light", "small", "base", "large", "denoise", "jpeg"),
-    "model.init_head": ("auto", "load", "skip"),
+    "val.protocol": ("whole", "official"),
     "data.task": ("auto", "sr", "denoise", "jpeg"),
     "train.scheduler": ("multistep", "cosine", "constant"),
     "train.loss": ("l1", "charbonnier"),
@@ -103,14 +113,14 @@ CHOICES: Dict[str, Tuple[Any, ...]] = {
 }
 
 #: Keys whose value must be > 0 / ≥ 0.
-POSITIVE = ("data.patch_size", "data.batch_size", "train.iters", "train.lr", "train.accum_steps",
+POSITIVE = ("data.patch_size", "data.batch_size", "train.iters", "train.lr",
             "train.save_every", "train.log_every", "model.scale")
-NON_NEGATIVE = ("data.num_workers", "train.warmup_iters", "train.grad_clip", "train.ema_decay",
+NON_NEGATIVE = ("data.num_workers", "data.batch_per_gpu", "train.accum_steps", "train.warmup_iters", "train.grad_clip", "train.ema_decay",
                 "train.max_minutes", "val.every", "val.max_images", "val.tile", "train.weight_decay",
                 "train.keep_checkpoints", "data.noise_sigma", "train.debug_kill_at_step")
 
 
-class ConfigError(ValueError):
+class ConfigError(MambaIRv2Error, ValueError):
     """An unusable configuration (message: one line)."""
 
 
@@ -281,6 +291,8 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
         raise ConfigError(f"train.ema_decay: must be < 1, got {t['ema_decay']!r}")
     if not 1 <= cfg["data"]["jpeg_quality"] <= 100:
         raise ConfigError(f"data.jpeg_quality: must be in 1..100, got {cfg['data']['jpeg_quality']!r}")
+    if cfg["val"]["protocol"] == "official" and cfg["val"]["tile"]:
+        raise ConfigError("val.tile applies to val.protocol whole (the official protocol has its own crops)")
     if cfg["output_dir"] is None:
         cfg["output_dir"] = str(Path("runs") / cfg["name"])
     return Config(cfg)
@@ -314,6 +326,29 @@ def task_of(cfg: Mapping[str, Any]) -> str:
     """``sr``, ``denoise`` or ``jpeg``."""
     task = cfg["data"]["task"]
     return model_config(cfg).task if task == "auto" else task
+
+
+def accumulation(cfg: Mapping[str, Any], world_size: int) -> Tuple[int, int]:
+    """``(accumulation steps, micro-batch)`` per rank for ``world_size`` ranks:
+    ``batch_size = world_size × accumulation × micro-batch``. ``train.accum_steps`` 0 (auto)
+    picks the accumulation that gives micro-batches of ``data.batch_per_gpu`` (the authors'
+    per-GPU batch), or 1 without it. Raises :class:`ConfigError` when it does not divide."""
+    batch, per_gpu = cfg["data"]["batch_size"], cfg["data"]["batch_per_gpu"]
+    accum = cfg["train"]["accum_steps"]
+    if accum == 0:
+        if per_gpu and batch % (world_size * per_gpu) == 0:
+            accum = batch // (world_size * per_gpu)
+        elif per_gpu and batch % world_size == 0 and world_size * per_gpu > batch:
+            accum = 1  # more ranks than the authors: smaller micro-batches, same global batch
+        elif per_gpu:
+            raise ConfigError(f"data.batch_size {batch} cannot be split into {world_size} rank(s) × "
+                              f"micro-batches of data.batch_per_gpu {per_gpu}; set train.accum_steps")
+        else:
+            accum = 1
+    if batch % (accum * world_size):
+        raise ConfigError(f"data.batch_size {batch} is not divisible by {world_size} rank(s) × "
+                          f"{accum} accumulation step(s)")
+    return accum, batch // (accum * world_size)
 
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -1,9 +1,13 @@
-"""Training and validation data.
+"""Training data. (Validation goes through the evaluation protocol: :mod:`mambairv2.protocol`.)
 
+- A start-up scan reads every file's header (PNG chunk checksums included, no pixel decoding):
+  empty, truncated or non-image files are left out and listed once; images smaller than the
+  patch are left out apart.
 - Training images: HR folders; LR made on the fly by MATLAB-style bicubic downscaling (once per
   image when cached), or read from a pre-made LR folder (DIV2K names, ``{name}x{scale}{ext}``).
-- Random crops, flips and 90° rotations; Gaussian noise (colour denoising) or JPEG compression
-  (grayscale JPEG artifact removal) for the restoration tasks.
+- Random crops, flips and 90° rotations; the degradation of the task, from the same
+  :mod:`mambairv2.protocol.task` the evaluation uses (Gaussian noise for colour denoising,
+  JPEG of the gray image for JPEG artifact removal, MATLAB bicubic LR for SR).
 - Reproducibility: every sample is drawn from its own RNG seeded with ``(seed, global sample
   number)``, and the order of images comes from a per-epoch permutation seeded with
   ``(seed, epoch)``. A batch is therefore a pure function of the step, whatever the number of
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -20,14 +25,14 @@ import cv2
 import numpy as np
 import torch
 
-from ..imageio import ImageReadError, read_image, to_8bit
-from ..protocol.degrade import add_gaussian_noise, jpeg, noisy_input
-from ..protocol.imresize import imresize
+from ..errors import MambaIRv2Error
+from ..protocol.degrade import sr_input
+from ..protocol.task import EvaluationError, TaskSpec, read_clean, training_input
 
 Sample = Tuple[int, int]  # (image index, global sample number)
 
 
-class DataError(ValueError):
+class DataError(MambaIRv2Error, ValueError):
     """Unusable training or validation data (message: one line)."""
 
 
@@ -48,29 +53,51 @@ def list_images(folders: Sequence[str], extensions: Sequence[str]) -> List[Path]
     return files
 
 
-def image_size(path: Path) -> Tuple[int, int]:
-    """``(width, height)`` from the file header (EXIF rotation ignored); (0, 0) if unreadable."""
+def header_check(path: Path) -> Tuple[Tuple[int, int], str]:
+    """``((width, height), "")`` from the file's header (EXIF rotation applied), or
+    ``((0, 0), reason)`` for a file that is empty, not an image, or (PNG, via its chunk
+    checksums, without decoding the pixels) truncated or corrupt."""
     from PIL import Image
 
     try:
+        if path.stat().st_size == 0:
+            return (0, 0), "empty file (0 bytes)"
         with Image.open(path) as im:
+            im.verify()  # PNG: walks the chunks and their CRCs; no decoding
+        with Image.open(path) as im:  # verify() leaves the file unusable: open again
             w, h = im.size
             try:
                 if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                     w, h = h, w
             except Exception:  # noqa: BLE001 - broken EXIF: keep the raw size
                 pass
-            return w, h
-    except Exception:  # noqa: BLE001 - reported by the caller
-        return 0, 0
+        return (w, h), ""
+    except Exception as exc:  # noqa: BLE001 - any failure means "unusable"
+        reason = " ".join(str(exc).split())[:80] or type(exc).__name__
+        return (0, 0), f"not a readable image ({reason})"
 
 
-def drop_small(files: Sequence[Path], min_side: int) -> Tuple[List[Path], List[Path]]:
-    """Splits ``files`` into those whose shorter side is at least ``min_side`` and the rest."""
-    keep, small = [], []
+@dataclass
+class Scan:
+    """The training files sorted out at start: usable, smaller than the patch, unreadable."""
+
+    usable: List[Path]
+    small: List[Path]
+    bad: List[Tuple[Path, str]]
+
+
+def scan_images(files: Sequence[Path], min_side: int) -> Scan:
+    """Checks every file's header (see :func:`header_check`) and its size against ``min_side``."""
+    scan = Scan([], [], [])
     for f in files:
-        (keep if min(image_size(f)) >= min_side else small).append(f)
-    return keep, small
+        size, problem = header_check(f)
+        if problem:
+            scan.bad.append((f, problem))
+        elif min(size) < min_side:
+            scan.small.append(f)
+        else:
+            scan.usable.append(f)
+    return scan
 
 
 def lr_path_for(hr: Path, lr_root: str, template: str, scale: int) -> Path:
@@ -78,23 +105,12 @@ def lr_path_for(hr: Path, lr_root: str, template: str, scale: int) -> Path:
     return Path(lr_root) / template.format(name=hr.stem, scale=scale, ext=hr.suffix)
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """``H×W×3`` uint8 RGB (gray expanded, alpha dropped, 16-bit rounded to 8)."""
+def load_clean(path: Path, task: TaskSpec) -> np.ndarray:
+    """A training image as the protocol reads clean images (RGB, or gray for the JPEG task)."""
     try:
-        px = to_8bit(read_image(path).pixels)
-    except ImageReadError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    c = px.shape[2]
-    if c in (2, 4):
-        px = px[:, :, : c - 1]
-    if px.shape[2] == 1:
-        px = np.repeat(px, 3, axis=2)
-    return np.ascontiguousarray(px)
-
-
-def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """``H×W×1`` uint8 luma (OpenCV's RGB→gray, as ``cv2.imread(..., IMREAD_GRAYSCALE)``)."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None]
+        return read_clean(path, task)
+    except EvaluationError as exc:
+        raise DataError(str(exc)) from None
 
 
 def augment(arrays: Sequence[np.ndarray], rng: np.random.Generator, flip: bool, rot90: bool) -> List[np.ndarray]:
@@ -121,27 +137,34 @@ def to_tensor(a: np.ndarray) -> torch.Tensor:
 
 
 @dataclass
-class TaskSpec:
-    """What a sample is: task, scale, patch side (LR for SR), degradation parameters."""
+class SampleSpec:
+    """What a training sample is: the task (degradation, see :mod:`mambairv2.protocol.task`),
+    the patch side (LR side for SR) and the augmentations."""
 
-    task: str = "sr"
-    scale: int = 2
+    task: TaskSpec
     patch: int = 64
-    noise_sigma: float = 15.0
-    jpeg_quality: int = 10
     flip: bool = True
     rot90: bool = True
+
+    @property
+    def hr_patch(self) -> int:
+        """The side of the clean patch (``patch × scale`` for SR)."""
+        return self.patch * self.task.scale
 
 
 class TrainDataset(torch.utils.data.Dataset):
     """Random training patches. Indexed by ``(image index, global sample number)``; the sample
-    number seeds the crop, the augmentation and the degradation."""
+    number seeds the crop, the augmentation and the degradation.
+
+    An image that fails to decode (its header looked fine at the start-up scan) is reported once
+    and replaced by the next readable image, with the same sample number: training goes on, and
+    a resumed run draws the same samples."""
 
     #: LR margin (pixels) kept around an uncached crop so that its bicubic LR equals the one of
     #: the whole image (the antialiased kernel reaches 2 LR pixels).
     MARGIN = 3
 
-    def __init__(self, hr_files: Sequence[Path], spec: TaskSpec, seed: int = 0,
+    def __init__(self, hr_files: Sequence[Path], spec: SampleSpec, seed: int = 0,
                  lr_files: Optional[Sequence[Path]] = None, cache: bool = True) -> None:
         self.hr_files = list(hr_files)
         self.lr_files = list(lr_files) if lr_files is not None else None
@@ -149,6 +172,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.cache = cache
         self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        self._failed: Dict[int, str] = {}
         if self.lr_files is not None:
             missing = [p for p in self.lr_files if not p.exists()]
             if missing:
@@ -162,37 +186,47 @@ class TrainDataset(torch.utils.data.Dataset):
     def _images(self, index: int, need_lr: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         if index in self._cache:
             return self._cache[index]
-        s = self.spec
-        hr = load_rgb(self.hr_files[index])
-        if s.task == "jpeg":
-            hr = to_gray(hr)
+        s, task = self.spec, self.spec.task
+        hr = load_clean(self.hr_files[index], task)
         lr = None
-        if s.task == "sr":
+        if task.task == "sr":
+            sc = task.scale
             h, w = hr.shape[:2]
-            hr = hr[: h - h % s.scale, : w - w % s.scale]
+            hr = hr[: h - h % sc, : w - w % sc]
             if self.lr_files is not None:
-                lr = load_rgb(self.lr_files[index])
-                if lr.shape[0] * s.scale != hr.shape[0] or lr.shape[1] * s.scale != hr.shape[1]:
+                lr = load_clean(self.lr_files[index], task)
+                if lr.shape[0] * sc != hr.shape[0] or lr.shape[1] * sc != hr.shape[1]:
                     raise DataError(f"{self.lr_files[index]}: {lr.shape[1]}×{lr.shape[0]} is not the "
-                                    f"x{s.scale} LR of {self.hr_files[index].name} ({hr.shape[1]}×{hr.shape[0]})")
+                                    f"x{sc} LR of {self.hr_files[index].name} ({hr.shape[1]}×{hr.shape[0]})")
             elif need_lr and self.cache:
-                lr = imresize(hr, 1.0 / s.scale)
-            small = min(hr.shape[:2]) // s.scale
-            if small < s.patch:
-                raise DataError(f"{self.hr_files[index]}: too small for {s.patch}px LR patches at x{s.scale}")
-        elif min(hr.shape[:2]) < s.patch:
-            raise DataError(f"{self.hr_files[index]}: smaller than the {s.patch}px patch")
+                lr = sr_input(hr, sc)
+        if min(hr.shape[:2]) < s.hr_patch:
+            raise DataError(f"{self.hr_files[index]}: smaller than the {s.hr_patch}px patch")
         if self.cache:
             self._cache[index] = (hr, lr)
         return hr, lr
 
+    def _readable(self, index: int) -> Tuple[int, np.ndarray, Optional[np.ndarray]]:
+        """The images of ``index``, or of the next image that decodes (failures logged once)."""
+        for k in range(len(self.hr_files)):
+            i = (index + k) % len(self.hr_files)
+            if i in self._failed:
+                continue
+            try:
+                hr, lr = self._images(i, need_lr=True)
+                return i, hr, lr
+            except DataError as exc:
+                self._failed[i] = str(exc)
+                print(f"warning: skipped a training image that does not decode: {exc}", file=sys.stderr, flush=True)
+        raise DataError("no training image decodes: " + "; ".join(self._failed.values())[:300])
+
     def __getitem__(self, key: Sample) -> Dict[str, torch.Tensor]:
         index, number = key
         rng = np.random.default_rng([self.seed, int(number)])
-        s = self.spec
-        hr, lr = self._images(index, need_lr=True)
-        if s.task == "sr":
-            p, sc = s.patch, s.scale
+        s, task = self.spec, self.spec.task
+        _, hr, lr = self._readable(index)
+        if task.task == "sr":
+            p, sc = s.patch, task.scale
             hl, wl = hr.shape[0] // sc, hr.shape[1] // sc
             top = int(rng.integers(0, hl - p + 1))
             left = int(rng.integers(0, wl - p + 1))
@@ -203,7 +237,7 @@ class TrainDataset(torch.utils.data.Dataset):
                 m = self.MARGIN
                 t0, t1 = max(0, top - m), min(hl, top + p + m)
                 l0, l1 = max(0, left - m), min(wl, left + p + m)
-                region = imresize(hr[t0 * sc:t1 * sc, l0 * sc:l1 * sc], 1.0 / sc)
+                region = sr_input(hr[t0 * sc:t1 * sc, l0 * sc:l1 * sc], sc)
                 lq = region[top - t0:top - t0 + p, left - l0:left - l0 + p]
             lq, gt = augment([lq, gt], rng, s.flip, s.rot90)
             return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
@@ -211,11 +245,8 @@ class TrainDataset(torch.utils.data.Dataset):
         top = int(rng.integers(0, hr.shape[0] - p + 1))
         left = int(rng.integers(0, hr.shape[1] - p + 1))
         (gt,) = augment([hr[top:top + p, left:left + p]], rng, s.flip, s.rot90)
-        if s.task == "denoise":
-            clean = gt.astype(np.float32) / np.float32(255.0)
-            noisy = add_gaussian_noise(clean, s.noise_sigma, generator=rng)
-            return {"lq": to_tensor(noisy * np.float32(255.0)), "gt": to_tensor(gt)}
-        return {"lq": to_tensor(jpeg(gt, s.jpeg_quality)), "gt": to_tensor(gt)}
+        lq = training_input(gt, task, rng)
+        return {"lq": torch.from_numpy(np.ascontiguousarray(lq.transpose(2, 0, 1))), "gt": to_tensor(gt)}
 
 
 class InfiniteBatchSampler(torch.utils.data.Sampler):
@@ -262,44 +293,6 @@ class InfiniteBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:  # "infinite": a large number keeps DataLoader happy
         return 2 ** 62
-
-
-# -- validation ------------------------------------------------------------------------------
-@dataclass
-class ValImage:
-    """One validation pair: the degraded input and the target, as uint8 ``H×W×C`` (the
-    denoising input is float32 0-255, unclipped)."""
-
-    name: str
-    lq: np.ndarray
-    gt: np.ndarray
-
-
-def load_validation(root: str, spec: TaskSpec, extensions: Sequence[str], max_images: int = 0,
-                    lr_root: Optional[str] = None, template: str = "{name}x{scale}{ext}") -> List[ValImage]:
-    """Validation pairs made as in the evaluation protocol: SR — HR cropped to a multiple of
-    the scale and its bicubic LR (8-bit); denoise — ``N(0, σ/255)`` noise seeded with 0 per
-    image (drawn in OpenCV's BGR layout); JPEG — the gray image through OpenCV JPEG."""
-    files = list_images([root], extensions)
-    if max_images:
-        files = files[:max_images]
-    out = []
-    for f in files:
-        hr = load_rgb(f)
-        if spec.task == "sr":
-            h, w = hr.shape[:2]
-            hr = hr[: h - h % spec.scale, : w - w % spec.scale]
-            if lr_root:
-                lq = load_rgb(lr_path_for(f, lr_root, template, spec.scale))
-            else:
-                lq = imresize(hr, 1.0 / spec.scale)
-        elif spec.task == "denoise":
-            lq = noisy_input(hr, spec.noise_sigma, seed=0) * np.float32(255.0)
-        else:
-            hr = to_gray(hr)
-            lq = jpeg(hr, spec.jpeg_quality)
-        out.append(ValImage(f.stem, lq, hr))
-    return out
 
 
 def worker_init(worker_id: int) -> None:

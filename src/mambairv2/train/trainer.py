@@ -5,6 +5,11 @@ Determinism: a batch is a pure function of the step (see :mod:`.data`), and the 
 the ASSM routing is drawn from a generator re-seeded per step and per micro-batch shard
 (``rank·accum_steps + k``). So a resumed run repeats the uninterrupted one, and ``W`` ranks with
 ``accum_steps = a`` compute the same update as one process with ``accum_steps = W·a``.
+
+Interruptions: each step writes its log row, then its checkpoint (when due), then validates
+(when due). SIGTERM / SIGINT at any point stop the run after the current step with its state
+saved (a validation in progress is abandoned); any other error saves the last completed step
+before it propagates. Either way ``--resume`` continues exactly.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,13 +31,13 @@ from ..model.assm import ASSM
 from . import distributed as D
 from .checkpointing import (find_resume_state, list_steps, load_state, rng_state, save_training_checkpoint,
                             set_rng_state)
-from .config import ConfigError, as_list, dump_config, model_config, task_of
-from .data import (DataError, InfiniteBatchSampler, drop_small, TaskSpec, TrainDataset, ValImage, list_images,
-                   load_validation, lr_path_for, to_tensor, worker_init)
+from ..protocol.task import TaskSpec
+from .config import ConfigError, accumulation, as_list, dump_config, model_config, task_of
+from .data import (DataError, InfiniteBatchSampler, SampleSpec, TrainDataset, list_images, lr_path_for, scan_images,
+                   worker_init)
 from .ema import EMA
 from .logs import CSVLog, TensorBoard
 from .losses import build_loss
-from ..protocol.metrics import psnr
 from .schedule import LRSchedule
 
 
@@ -51,31 +56,51 @@ def seed_everything(seed: int) -> None:
 
 
 def task_spec(cfg: Mapping[str, Any]) -> TaskSpec:
+    """The task (degradation and metric) a training config trains for: the same
+    :class:`~mambairv2.protocol.task.TaskSpec` the evaluation uses."""
+    d, task = cfg["data"], task_of(cfg)
+    return TaskSpec(task, scale=model_config(cfg).upscale if task == "sr" else 1,
+                    sigma=float(d["noise_sigma"]) if task == "denoise" else None,
+                    quality=int(d["jpeg_quality"]) if task == "jpeg" else None)
+
+
+def sample_spec(cfg: Mapping[str, Any]) -> SampleSpec:
     d = cfg["data"]
-    return TaskSpec(task=task_of(cfg), scale=model_config(cfg).upscale, patch=d["patch_size"],
-                    noise_sigma=d["noise_sigma"], jpeg_quality=d["jpeg_quality"], flip=d["flip"],
-                    rot90=d["rot90"])
+    return SampleSpec(task_spec(cfg), patch=d["patch_size"], flip=d["flip"], rot90=d["rot90"])
 
 
-def build_train_dataset(cfg: Mapping[str, Any], spec: TaskSpec) -> TrainDataset:
+def _listing(items: Sequence[str], shown: int = 10) -> str:
+    more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def build_train_dataset(cfg: Mapping[str, Any], spec: SampleSpec, verbose: bool = True) -> TrainDataset:
+    """The training set: the files of ``data.train_root`` whose header is readable (the others
+    are listed in one notice) and that hold a whole patch."""
     d = cfg["data"]
     roots = as_list(d["train_root"])
     if not roots:
         raise ConfigError("data.train_root is not set (e.g. --set data.train_root=/data/DIV2K/HR)")
-    hr = list_images(roots, d["extensions"])
-    need = d["patch_size"] * (spec.scale if spec.task == "sr" else 1)
-    hr, small = drop_small(hr, need)
-    if small:
-        print(f"note: {len(small)} training image(s) smaller than the {need}px patch skipped "
-              f"(e.g. {small[0].name})", file=sys.stderr)
+    scan = scan_images(list_images(roots, d["extensions"]), spec.hr_patch)
+    if verbose and scan.bad:
+        print(f"notice: {len(scan.bad)} training file(s) are not usable images and are left out: "
+              + _listing([f"{p} ({why})" for p, why in scan.bad]), file=sys.stderr)
+    if verbose and scan.small:
+        print(f"note: {len(scan.small)} training image(s) smaller than the {spec.hr_patch}px patch skipped "
+              f"(e.g. {scan.small[0].name})", file=sys.stderr)
+    hr = scan.usable
     if not hr:
-        raise DataError(f"no training image is large enough for {need}px patches in {', '.join(roots)}")
+        raise DataError(f"no usable training image of at least {spec.hr_patch}px in {', '.join(roots)}")
     lr = None
-    if d["train_lr_root"] and spec.task == "sr":
+    if d["train_lr_root"] and spec.task.task == "sr":
         if not Path(d["train_lr_root"]).is_dir():
             raise DataError(f"{d['train_lr_root']}: no such LR folder (data.train_lr_root)")
-        lr = [lr_path_for(p, d["train_lr_root"], d["lr_template"], spec.scale) for p in hr]
+        lr = [lr_path_for(p, d["train_lr_root"], d["lr_template"], spec.task.scale) for p in hr]
     return TrainDataset(hr, spec, seed=cfg["seed"], lr_files=lr, cache=d["cache"])
+
+
+class _Interrupted(Exception):
+    """Raised inside validation when a stop signal arrives (validation is abandoned)."""
 
 
 class _StopFlag:
@@ -111,15 +136,25 @@ class Trainer:
         self.cfg = cfg
         self.t = cfg["train"]
         self.out = Path(cfg["output_dir"])
+        # signals are caught from the start: a stop before the first step trains nothing
+        self.stop = _StopFlag()
+        self.stop.install()
+        try:
+            self._set_up(cfg, resume)
+        except BaseException:
+            self.stop.restore()
+            raise
+
+    def _set_up(self, cfg: Mapping[str, Any], resume: Optional[str]) -> None:
         self.resume_from = self._resume_target(resume)
         self.dist = D.init_distributed(cfg["device"])
         self.device = self.dist.device
         self.main = self.dist.is_main
-        self.spec = task_spec(cfg)
-        accum, world = self.t["accum_steps"], self.dist.world_size
-        if cfg["data"]["batch_size"] % (accum * world):
-            raise ConfigError(f"data.batch_size {cfg['data']['batch_size']} is not divisible by "
-                              f"{world} rank(s) × {accum} accumulation step(s)")
+        if self.main:
+            self._check_output_folder()
+        self.task = task_spec(cfg)
+        self.samples = sample_spec(cfg)
+        self.accum, self.micro_batch = accumulation(cfg, self.dist.world_size)
         cuda = self.device.type == "cuda"
         # denormal floats (tiny gradients, Adam moments) slow CPU training down up to 100×
         torch.set_flush_denormal(True)
@@ -133,10 +168,12 @@ class Trainer:
         # model (same initialisation on every rank), then per-rank RNG streams
         seed_everything(cfg["seed"])
         self.model = MambaIRv2(model_config(cfg)).to(self.device)
-        if cfg["model"]["init_from"] and self.resume_from is None:
+        m = cfg["model"]
+        if m["init_from"] and self.resume_from is None:
             from .warmstart import warm_start
 
-            warm_start(self.model, cfg["model"]["init_from"], cfg["model"]["init_head"], verbose=self.main)
+            warm_start(self.model, m["init_from"], strict=m["init_strict"], partial=m["init_partial"],
+                       verbose=self.main)
         seed_everything(mix_seed(cfg["seed"], 1, self.dist.rank))
         self.ema = EMA(self.model, self.t["ema_decay"], self.t["ema_warmup"]) if self.t["ema_decay"] > 0 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t["lr"],
@@ -145,29 +182,43 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.criterion = build_loss(self.t["loss"], self.t["charbonnier_eps"])
         self.step = 0
+        self.saved_step = -1
         self.elapsed_before = 0.0
         self._start = time.time()
+        self._updating = False
         if self.resume_from is not None:
             self._load(self.resume_from)
+            self.saved_step = self.step
 
         self.gumbel = torch.Generator(device=self.device)
-        for m in self.model.modules():
-            if isinstance(m, ASSM):
-                m.generator = self.gumbel
+        for mod in self.model.modules():
+            if isinstance(mod, ASSM):
+                mod.generator = self.gumbel
         self.net: nn.Module = self.model
         if self.t["compile"]:
             self.net = torch.compile(self.net)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            _standard_gradient_strides(self.model)
             self.net = DDP(self.net, device_ids=[self.device.index] if cuda else None,
                            find_unused_parameters=self.t["find_unused_parameters"])
 
-        self.dataset = build_train_dataset(cfg, self.spec)
-        self.val_images: List[ValImage] = self._load_validation() if self.main else []
-        self.stop = _StopFlag()
+        self.dataset = build_train_dataset(cfg, self.samples, verbose=self.main)
+        self.val_images: List[Path] = self._validation_images() if self.main else []
 
     # -- set-up helpers ----------------------------------------------------------------
+    def _check_output_folder(self) -> None:
+        """A one-line error now rather than a crash at the first checkpoint."""
+        probe = self.out / f".write-test-{os.getpid()}"
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"output folder {self.out}: cannot write there ({exc.strerror or exc}); "
+                              "choose another with --set output_dir=DIR") from None
+
     def _resume_target(self, resume: Optional[str]) -> Optional[Path]:
         if resume is None:
             if list_steps(self.out):
@@ -192,10 +243,15 @@ class Trainer:
             st = load_state(path)
         except Exception as exc:  # noqa: BLE001 - reported as one line
             raise ConfigError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from None
+        changed = resume_differences(st.get("config"), self.cfg)
+        if changed and self.main:
+            print(f"warning: resuming {path} with another data root / model than it was trained with: "
+                  + "; ".join(changed), file=sys.stderr)
         try:
             self.model.load_state_dict(st["params"], strict=True)
         except RuntimeError:
-            raise ConfigError(f"{path}: the saved weights do not fit the configured model") from None
+            raise ConfigError(f"{path}: the saved weights do not fit the configured model"
+                              + (f" ({'; '.join(changed)})" if changed else "")) from None
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"], st["ema_updates"])
         self.optimizer.load_state_dict(st["optimizer"])
@@ -211,15 +267,23 @@ class Trainer:
         if self.main:
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
 
-    def _load_validation(self) -> List[ValImage]:
+    def _validation_images(self) -> List[Path]:
+        """The validation files; a folder named in the config that is missing is an error."""
+        from ..protocol.evaluate import EvaluationError, list_images as list_clean
+
         v = self.cfg["val"]
         if not v["root"] or not v["every"]:
             return []
-        if not Path(v["root"]).is_dir():
-            print(f"note: validation folder {v['root']} not found; validation skipped", file=sys.stderr)
-            return []
-        return load_validation(v["root"], self.spec, self.cfg["data"]["extensions"], v["max_images"],
-                               v["lr_root"], self.cfg["data"]["lr_template"])
+        try:
+            images, _ = list_clean(v["root"])
+        except EvaluationError as exc:
+            raise ConfigError(f"val.root {exc} (set val.root=DIR, or val.every=0 to train without "
+                              "validation)") from None
+        if v["lr_root"] and not Path(v["lr_root"]).is_dir():
+            raise ConfigError(f"val.lr_root {v['lr_root']}: no such folder")
+        if not images:
+            raise ConfigError(f"val.root {v['root']}: holds no images")
+        return images[: v["max_images"]] if v["max_images"] else images
 
     def _loader(self) -> torch.utils.data.DataLoader:
         sampler = InfiniteBatchSampler(len(self.dataset), self.cfg["data"]["batch_size"], self.cfg["seed"],
@@ -233,7 +297,7 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------
     def train_step(self, batch: Dict[str, torch.Tensor]) -> float:
         """One optimizer update on this rank's part of the global batch; returns the mean loss."""
-        accum = self.t["accum_steps"]
+        accum = self.accum
         lr = self.schedule(self.step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -254,6 +318,8 @@ class Trainer:
                 loss = self.criterion(out.float(), gts[k]) / accum
                 self.scaler.scale(loss).backward()
             total += loss.detach()
+        # from here to the step count the weights are between two steps: no crash save then
+        self._updating = True
         if self.t["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
@@ -262,35 +328,42 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
+        self._updating = False
         return float(total.item())
 
     # -- validation ----------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> Optional[float]:
-        """Mean PSNR over the validation images (Y channel for SR, RGB for denoising, gray for
-        JPEG) with the EMA weights; None when there is no validation set."""
+        """Mean PSNR over the validation images, measured as ``mambairv2 evaluate`` does (the
+        task's degradation and metric; ``val.protocol`` whole or the authors' crops), with the
+        EMA weights when ``val.use_ema``; None without a validation set.
+
+        Raises:
+            _Interrupted: a stop signal arrived (checked after each image).
+        """
+        from ..protocol.evaluate import evaluate_folder, model_restorer
+
         if not self.val_images:
             return None
-        model = self.ema.module if (self.ema is not None and self.cfg["val"]["use_ema"]) else self.model
+        v = self.cfg["val"]
+        model = self.ema.module if (self.ema is not None and v["use_ema"]) else self.model
         was_training = model.training
         model.eval()
-        tile = self.cfg["val"]["tile"]
-        values = []
-        for im in self.val_images:
-            x = to_tensor(im.lq).unsqueeze(0)
-            if tile:
-                from ..restore import restore_tensor
+        method = model_restorer(model, v["protocol"], scale=self.task.scale, tile=v["tile"] or None)
+        debug = _debug_signal(self.t["debug_signal_in_validation"], self.step)
 
-                y = restore_tensor(model, x, tile=tile)
-            else:
-                y = model(x.to(self.device)).float().clamp_(0, 1).cpu()
-            out = (y[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-            if self.spec.task == "sr":
-                values.append(psnr(out, im.gt, self.spec.scale, channels="y"))
-            else:
-                values.append(psnr(out, im.gt, channels="rgb"))
-        model.train(was_training)
-        return float(np.mean(values))
+        def after_image(_result: Any) -> None:
+            if debug is not None:
+                os.kill(os.getpid(), debug)
+            if self.stop.signal is not None:
+                raise _Interrupted
+
+        try:
+            result = evaluate_folder(method, self.task, v["root"], v["lr_root"], images=self.val_images,
+                                     on_image=after_image)
+        finally:
+            model.train(was_training)
+        return result.psnr
 
     def elapsed(self) -> float:
         """Training seconds over all sessions of this run (resumes included)."""
@@ -304,81 +377,70 @@ class Trainer:
         if self.main and any(c != sums[0] for c in sums):
             print(f"warning: the ranks' weights differ at step {self.step}: {sums}", file=sys.stderr)
         if self.main:
-            state = {
-                "step": self.step,
-                "params": self.model.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "ema_updates": self.ema.updates if self.ema is not None else 0,
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                "rng": rngs,
-                "world_size": self.dist.world_size,
-                "replica_checksums": sums,
-                "elapsed_s": self.elapsed(),
-                "config": dump_config(self.cfg),
-            }
-            save_training_checkpoint(self.out, self.step, self.model.state_dict(),
-                                     self.ema.state_dict() if self.ema is not None else None,
-                                     state, keep=self.t["keep_checkpoints"])
+            self._write_state(rngs, sums)
         D.barrier(self.dist)
+        self.saved_step = self.step
         kill = self.t["debug_kill_at_step"]
         if kill and self.step == kill:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def _write_state(self, rngs: List[Any], sums: List[Any]) -> None:
+        state = {
+            "step": self.step,
+            "params": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rngs,
+            "world_size": self.dist.world_size,
+            "replica_checksums": sums,
+            "elapsed_s": self.elapsed(),
+            "config": dump_config(self.cfg),
+        }
+        save_training_checkpoint(self.out, self.step, self.model.state_dict(),
+                                 self.ema.state_dict() if self.ema is not None else None,
+                                 state, keep=self.t["keep_checkpoints"])
+
+    def _save_after_crash(self, exc: BaseException) -> None:
+        """Saves the last completed step before an unexpected error propagates (single
+        process: the other ranks of a distributed run may be gone)."""
+        if (isinstance(exc, FloatingPointError) or self._updating or self.dist.enabled
+                or self.step <= max(self.saved_step, 0)):
+            return
+        print(f"error at step {self.step + 1}: {type(exc).__name__}; saving step {self.step} first "
+              "(--resume continues from it)", file=sys.stderr)
+        try:
+            self.save()
+        except Exception as again:  # noqa: BLE001 - the original error matters more
+            print(f"warning: could not save step {self.step} ({again})", file=sys.stderr)
+
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
         """Trains up to ``train.iters`` steps (or the time limit / a stop signal); returns a
-        summary: final step, last validation PSNR, output folder, why it stopped."""
-        t, cfg = self.t, self.cfg
+        summary: final step, last validation PSNR, output folder, why it stopped and the
+        signal number when a signal stopped it."""
+        t = self.t
         if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+            (self.out / "config.yaml").write_text(dump_config(self.cfg), encoding="utf-8")
             self.csv = CSVLog(self.out / "log.csv", resume_step=self.step if self.resume_from else None)
             self.tb = TensorBoard(self.out / "tb", t["tensorboard"], purge_step=self.step or None)
-        self.stop.install()
-        loader = self._loader()
-        batches = iter(loader)
         bar = self._progress()
-        start = self._start = time.time()
-        window_loss, window_n, window_t = 0.0, 0, time.time()
-        last_val: Optional[float] = None
+        self._start = time.time()
+        self.last_val: Optional[float] = None
         reason = "done"
         self.model.train()
+        loader = batches = None
         try:
-            while self.step < t["iters"]:
-                batch = next(batches)
-                loss = self.train_step(batch)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss} at step {self.step}")
-                window_loss += loss
-                window_n += 1
-                step = self.step
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step == t["iters"]:
-                        bar.set_postfix(loss=f"{window_loss / window_n:.4g}", lr=f"{self.schedule(step - 1):.2e}")
-                over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
-                stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
-                val = None
-                do_val = cfg["val"]["every"] and (step % cfg["val"]["every"] == 0 or step == t["iters"]
-                                                  or (stop and over_time))
-                if do_val:
-                    val = self.validate() if self.main else None
-                    D.barrier(self.dist)
-                    if val is not None:
-                        last_val = val
-                if step % t["log_every"] == 0 or val is not None or step == t["iters"] or stop:
-                    mean = D.mean_across(self.dist, window_loss / max(window_n, 1))
-                    now = time.time()
-                    its = window_n / max(now - window_t, 1e-9)
-                    if self.main:
-                        self._log(step, mean, its, val, self.elapsed(), bar)
-                    window_loss, window_n, window_t = 0.0, 0, now
-                if step % t["save_every"] == 0 or step == t["iters"] or stop:
-                    self.save()
-                if stop:
-                    reason = "time limit" if over_time else "signal"
-                    break
+            if D.any_across(self.dist, self.stop.signal is not None):
+                reason = "signal"  # before the first step: nothing trained, nothing to save
+            else:
+                loader = self._loader()
+                batches = iter(loader)
+                reason = self._loop(batches, bar)
+        except BaseException as exc:
+            self._save_after_crash(exc)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -390,7 +452,74 @@ class Trainer:
             self._plot()
             print(f"stopped at step {self.step} ({reason}); checkpoints in {self.out / 'models'}",
                   file=sys.stderr)
-        return {"step": self.step, "val_psnr": last_val, "output_dir": str(self.out), "reason": reason}
+        return {"step": self.step, "val_psnr": self.last_val, "output_dir": str(self.out), "reason": reason,
+                "signal": self.stop.signal if reason == "signal" else None}
+
+    def _loop(self, batches, bar) -> str:
+        """The steps; returns why they stopped (``done``, ``time limit`` or ``signal``)."""
+        t, cfg = self.t, self.cfg
+        start = time.time()
+        window = _Window()
+        while self.step < t["iters"]:
+            if self.stop.signal is not None and not self.dist.enabled:
+                # a signal that came after the step's own check (during its checkpoint): no
+                # further step (ranks of a distributed run agree on stopping after the next step)
+                if self.saved_step != self.step:
+                    self.save()
+                return "signal"
+            t0 = time.time()
+            loss = self.train_step(next(batches))
+            window.add(loss, time.time() - t0)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at step {self.step}")
+            step = self.step
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == t["iters"]:
+                    bar.set_postfix(loss=f"{window.mean():.4g}", lr=f"{self.schedule(step - 1):.2e}")
+            over_time = t["max_minutes"] > 0 and (time.time() - start) / 60 >= t["max_minutes"]
+            stop = D.any_across(self.dist, over_time or self.stop.signal is not None)
+            # the log row, then the checkpoint, then validation: a run killed during validation
+            # resumes from this step with its log complete
+            if step % t["log_every"] == 0 or step == t["iters"] or stop:
+                mean = D.mean_across(self.dist, window.mean())
+                if self.main:
+                    self._log(step, mean, window.speed(), self.elapsed(), bar)
+                window = _Window()
+            if step % t["save_every"] == 0 or step == t["iters"] or stop:
+                self.save()
+            signalled = stop and not over_time
+            if cfg["val"]["every"] and not signalled and (step % cfg["val"]["every"] == 0 or step == t["iters"]
+                                                          or stop):
+                val = self._timed_validation(bar)
+                if val is not None and self.main:
+                    self._log_validation(step, val, bar)
+                if D.any_across(self.dist, self.stop.signal is not None):
+                    if self.saved_step != step:
+                        self.save()
+                    stop, over_time = True, False
+            if stop:
+                return "time limit" if over_time else "signal"
+        return "done"
+
+    def _timed_validation(self, bar) -> Optional[float]:
+        """Validation on rank 0 (the others wait); its time is kept out of the progress bar's rate."""
+        t0 = time.time()
+        val = None
+        if self.main:
+            try:
+                val = self.validate()
+            except _Interrupted:
+                print(f"validation of step {self.step} interrupted by a signal", file=sys.stderr)
+        D.barrier(self.dist)
+        if val is not None:
+            self.last_val = val
+        if bar is not None:  # tqdm's rate (and so its ETA) without the validation time
+            spent = time.time() - t0
+            for attr in ("start_t", "last_print_t"):
+                if hasattr(bar, attr):
+                    setattr(bar, attr, getattr(bar, attr) + spent)
+        return val
 
     def _progress(self):
         mode = self.t["progress"]
@@ -400,25 +529,25 @@ class Trainer:
 
         return tqdm(total=self.t["iters"], initial=self.step, unit="it", dynamic_ncols=True, smoothing=0.05)
 
-    def _log(self, step: int, loss: float, its: float, val: Optional[float], elapsed: float, bar) -> None:
+    def _log(self, step: int, loss: float, its: float, elapsed: float, bar) -> None:
         lr = self.schedule(step - 1)
-        self.csv.write(step=step, loss=loss, lr=lr, it_s=its, val_psnr=val, elapsed_s=elapsed)
-        scalars = {"train/loss": loss, "train/lr": lr, "train/it_s": its}
-        if val is not None:
-            scalars["val/psnr"] = val
-        self.tb.scalars(step, scalars)
-        msg = None
-        if val is not None:
-            msg = f"step {step}: validation PSNR {val:.3f} dB"
+        self.csv.write(step=step, loss=loss, lr=lr, it_s=its, elapsed_s=elapsed)
+        self.tb.scalars(step, {"train/loss": loss, "train/lr": lr, "train/it_s": its})
         if bar is None:
             left = (self.t["iters"] - step) / its if its > 0 else float("inf")
             eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) and left < 8.64e6 else "?"
-            line = f"step {step}/{self.t['iters']} loss {loss:.5g} lr {lr:.3g} {its:.3g} it/s eta {eta}"
-            print(line + (f" val {val:.3f} dB" if val is not None else ""), flush=True)
-        elif msg:
-            bar.write(msg)
-        if val is not None:
-            self._plot()
+            print(f"step {step}/{self.t['iters']} loss {loss:.5g} lr {lr:.3g} {its:.3g} it/s eta {eta}", flush=True)
+
+    def _log_validation(self, step: int, val: float, bar) -> None:
+        """A log row of its own (step, PSNR), the line on the terminal, the plot."""
+        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed())
+        self.tb.scalars(step, {"val/psnr": val})
+        text = f"step {step}: validation PSNR {val:.3f} dB"
+        if bar is None:
+            print(text, flush=True)
+        else:
+            bar.write(text)
+        self._plot()
 
     def _plot(self) -> None:
         if not self.t["plot"]:
@@ -431,6 +560,70 @@ class Trainer:
             print(f"note: could not draw the plot ({exc})", file=sys.stderr)
 
 
+class _Window:
+    """Loss and training time (validation and checkpoints excluded) since the last log line:
+    the it/s and ETA count training steps only."""
+
+    def __init__(self) -> None:
+        self.loss, self.n, self.seconds = 0.0, 0, 0.0
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.loss += loss
+        self.n += 1
+        self.seconds += seconds
+
+    def mean(self) -> float:
+        return self.loss / max(self.n, 1)
+
+    def speed(self) -> float:
+        return self.n / max(self.seconds, 1e-9)
+
+
+def _debug_signal(spec: str, step: int) -> Optional[int]:
+    """``"TERM@10"`` → SIGTERM at step 10 (tests of signals during validation), else None."""
+    if not spec:
+        return None
+    name, _, at = spec.partition("@")
+    if not at.isdigit() or int(at) != step:
+        return None
+    return int(getattr(signal, "SIG" + name.upper()))
+
+
+def _standard_gradient_strides(model: nn.Module) -> None:
+    """Gradients of weights with size-1 dimensions (1×1 and depth-wise convolutions) can come
+    with unusual strides on those dimensions; DDP then warns "grad strides do not match bucket
+    view strides" (and copies). A hook gives them the parameter's standard layout."""
+    for p in model.parameters():
+        if p.requires_grad and 1 in p.shape and p.dim() > 1:
+            p.register_hook(lambda g: g.clone(memory_format=torch.contiguous_format))
+
+
+RESUME_KEYS = ("data.train_root", "data.train_lr_root", "model.variant", "model.scale", "model.overrides")
+
+
+def resume_differences(saved_config: Optional[str], cfg: Mapping[str, Any]) -> List[str]:
+    """``["data.train_root: '/a' → '/b'", ...]``: the data and model settings that differ between
+    the config a state was saved with (its YAML text) and ``cfg``."""
+    import yaml
+
+    if not saved_config:
+        return []
+    try:
+        old = yaml.safe_load(saved_config)
+    except yaml.YAMLError:
+        return []
+    out = []
+    for key in RESUME_KEYS:
+        section, name = key.split(".")
+        a = (old.get(section) or {}).get(name) if isinstance(old, dict) else None
+        b = cfg[section][name]
+        if key == "model.overrides":
+            a, b = dict(a or {}), dict(b or {})
+        if a != b:
+            out.append(f"{key}: {a!r} → {b!r}")
+    return out
+
+
 def train(cfg: Mapping[str, Any], resume: Optional[str] = None) -> Dict[str, Any]:
     """Runs a training config (see :mod:`mambairv2.train.config`); ``resume``: None (new run),
     ``"auto"`` (newest state in the output folder, if any) or a run folder / state file."""
@@ -439,4 +632,6 @@ def train(cfg: Mapping[str, Any], resume: Optional[str] = None) -> Dict[str, Any
         trainer = Trainer(cfg, resume)
         return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.stop.restore()
         D.cleanup()

@@ -1,0 +1,50 @@
+"""Devices and dtypes by name, as the command line and the library accept them."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torch.device:
+    """``auto`` → CUDA if available (``cuda:<local_rank>`` when given, as under torchrun), else
+    Apple MPS, else CPU; other names are checked (``cuda`` without an index also takes
+    ``local_rank``).
+
+    Raises:
+        ValueError: an unknown device or one not available on this machine.
+    """
+    name = (name or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps is not None and mps.is_available())
+    cuda = "cuda" if local_rank is None else f"cuda:{local_rank}"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device(cuda)
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available (this PyTorch build: "
+                         f"{torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device(cuda)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if device.type == "mps" and not mps_ok:
+        raise ValueError("--device mps: Apple MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``float32``, ``bfloat16`` or ``float16`` → the torch dtype."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
