@@ -46,7 +46,7 @@ def test_golden_outputs(case, label, selection, dtype, tol, index):
         assert err <= tol, (case, label, k, err)
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked", "auto", "compiled", "mamba_ssm"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "auto", "compiled", "mamba_ssm", "triton"])
 def test_v1_scan_vector(backend):
     """u, delta: 2×48×50; B, C: 2×4×6×50 (channel c uses group c // 12): the authors' v1 call."""
     io = torch.load(shared_path("golden_v1", "selective_scan_v1_io.pt"), weights_only=True)
@@ -60,6 +60,12 @@ def test_v1_scan_vector(backend):
         if not (mamba_ssm_available() and torch.cuda.is_available()):
             pytest.skip("mamba_ssm with a CUDA device is not available here")
         device, dtype, tol = "cuda", torch.float32, 1e-4
+    if backend == "triton":
+        from mambairv2.ops.scan_triton import triton_available
+
+        if not (triton_available() and torch.cuda.is_available()):
+            pytest.skip("triton with a CUDA device is not available here")
+        device, dtype, tol = "cuda", torch.float64, 1e-10
     args = {k: v.to(device, dtype) for k, v in args.items()}
     out = selective_scan(**args, delta_softplus=True, backend=backend)
     assert out.shape == io["out"].shape and out.dtype == dtype
