@@ -23,10 +23,10 @@ from ..errors import CheckpointError
 from ..ops import LayerNorm, conv_act, selective_scan
 from .ffn import image_to_tokens, tokens_to_image
 from .heads import HEADS, detect_head
+from .network import RGB_MEAN, PatchEmbedNorm, _init_weights  # shared with MambaIRv2
 
 Tensor = torch.Tensor
 V1_ARCH = "MambaIR"
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
 DIRECTIONS = 4  # row-major, column-major, and both reversed
 
@@ -346,17 +346,6 @@ class ResidualGroup(nn.Module):
         return image_to_tokens(self.conv(tokens_to_image(y, size))) + x
 
 
-class PatchEmbedNorm(nn.Module):
-    """The LayerNorm on the tokens after ``conv_first`` (released ``patch_embed``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = LayerNorm(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x)
-
-
 class MambaIR(nn.Module):
     """MambaIR (v1) for super-resolution (classic and light, x2/x3/x4), colour denoising and
     JPEG artifact removal.
@@ -403,17 +392,6 @@ class MambaIR(nn.Module):
         feat = self.conv_after_body(self.forward_features(first)) + first
         x = HEADS[self.config.upsampler].forward(self, feat, x)
         return x / self.img_range + mean
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Released initialisation: Linear trunc-normal(0.02) with zero bias, LayerNorm 1/0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # -- configuration from a state dict ---------------------------------------------------------
