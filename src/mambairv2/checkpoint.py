@@ -20,6 +20,7 @@ from .atomic import atomic_path
 from .config import MambaIRv2Config
 from .errors import CheckpointError
 from .model import MambaIRv2, detect_config
+from .model.mambair_v1 import V1_ARCH, MambaIR, MambaIRConfig, detect_v1_config, is_v1_state_dict
 
 PathLike = Union[str, os.PathLike]
 StateDict = Dict[str, torch.Tensor]
@@ -120,7 +121,7 @@ def build_and_load(sd: Mapping[str, torch.Tensor], config: MambaIRv2Config, sour
                    dtype: torch.dtype = torch.float32) -> MambaIRv2:
     """A ``dtype`` model of ``config`` with ``sd`` loaded strictly (cast once, from the file's
     dtype to ``dtype``); mismatches become a CheckpointError."""
-    model = MambaIRv2(config).to(dtype)
+    model = (MambaIR if isinstance(config, MambaIRConfig) else MambaIRv2)(config).to(dtype)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -152,13 +153,18 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu",
             pickled objects) or of another architecture.
     """
     sd, stored = read_state_dict(path)
-    config = detect_config(sd) if stored is None else _stored_config(stored, path)
+    if stored is None:  # MambaIR (v1) family or MambaIRv2
+        config = detect_v1_config(sd, str(path)) if is_v1_state_dict(sd) else detect_config(sd)
+    else:
+        config = _stored_config(stored, path)
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
     return model.to(device=device).eval()
 
 
 def _stored_config(stored: Mapping[str, Any], path: PathLike) -> MambaIRv2Config:
     try:
+        if stored.get("arch") == V1_ARCH:  # written by a MambaIR (v1) model
+            return MambaIRConfig.from_dict(stored)
         return MambaIRv2Config.from_dict(stored)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid stored configuration ({_short(exc)})") from None

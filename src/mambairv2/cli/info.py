@@ -21,6 +21,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("file", nargs="?", help="checkpoint file (.pth or .safetensors)")
     p.add_argument("--kernels", action="store_true",
                    help="show the operator implementations used here instead of a checkpoint")
+    p.add_argument("--variants", action="store_true",
+                   help="list the named variants (create_model / bench names) instead of reading a file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -29,6 +31,7 @@ def describe(path: str) -> dict:
     """Summary of a checkpoint file as a dict."""
     from ..checkpoint import CheckpointError, load_model
     from ..config import variant_name
+    from ..model.mambair_v1 import MambaIRConfig, v1_variant_name
 
     try:
         model = load_model(path)
@@ -38,7 +41,7 @@ def describe(path: str) -> dict:
     return {
         "file": str(path),
         "arch": c.arch,
-        "variant": variant_name(c),
+        "variant": v1_variant_name(c) if isinstance(c, MambaIRConfig) else variant_name(c),
         "task": c.task,
         "scale": c.upscale,
         "in_chans": c.in_chans,
@@ -75,13 +78,43 @@ def _print_kernels(d: dict) -> None:
             print(f"  {op:<17} {c['implementation']:<10} {c['reason']}")
 
 
+def variants() -> list:
+    """The named variants: name, family, task, SR scales, parameters (at x4 for SR)."""
+    import torch
+
+    from ..config import SR_VARIANTS, VARIANTS
+    from ..factory import create_model
+    from ..model.mambair_v1 import V1_SR_VARIANTS, V1_VARIANTS
+
+    rows = []
+    for name in [*VARIANTS, *V1_VARIANTS]:
+        sr = name in SR_VARIANTS or name in V1_SR_VARIANTS
+        with torch.device("meta"):  # shapes only: no memory, no initialisation work
+            model = create_model(name, scale=4)
+        rows.append({"name": name, "arch": model.config.arch, "task": model.config.task,
+                     "scales": [2, 3, 4] if sr else [1],
+                     "params": sum(p.numel() for p in model.parameters())})
+    return rows
+
+
+def _print_variants(rows: list) -> None:
+    print(f"{'name':<16} {'arch':<15} {'task':<8} {'scales':<8} params (x4 for SR)")
+    for r in rows:
+        print(f"{r['name']:<16} {r['arch']:<15} {r['task']:<8} {','.join(map(str, r['scales'])):<8} "
+              f"{r['params']:,}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.variants:
+        rows = variants()
+        print(json.dumps(rows, indent=2)) if args.json else _print_variants(rows)
+        return 0
     if args.kernels:
         d = kernels()
         print(json.dumps(d, indent=2)) if args.json else _print_kernels(d)
         return 0
     if not args.file:
-        raise CLIError("give a checkpoint file, or --kernels")
+        raise CLIError("give a checkpoint file, or --kernels or --variants")
     d = describe(args.file)
     if args.json:
         print(json.dumps(d, indent=2))
@@ -93,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"scale:    x{d['scale']}")
     print(f"channels: {d['in_chans']}")
     print(f"params:   {d['params']:,}")
-    c = d["config"]
-    print(f"config:   embed_dim={c['embed_dim']} depths={c['depths']} heads={c['num_heads']} "
-          f"d_state={c['d_state']} inner_rank={c['inner_rank']} num_tokens={c['num_tokens']} "
-          f"mlp_ratio={c['mlp_ratio']} window={c['window_size']} upsampler={c['upsampler'] or 'none'}")
+    c = {k: v for k, v in d["config"].items() if k not in ("arch", "upscale", "in_chans")}
+    c["upsampler"] = c["upsampler"] or "none"
+    print("config:   " + " ".join(f"{k}={v}" for k, v in c.items()))
     return 0

@@ -3,7 +3,8 @@
 The kernel runs the recurrence in one pass over the sequence (the state of a block of channels
 stays in registers), so on CPUs it does the work of the chunked scan's dozen elementwise sweeps
 at once and reads the model's token-major tensors in place. It handles float32 inference: no
-autograd, B and C shared by all channels (one group, as in the released models). Where it cannot
+autograd; B and C shared by all channels (one group, as in the released MambaIRv2 models), or
+several groups (MambaIR v1's four directions), one kernel call per group. Where it cannot
 be built, :func:`kernel_available` is False and ``selective_scan.choose`` keeps the chunked scan.
 """
 from __future__ import annotations
@@ -53,6 +54,8 @@ def selective_scan_compiled(u: Tensor, delta: Optional[Tensor], A: Tensor, B: Te
     lib = _KERNEL.load()
     if lib is None:
         raise RuntimeError(f"the compiled scan kernel is unavailable: {_KERNEL.error()}")
+    if max(B.shape[1] if B.dim() == 4 else 1, C.shape[1] if C.dim() == 4 else 1) > 1:
+        return _per_group(u, delta, A, B, C, D, delta_bias, delta_softplus, delta_low, delta_proj)
     low = delta_low is not None
     if low:
         batch, dim, length = u.shape
@@ -87,3 +90,21 @@ def selective_scan_compiled(u: Tensor, delta: Optional[Tensor], A: Tensor, B: Te
     if rc:
         raise RuntimeError(f"scan kernel failed (code {rc})")
     return y
+
+
+def _per_group(u: Tensor, delta: Optional[Tensor], A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               delta_bias: Optional[Tensor], delta_softplus: bool, delta_low: Optional[Tensor],
+               delta_proj: Optional[Tensor]) -> Tensor:
+    """Several B/C groups (channel block g uses group g): one kernel call per group."""
+    if B.dim() != 4 or C.dim() != 4 or B.shape[1] != C.shape[1] or u.shape[1] % B.shape[1]:
+        raise ValueError("the number of B/C groups must be the same for B and C and divide D")
+    groups = B.shape[1]
+    step = u.shape[1] // groups
+    ys = []
+    for g in range(groups):
+        ch = slice(g * step, (g + 1) * step)
+        ys.append(selective_scan_compiled(
+            u[:, ch], None if delta is None else delta[:, ch], A[ch], B[:, g], C[:, g],
+            None if D is None else D[ch], None if delta_bias is None else delta_bias[ch], delta_softplus,
+            delta_low, None if delta_proj is None else delta_proj[ch]))
+    return torch.cat(ys, 1)

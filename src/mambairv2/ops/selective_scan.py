@@ -3,7 +3,7 @@
 - ``reference``: the sequential recurrence (the oracle; slow).
 - ``chunked``: exact chunked formulation in pure PyTorch; fast on CPU and GPU, supports autograd.
 - ``compiled``: a small C kernel built on first use by the system's compiler (CPU, float32,
-  inference only, one B/C group); see ``scan_compiled``.
+  inference only; several B/C groups run as one kernel call per group); see ``scan_compiled``.
 - ``mamba_ssm``: the CUDA kernel of the ``mamba_ssm`` package (CUDA tensors, no float64).
 - ``triton``: Triton kernels with a backward (CUDA tensors, or Triton's CPU interpreter with
   ``TRITON_INTERPRET=1``); see ``scan_triton``.
@@ -79,8 +79,6 @@ def _compiled_unsupported(probe: Probe, groups: int, d_state: int) -> Optional[s
         return "gradients needed (the compiled kernel has no backward)"
     if probe.dtype != torch.float32:
         return f"{str(probe.dtype).replace('torch.', '')} (the compiled kernel is float32)"
-    if groups != 1:
-        return f"{groups} B/C groups (the compiled kernel takes one)"
     if d_state > MAX_STATE:
         return f"d_state {d_state} > {MAX_STATE}"
     return None

@@ -1,0 +1,96 @@
+"""MambaIR (v1): every released configuration (``official_state_dicts_v1.json``): create_model
+builds exactly its keys, shapes and parameter count; a state dict with exactly those keys and
+shapes loads strictly through ``load_model`` and is detected back as the same configuration;
+the out-of-scope files (MambaIRUNet, light checkpoints of older layouts) get a one-line message."""
+import json
+from collections import defaultdict
+
+import pytest
+import torch
+
+from mambairv2 import CheckpointError, create_model, load_model
+from mambairv2.model.mambair_v1 import MambaIRConfig, v1_variant_name
+
+from conftest import shared_path
+
+IN_SCOPE = ["cfg00", "cfg01", "cfg02", "cfg03", "cfg04", "cfg05", "cfg06", "cfg07"]
+#: out-of-scope configuration → words its one-line message must contain
+OUT_OF_SCOPE = {"cfg08": "MambaIRUNet", "cfg09": "06dc6cd", "cfg10": "06dc6cd", "cfg11": "06dc6cd",
+                "cfg12": "3ad5892", "cfg13": "3ad5892", "cfg14": "3ad5892"}
+
+
+@pytest.fixture(scope="module")
+def official():
+    return json.loads(shared_path("golden_v1", "official_state_dicts_v1.json").read_text())
+
+
+def _entries(official, cfg):
+    return [e for e in official["entries"].values() if e["config"] == cfg]
+
+
+def _save_shapes(path, shapes):
+    """A BasicSR-style checkpoint with exactly these keys and shapes; each tensor is a broadcast
+    view of one stored number, so even the 26.8M-parameter U-Net costs a few bytes."""
+    sd = {k: torch.full((), 0.01 * (i % 7)).expand(*v) for i, (k, v) in enumerate(shapes.items())}
+    torch.save({"params": sd}, path)
+    return path
+
+
+def test_every_entry_is_classified(official):
+    by_cfg = defaultdict(list)
+    for label, e in official["entries"].items():
+        by_cfg[e["config"]].append(label)
+    assert set(by_cfg) == set(IN_SCOPE) | set(OUT_OF_SCOPE)
+    assert len(official["entries"]) == 32  # 24 option files, realSR, realDN, 6 legacy
+
+
+@pytest.mark.parametrize("cfg", IN_SCOPE)
+def test_create_model_matches_released_keys_and_shapes(cfg, official):
+    spec = official["configs"][cfg]
+    entries = _entries(official, cfg)
+    configs = {MambaIRConfig.from_network_g(e["network_g"]) for e in entries}
+    assert len(configs) == 1  # the option files of one configuration agree
+    config = configs.pop()
+    name = v1_variant_name(config)
+    assert name != "custom"
+    with torch.device("meta"):  # keys and shapes only
+        model = create_model(name, scale=max(config.upscale, 2))
+    assert model.config == config
+    sd = model.state_dict()
+    assert list(sd) == list(spec["state_dict"])  # same keys, in the released order
+    assert {k: list(v.shape) for k, v in sd.items()} == spec["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == spec["num_params"]
+    assert {e["num_params"] for e in entries} == {spec["num_params"]}
+
+
+@pytest.mark.parametrize("cfg", IN_SCOPE)
+def test_released_shapes_load_and_are_detected_back(cfg, official, tmp_path):
+    spec = official["configs"][cfg]
+    path = _save_shapes(tmp_path / f"{cfg}.pth", spec["state_dict"])
+    model = load_model(path)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == spec["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == spec["num_params"]
+    assert model.state_dict()["conv_first.weight"].flatten()[0].item() == pytest.approx(0.0)
+    for entry in _entries(official, cfg):
+        assert model.config == MambaIRConfig.from_network_g(entry["network_g"]), entry["option_file"]
+
+
+@pytest.mark.parametrize("cfg", sorted(OUT_OF_SCOPE))
+def test_out_of_scope_files_are_named_in_one_line(cfg, official, tmp_path):
+    spec = official["configs"][cfg]
+    path = _save_shapes(tmp_path / f"{cfg}.pth", spec["state_dict"])
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert OUT_OF_SCOPE[cfg] in message and "not supported" in message
+    assert f"{spec['num_params']:,} parameters" in message
+    if cfg != "cfg08":
+        scale = _entries(official, cfg)[0]["network_g"]["upscale"]
+        assert f"light SR x{scale}" in message
+
+
+def test_realsr_entry_is_the_classic_x4_configuration(official):
+    entry = official["entries"]["realSR (inferred)"]
+    config = MambaIRConfig.from_network_g(entry["network_g"])
+    assert v1_variant_name(config) == "mambair" and config.upscale == 4
