@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from .config import variant_config
+from .config import VARIANTS, variant_config
 from .model import MambaIRv2
 from .model.mambair_v1 import V1_VARIANTS, MambaIR, v1_variant_config
+
+#: every name ``create_model`` takes: MambaIRv2's variants, then MambaIR (v1)'s
+MODEL_NAMES = tuple(VARIANTS) + tuple(V1_VARIANTS)
 
 
 def create_model(name: str, scale: int = 4, **overrides: Any) -> Union[MambaIRv2, MambaIR]:

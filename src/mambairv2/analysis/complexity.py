@@ -322,7 +322,7 @@ def parameters_by_category(model: nn.Module) -> Dict[str, int]:
 
 # -- entry points ---------------------------------------------------------------------------
 def count_complexity(model: nn.Module, input_size: Tuple[int, int], batch: int = 1) -> Complexity:
-    """Parameters and MACs of ``model`` (a :class:`~mambairv2.model.MambaIRv2`) for one
+    """Parameters and MACs of ``model`` (MambaIRv2 or MambaIR v1) for one
     inference forward pass of a ``batch×C×H×W`` input, ``input_size = (H, W)``. The model is
     not modified (a copy on the ``meta`` device is run)."""
     h, w = (int(s) for s in input_size)
@@ -342,7 +342,7 @@ def count_complexity(model: nn.Module, input_size: Tuple[int, int], batch: int =
     finally:
         for hd in hooks:
             hd.remove()
-    ws = cfg.window_size
+    ws = getattr(cfg, "window_size", 1)  # MambaIR (v1) has no windows and no padding
     by = {c: Counts(counter.totals[c][0], counter.totals[c][1], params[c]) for c in CATEGORIES}
     return Complexity(
         params=sum(params.values()),

@@ -44,7 +44,8 @@ def _complexity_parser(asub) -> None:
         description="Parameters and multiply-accumulates of one forward pass, per kind of module, "
         "in two conventions. " + CONVENTION + " The model is run on PyTorch's meta device "
         "(shapes only), so any size is counted in seconds without memory.")
-    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg")
+    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg; "
+                   "MambaIR (v1): mambair-light, mambair, mambair-denoise or mambair-jpeg")
     p.add_argument("--scale", type=int, default=2, help="SR scale (2, 3 or 4)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--output-size", default="1280x720", metavar="WxH",
@@ -67,13 +68,16 @@ def _wxh(text: str, flag: str) -> Tuple[int, int]:
 
 
 def run_complexity(args: argparse.Namespace) -> int:
-    from ..analysis.complexity import format_table, variant_complexity
-    from ..config import VARIANTS, variant_config
+    import torch
 
-    if args.variant not in VARIANTS:
-        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)}")
+    from ..analysis.complexity import format_table, variant_complexity
+    from ..factory import MODEL_NAMES, create_model
+
+    if args.variant not in MODEL_NAMES:
+        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(MODEL_NAMES)}")
     try:
-        scale = variant_config(args.variant, args.scale).upscale
+        with torch.device("meta"):
+            scale = create_model(args.variant, scale=args.scale).config.upscale
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     if args.input_size:

@@ -22,7 +22,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "MACs (counted as the paper counts them, selective scan included: see `mambairv2 analyze complexity`), achieved GFLOP/s and "
         "the device's sgemm GFLOP/s measured in the same run, so the fraction of the matmul "
         "roofline is reported. With --train, the time of a training step instead.")
-    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg")
+    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg; MambaIR (v1): mambair-light, mambair, "
+                   "mambair-denoise or mambair-jpeg")
     p.add_argument("--scale", type=int, default=4, help="SR scale (2, 3 or 4)")
     p.add_argument("--size", type=int, default=128, help="input height and width (LR pixels)")
     p.add_argument("--sizes", default=None,
@@ -91,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
     """The sizes to time and the backends to compare; CLIError on a bad argument."""
-    from ..config import VARIANTS
+    from ..factory import MODEL_NAMES
     from ..ops import BACKENDS
 
-    if args.variant not in VARIANTS:
-        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)}")
+    if args.variant not in MODEL_NAMES:
+        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(MODEL_NAMES)}")
     compare = list(dict.fromkeys(args.compare + (["reference"] if args.compare_reference else [])))
     for name in [args.backend, *compare]:
         if name not in BACKENDS:
