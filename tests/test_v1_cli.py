@@ -37,6 +37,7 @@ def test_restore_folder_with_bad_inputs(tmp_path, capsys):
     failed = [line for line in err.splitlines() if line.startswith("failed:")]
     assert len(failed) == 2 and any("empty.png" in f for f in failed) and any("notes.jpg" in f for f in failed)
     assert "restored 3, skipped 0, failed 2" in err
+    assert "tile: 200 px, overlap 20" in err  # v1: the authors' test-time tiling by default
 
     # the written image is the model's output, rounded
     model = load_model(weights)

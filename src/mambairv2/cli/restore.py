@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..bundled import bundled_models
+from ..defaults import DEFAULT_TILE_OVERLAP
 from .errors import CLIError
 
 AUTHORS_WEIGHTS = ("the authors publish their checkpoints (e.g. MambaIRv2_lightSR_x2.pth, "
@@ -58,7 +59,7 @@ def _nonnegative(text: str) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE_OVERLAP, EXT_CHOICES
+    from ..defaults import DEFAULT_MAX_PIXELS, EXT_CHOICES
 
     p = subparsers.add_parser(
         "restore", help="restore images: super-resolution, denoising, JPEG artifact removal",
@@ -195,10 +196,19 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CLIError(f"--json {args.json}: is a folder; give a file name")
 
 
-def _checked_tile(args: argparse.Namespace, model) -> None:
-    """Validates --tile/--tile-overlap against the model's window, after rounding."""
+def _checked_tile(args: argparse.Namespace, model, rep: "Reporter") -> None:
+    """Applies the model family's default tiling where --tile is not given (MambaIR v1: the
+    authors' test-time tiles), then validates --tile/--tile-overlap against the model's window,
+    after rounding."""
     from ..restore import check_tile
 
+    tiling = getattr(getattr(model, "config", None), "tile_defaults", None)
+    if args.tile is None and tiling is not None:
+        args.tile = tiling["tile"]
+        if args.tile_overlap == DEFAULT_TILE_OVERLAP:
+            args.tile_overlap = tiling["tile_overlap"]
+        rep.info(f"tile: {args.tile} px, overlap {args.tile_overlap} (the authors' test-time tiling "
+                 "for MambaIR v1 models; --tile N or --tile auto to change)")
     window = int(getattr(getattr(model, "config", None), "window_size", 1))
     try:
         if isinstance(args.tile, int):
@@ -337,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         model = _load(model_path, device, dtype)
         if hasattr(model, "set_routing"):
             model.set_routing(args.routing, args.seed)
-        _checked_tile(args, model)
+        _checked_tile(args, model, rep)
         if ranks.rank == 0:
             rep.info(_describe_model(model, model_path, device, args))
             if args.tile == "auto":
