@@ -10,11 +10,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import bench, configs, convert, degrade, evaluate, info, train
+from . import bench, configs, convert, degrade, download, evaluate, export, info, train
 from . import restore as restore_cmd
 from .errors import CLIError
 
-COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs)
+COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs, download, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
