@@ -24,6 +24,7 @@ onnxruntime), imported lazily.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
@@ -106,11 +107,15 @@ def scan_for_export(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     change nothing, so the graph is the same for every length up to ``max_tokens``.
     """
     bsz, length, dim = u.shape
-    pad = (-length) % chunk
-    nc = (length + pad) // chunk
+    nc = (length + chunk - 1) // chunk
+    index = torch.arange(nc * chunk, device=u.device)
+    inside = (index < length).to(u.dtype).view(1, -1, 1)
+    index = torch.clamp(index, max=length - 1)
 
     def steps(x: Tensor) -> Tensor:  # B×L×K → B×nc×chunk×K, zero padded (Δ = 0: no change)
-        return F.pad(x, (0, 0, 0, pad)).reshape(bsz, nc, chunk, x.shape[-1])
+        # a gather rather than F.pad: padding amounts computed from the size become constants
+        # in a traced graph, a gather's indices do not
+        return (x.index_select(1, index) * inside).reshape(bsz, nc, chunk, x.shape[-1])
 
     delta, u, B, C = steps(delta), steps(u), steps(B), steps(C)
     A = A[None, None]  # 1×1×D×N
@@ -120,9 +125,8 @@ def scan_for_export(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         inc = (delta[:, :, t] * u[:, :, t])[..., None] * B[:, :, t, None, :]
         return decay, inc  # B×nc×D×N
 
-    h = torch.zeros(bsz, nc, dim, A.shape[-1], dtype=u.dtype, device=u.device)
-    chunk_decay = torch.ones_like(h)
-    for t in range(chunk):  # 1. each chunk from a zero state: its local end state
+    chunk_decay, h = step(0)  # from a zero state
+    for t in range(1, chunk):  # 1. each chunk from a zero state: its local end state
         decay, inc = step(t)
         h = h * decay + inc
         chunk_decay = chunk_decay * decay
@@ -246,29 +250,37 @@ def prepare_for_export(model: MambaIRv2) -> ExportForward:
 
 # -- export and verification -----------------------------------------------------------------
 def export_onnx(model: MambaIRv2, path: PathLike, *, opset: int = DEFAULT_OPSET, dynamic: bool = True,
-                dtype: torch.dtype = torch.float32, sample_size: Tuple[int, int] = (37, 53)) -> Path:
+                dtype: torch.dtype = torch.float32, sample_size: Tuple[int, int] = (37, 53),
+                dynamo: bool = False) -> Path:
     """Writes ``model`` as ONNX (one file, weights inside) through :class:`ExportForward`.
 
     Input ``input``: ``1×C×H×W`` in [0, 1]; output ``output``: ``1×C×(H·s)×(W·s)``. With
     ``dynamic`` height and width are free (one graph for every size), else fixed to
-    ``sample_size``. ``dtype`` float16 exports a half-precision graph (scan kept in float32)."""
+    ``sample_size``. ``dtype`` float16 exports a half-precision graph (scan kept in float32).
+    ``dynamo`` selects torch.export's exporter (needs onnxscript; far slower on this graph of
+    unrolled scan steps: it did not finish a light model in 15 minutes on a busy 2-core machine),
+    else the TorchScript tracer (sizes are traced, so the graph stays shape-generic)."""
     import onnx  # noqa: F401 - fail early with ImportError when the extra is missing
-    import onnxscript  # noqa: F401
 
     from ..atomic import atomic_path
 
     model = model.to(dtype=dtype, device="cpu")
     wrapper = prepare_for_export(model)
     x = torch.rand(1, model.config.in_chans, *sample_size, dtype=dtype)
-    dynamic_shapes = None
-    if dynamic:
-        dims = torch.export.Dim.DYNAMIC
-        dynamic_shapes = {"x": {2: dims, 3: dims}}
     with torch.no_grad(), fusion(False), atomic_path(path, suffix=".onnx") as tmp:
-        program = torch.onnx.export(wrapper, (x,), None, dynamo=True, opset_version=opset,
-                                    input_names=["input"], output_names=["output"],
-                                    dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
-        program.save(str(tmp), external_data=False)
+        if dynamo:
+            dims = torch.export.Dim.DYNAMIC
+            program = torch.onnx.export(wrapper, (x,), None, dynamo=True, opset_version=opset,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes={"x": {2: dims, 3: dims}} if dynamic else None)
+            program.save(str(tmp), external_data=False)
+        else:
+            axes = {"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer and deprecation warnings
+                torch.onnx.export(wrapper, (x,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes=axes if dynamic else None, do_constant_folding=True)
     return Path(path)
 
 
