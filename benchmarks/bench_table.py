@@ -5,7 +5,7 @@
         --pytorch-only benchmarks/results/cpu_light_x4_pytorch_only.json \\
         benchmarks/results/cpu_base_x4_pytorch_only.json
 
-``--pytorch-only`` files are runs with ``MAMBAIRV2_NO_KERNEL=1`` (no compiled CPU kernels); their
+``--pytorch-only`` files are runs with ``MAMBAIRV2_IMPLEMENTATION=pytorch`` (no compiled CPU kernels); their
 latencies fill the "PyTorch only" column.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", type=Path, help="bench JSON files")
     p.add_argument("--pytorch-only", nargs="*", type=Path, default=[],
-                   help="bench JSON files of runs with MAMBAIRV2_NO_KERNEL=1")
+                   help="bench JSON files of runs with MAMBAIRV2_IMPLEMENTATION=pytorch")
     args = p.parse_args()
     plain = {}
     for f in args.pytorch_only:

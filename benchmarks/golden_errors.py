@@ -3,7 +3,7 @@
     python benchmarks/golden_errors.py [--golden ../shared/golden] [--backends chunked,reference,compiled]
 
 float32 CPU runs use the compiled attention/routing/LayerNorm kernels where they build (with any
-scan backend); MAMBAIRV2_NO_KERNEL=1 measures PyTorch alone.
+implementation); MAMBAIRV2_IMPLEMENTATION=pytorch measures PyTorch alone.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import mambairv2
-from mambairv2.ops import scan_backend
+from mambairv2.ops import implementation
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
                 if backend == "compiled" and dtype != torch.float32:
                     continue  # the compiled CPU scan is float32 only
                 for k in "ab":
-                    with torch.no_grad(), scan_backend(backend):
+                    with torch.no_grad(), implementation(selective_scan=backend):
                         out = model(io[f"input_{k}"].to(dtype))
                     err = (out.double() - io[f"output_{k}"]).abs().max().item()
                     key = f"{backend} {str(dtype).replace('torch.', '')}"

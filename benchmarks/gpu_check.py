@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List
 import torch
 
 import mambairv2
-from mambairv2.ops import mamba_ssm_available, scan_backend, selective_scan
+from mambairv2.ops import implementation, mamba_ssm_available, selective_scan
 from mambairv2.ops import scan_chunked
 
 CASES = ["light_x2", "light_x3", "light_x4", "full_x2", "full_x3", "full_x4", "full_denoise",
@@ -48,7 +48,7 @@ def golden(folder: Path, backends: List[str]) -> Dict[str, Any]:
             for backend in backends:
                 errs = []
                 for k in "ab":
-                    with torch.no_grad(), scan_backend(backend):
+                    with torch.no_grad(), implementation(selective_scan=backend):
                         y = model(io[f"input_{k}"].to("cuda", dtype))
                     errs.append((y.double().cpu() - io[f"output_{k}"]).abs().max().item())
                 out[f"{case}/{dname}/{backend}"] = max(errs)
@@ -83,7 +83,7 @@ def chunk_sweep(sizes=(256, 512), chunks=(8, 16, 32, 64, 128)) -> Dict[str, Any]
         x = torch.rand(1, 3, size, size, device="cuda")
         for T in chunks:
             scan_chunked.GPU_TOKENS_PER_STEP = max(1, (size * size) // T)
-            with torch.no_grad(), scan_backend("chunked"):
+            with torch.no_grad(), implementation(selective_scan="chunked"):
                 model(x)
                 torch.cuda.synchronize()
                 times = []

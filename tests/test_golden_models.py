@@ -1,12 +1,12 @@
-"""Every golden case of the authors' code: loaded with no configuration, every CPU scan backend
-(float32 inference also through the fused oneDNN operators)."""
+"""Every golden case of the authors' code: loaded with no configuration, under every
+implementation selection of ``ops``."""
 import json
 
 import pytest
 import torch
 
 import mambairv2
-from mambairv2.ops import kernel_available, kernel_error, scan_backend
+from mambairv2.ops import describe, implementation, kernel_available
 
 from conftest import shared_path
 
@@ -19,46 +19,29 @@ def index():
     return json.loads(shared_path("golden", "index.json").read_text())
 
 
-@pytest.mark.parametrize("backend", ["chunked", "reference", "compiled"])
+@pytest.mark.parametrize("selection", ["reference", "pytorch", "auto"])
 @pytest.mark.parametrize("case", CASES)
-def test_golden_outputs(case, backend, index):
-    if backend == "compiled" and not kernel_available():
-        pytest.skip(f"compiled scan kernel unavailable: {kernel_error()}")
+def test_golden_outputs(case, selection, index):
+    """Every implementation selection, switched in process: float64 to 1e-8, float32 to 1e-4
+    (with ``auto``, float32 CPU inference runs the compiled kernels and oneDNN fusions where they
+    build)."""
     io = torch.load(shared_path("golden", f"{case}_io.pt"), weights_only=True)
-    dtypes = ((torch.float64, 1e-8), (torch.float32, 1e-4))
-    for dtype, tol in dtypes[1:] if backend == "compiled" else dtypes:  # the kernel is float32
+    for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-4)):
         model = mambairv2.load_model(shared_path("golden", f"{case}.pth"), dtype=dtype)
         assert sum(p.numel() for p in model.parameters()) == index[case]["num_params"]
         assert model.config.arch == index[case]["arch"]
         for k in "ab":
-            with torch.no_grad(), scan_backend(backend):
+            with torch.no_grad(), implementation(selection):
                 out = model(io[f"input_{k}"].to(dtype))
             assert out.shape == io[f"output_{k}"].shape
             err = (out.double() - io[f"output_{k}"]).abs().max().item()
-            assert err <= tol, (case, backend, dtype, k, err)
+            assert err <= tol, (case, selection, dtype, k, err)
 
 
-def test_golden_float32_without_compiled_kernels(index):
-    """With every C kernel disabled (no compiler on the machine), float32 CPU inference runs on
-    PyTorch alone (chunked scan, SDPA, torch's LayerNorm and sort) and still matches the authors."""
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        "import torch, mambairv2\n"
-        "from mambairv2.ops.attention_compiled import attention_kernel_available\n"
-        "from mambairv2.ops.layer_norm_compiled import layer_norm_kernel_available\n"
-        "from mambairv2.ops.routing_compiled import routing_kernel_available\n"
-        "from mambairv2.ops import kernel_available\n"
-        "assert not (attention_kernel_available() or layer_norm_kernel_available()\n"
-        "            or routing_kernel_available() or kernel_available())\n"
-        f"io = torch.load({str(shared_path('golden', 'light_x2_io.pt'))!r}, weights_only=True)\n"
-        f"model = mambairv2.load_model({str(shared_path('golden', 'light_x2.pth'))!r}, dtype=torch.float32)\n"
-        "with torch.no_grad():\n"
-        "    out = model(io['input_a'].float())\n"
-        "print((out.double() - io['output_a']).abs().max().item())\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "MAMBAIRV2_NO_KERNEL": "1"})
-    assert r.returncode == 0, r.stderr
-    assert float(r.stdout.strip().splitlines()[-1]) <= 1e-4
+def test_auto_float32_uses_the_fast_paths_where_they_build():
+    """The golden ``auto`` run above exercises the compiled kernels: check that they were chosen."""
+    chosen = describe("cpu", torch.float32)
+    if kernel_available():
+        assert chosen["selective_scan"].name == "compiled"
+    with implementation("pytorch"):
+        assert {c.name for c in describe("cpu", torch.float32).values()} <= {"chunked", "sdpa", "pytorch"}

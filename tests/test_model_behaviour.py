@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import mambairv2
-from mambairv2.model.assm import sgn_order, permute_tokens
+from mambairv2.model.assm import permute_tokens
+from mambairv2.ops import sgn_order
 from mambairv2.model.network import mirror_pad
 
 TINY = dict(embed_dim=12, depths=(2,), num_heads=(2,), d_state=4, inner_rank=4, num_tokens=6)

@@ -14,8 +14,8 @@ from conftest import REPO, shared_path
 from mambairv2 import load_model
 from mambairv2.integrations.onnx_export import (prepare_for_export, scan_for_export,
                                                 sgn_order_by_unique_key)
-from mambairv2.model.assm import sgn_order
-from mambairv2.ops import scan_backend, selective_scan
+from mambairv2.ops import implementation, selective_scan
+from mambairv2.ops.routing import sgn_order
 
 
 def test_unique_key_order_equals_the_stable_sort_with_ties():
@@ -37,7 +37,7 @@ def test_export_scan_equals_the_reference_recurrence(length):
     C = torch.randn(b, length, n, generator=g, dtype=torch.float64)
     D = torch.randn(d, generator=g, dtype=torch.float64)
     got = scan_for_export(u, delta, A, B, C, D, chunk=4, max_tokens=1024)
-    with scan_backend("reference"):
+    with implementation(selective_scan="reference"):
         ref = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
                              C.transpose(1, 2), D).transpose(1, 2)
     assert (got - ref).abs().max().item() < 1e-12

@@ -1,13 +1,10 @@
 """Selective scan: the pure-PyTorch backends and the compiled CPU kernel against the authors'
 golden output and each other."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from mambairv2.ops import kernel_available, kernel_error, resolve_backend, scan_backend, selective_scan
+from mambairv2.ops import implementation, kernel_available, kernel_error, resolve_backend, selective_scan
+from mambairv2.ops.native import NativeKernel
 from mambairv2.ops.scan_chunked import selective_scan_chunked
 from mambairv2.ops.scan_common import ScanInputs
 
@@ -112,7 +109,7 @@ def test_half_inputs_are_upcast_and_returned_in_their_dtype():
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
 
 
-def test_scan_backend_context_selects_and_restores():
+def test_implementation_context_selects_and_restores():
     u = torch.zeros(1, 2, 3)
     cpu_default = "compiled" if kernel_available() else "chunked"
     assert resolve_backend(u) == cpu_default  # CPU: never the CUDA kernel
@@ -122,12 +119,20 @@ def test_scan_backend_context_selects_and_restores():
     with torch.no_grad():
         assert resolve_backend(u.requires_grad_(True)) == cpu_default
     u = u.detach()
-    with scan_backend("reference"):
+    with implementation("reference"):
         assert resolve_backend(u) == "reference"
         assert resolve_backend(u, "chunked") == "chunked"  # explicit argument wins
+        with implementation(selective_scan="chunked"):  # a per-op choice inside a selection
+            assert resolve_backend(u) == "chunked"
+        assert resolve_backend(u) == "reference"
+    with implementation("pytorch"):
+        assert resolve_backend(u) == "chunked"
     assert resolve_backend(u) == cpu_default
-    with pytest.raises(ValueError, match="unknown scan backend"):
-        with scan_backend("fast"):
+    with pytest.raises(ValueError, match="unknown implementation"):
+        with implementation("fast"):
+            pass
+    with pytest.raises(ValueError, match="unknown implementation"):
+        with implementation(selective_scan="sdpa"):
             pass
 
 
@@ -290,36 +295,35 @@ def test_auto_keeps_the_gradient_of_delta_proj():
     assert w.grad is not None and w.grad.abs().sum() > 0
 
 
-def _fresh_python(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+def _fresh_scan_kernel() -> NativeKernel:
+    """A kernel object that has not tried to build yet (the package's own is built once)."""
+    from mambairv2.ops import scan_compiled
+
+    k = scan_compiled._KERNEL
+    return NativeKernel(k.source.name, k.what, k.symbol, k.argtypes)
 
 
-def test_kernel_can_be_disabled_and_a_failed_build_falls_back(tmp_path):
-    code = ("import torch, warnings; warnings.simplefilter('always')\n"
-            "from mambairv2.ops import resolve_backend, kernel_error\n"
-            "print(resolve_backend(torch.zeros(1, 2, 3)), '|', kernel_error())")
-    off = _fresh_python(code, MAMBAIRV2_NO_KERNEL="1")
-    assert off.returncode == 0, off.stderr
-    assert off.stdout.startswith("chunked |") and "MAMBAIRV2_NO_KERNEL" in off.stdout
-    broken = _fresh_python(code, CC=str(tmp_path / "no-such-compiler"), PATH="/nonexistent",
-                           MAMBAIRV2_CACHE_DIR=str(tmp_path / "cache"))
-    assert broken.returncode == 0, broken.stderr
-    assert broken.stdout.startswith("chunked |") and "no C compiler" in broken.stdout
+def test_a_missing_or_failing_compiler_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    kernel = _fresh_scan_kernel()
+    assert not kernel.available() and "no C compiler" in kernel.error()
     failing = tmp_path / "cc"
     failing.write_text("#!/bin/sh\necho 'cc: broken' >&2\nexit 1\n")
     failing.chmod(0o755)
-    bad = _fresh_python(code, CC=str(failing), MAMBAIRV2_CACHE_DIR=str(tmp_path / "cache2"))
-    assert bad.returncode == 0, bad.stderr
-    assert bad.stdout.startswith("chunked |") and "building the scan kernel failed" in bad.stdout
-    assert "RuntimeWarning" in bad.stderr and not list((tmp_path / "cache2").glob("*.so"))
+    monkeypatch.setenv("CC", str(failing))
+    monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(tmp_path / "cache2"))
+    kernel = _fresh_scan_kernel()
+    with pytest.warns(RuntimeWarning, match="building the scan kernel failed"):
+        assert not kernel.available()
+    assert "cc: broken" in kernel.error() and not list((tmp_path / "cache2").glob("*.so"))
 
 
-def test_kernel_build_is_cached(tmp_path):
+def test_kernel_build_is_cached(tmp_path, monkeypatch):
     if not kernel_available():
         pytest.skip(f"compiled scan kernel unavailable: {kernel_error()}")
-    code = "from mambairv2.ops import kernel_available; print(kernel_available())"
+    monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(tmp_path))
     for _ in range(2):
-        r = _fresh_python(code, MAMBAIRV2_CACHE_DIR=str(tmp_path))
-        assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr
+        assert _fresh_scan_kernel().available()
     assert len(list(tmp_path.glob("scan_kernel-*.so"))) == 1

@@ -3,12 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mambairv2.model.assm import sgn_order
-from mambairv2.model.fused import LayerNorm, fusion
-from mambairv2.ops.layer_norm_compiled import (layer_norm_compiled, layer_norm_kernel_applies,
-                                               layer_norm_kernel_available, layer_norm_kernel_error)
-from mambairv2.ops.routing_compiled import (routing_kernel_applies, routing_kernel_available,
-                                            routing_kernel_error, sgn_route_compiled)
+from mambairv2.ops import LayerNorm, implementation, sgn_order, sgn_route
+from mambairv2.ops.dispatch import Probe
+from mambairv2.ops.layer_norm import choose as choose_layer_norm
+from mambairv2.ops.routing import choose as choose_routing
+from mambairv2.ops.layer_norm_compiled import (layer_norm_compiled, layer_norm_kernel_available,
+                                               layer_norm_kernel_error)
+from mambairv2.ops.routing_compiled import routing_kernel_available, routing_kernel_error, sgn_route_compiled
 
 needs_routing = pytest.mark.skipif(not routing_kernel_available(),
                                    reason=f"routing kernel unavailable: {routing_kernel_error()}")
@@ -38,8 +39,22 @@ def test_routing_reads_strided_logits_and_refuses_autograd():
     logits = torch.randn(1, 50, 40)[..., :32]  # rows strided by 40
     groups, _, _ = sgn_route_compiled(logits)
     assert torch.equal(groups, logits.argmax(-1))
-    assert not routing_kernel_applies(logits.double())
-    assert not routing_kernel_applies(logits.clone().requires_grad_(True))
+    with torch.no_grad():
+        assert choose_routing(Probe.of(logits)).name == "compiled"
+        assert choose_routing(Probe.of(logits.double())).name == "pytorch"
+        with implementation("pytorch"):
+            assert choose_routing(Probe.of(logits)).name == "pytorch"
+    assert choose_routing(Probe.of(logits.clone().requires_grad_(True))).name == "pytorch"
+
+
+@pytest.mark.parametrize("selection", ["pytorch", "auto"])
+def test_sgn_route_under_every_selection(selection):
+    logits = (torch.randn(2, 97, 16) * 2).round()  # many ties
+    with torch.no_grad(), implementation(selection):
+        groups, order, inverse = sgn_route(logits)
+    assert torch.equal(groups, logits.argmax(-1))
+    ref_order, ref_inverse = sgn_order(groups)
+    assert torch.equal(order, ref_order) and torch.equal(inverse, ref_inverse)
 
 
 @needs_norm
@@ -65,9 +80,9 @@ def test_layer_norm_module_keeps_nn_layernorm_behaviour():
     x = torch.randn(2, 10, 48)
     with torch.no_grad():
         assert (m(x) - plain(x)).abs().max() < 1e-5
-        assert layer_norm_kernel_applies(x, m.weight, m.bias)
-        with fusion(False):
+        assert choose_layer_norm(Probe.of(x, m.weight, m.bias)).name == "compiled"
+        with implementation("pytorch"):
             assert torch.equal(m(x), plain(x))
-    assert not layer_norm_kernel_applies(x, m.weight, m.bias)  # parameters require grad
+    assert choose_layer_norm(Probe.of(x, m.weight, m.bias)).name == "pytorch"  # parameters require grad
     m(x.requires_grad_(True)).sum().backward()
     assert x.grad is not None and m.weight.grad is not None

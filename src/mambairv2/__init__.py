@@ -4,14 +4,36 @@
 >>> model = mambairv2.load_model("MambaIRv2Light_SRx4.pth")   # configuration detected
 >>> model = mambairv2.create_model("light", scale=4)           # fresh network
 >>> sharp = mambairv2.restore(model, image, tile=256)           # NumPy array, PIL image or tensor
+
+The names below are imported on first use, so that ``import mambairv2`` (and the command line's
+``--version`` and ``--help``) does not load PyTorch.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointError, load_model, save_safetensors
-from .config import MambaIRv2Config, VARIANTS
-from .factory import create_model
-from .model import MambaIRv2
-from .restore import restore  # the function; its helpers: ``from mambairv2.restore import ...``
+#: public name → the module that defines it
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_safetensors": "checkpoint",
+    "MambaIRv2Config": "config", "VARIANTS": "config",
+    "create_model": "factory",
+    "MambaIRv2": "model",
+    "restore": "restore",  # the function; its helpers: ``from mambairv2.restore import ...``
+}
 
-__all__ = ["CheckpointError", "MambaIRv2", "MambaIRv2Config", "VARIANTS", "__version__", "create_model",
-           "load_model", "restore", "save_safetensors"]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mambairv2' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # also replaces the submodule that importing ``.restore`` bound here
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

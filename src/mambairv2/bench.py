@@ -14,7 +14,7 @@ import torch
 from .model import MambaIRv2
 from .model.assm import SelectiveScan
 from .model.attention import WindowAttention
-from .model.fused import fusion
+from .ops import implementation
 
 Tensor = torch.Tensor
 
@@ -46,8 +46,10 @@ def count_macs(model: MambaIRv2, x: Tensor) -> Dict[str, float]:
     handles += [m.register_forward_hook(attention_hook) for m in model.modules() if isinstance(m, WindowAttention)]
     try:
         counter = FlopCounterMode(display=False)
-        # the counter knows aten's linear/conv ops, not the fused oneDNN ones: count unfused
-        with torch.no_grad(), fusion(False), counter:
+        # the counter knows aten's linear/conv ops, not the fused oneDNN ones: count unfused; the
+        # chunked scan computes Δ's projection as a matmul the counter sees, and its own work
+        # with elementwise ops the counter ignores (the scan is counted by the hook)
+        with torch.no_grad(), implementation(linear_act="pytorch", selective_scan="chunked"), counter:
             model(x)
     finally:
         for h in handles:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from .atomic import atomic_path
-from .checkpoint import CheckpointError
+from .errors import CheckpointError, MambaIRv2Error
 
 REPO_ID = "cguoh/MambaIR"
 FOLDER = "MambaIRv2_ckpt"
@@ -35,8 +35,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class HubError(RuntimeError):
+class HubError(MambaIRv2Error):
     """A name that cannot be listed, found, downloaded or verified (message: one line)."""
+
+    code = 1
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import bench, create_model
     from ..config import VARIANTS
-    from ..ops import BACKENDS, resolve_backend, scan_backend
+    from ..ops import BACKENDS, implementation, resolve_backend
 
     if args.variant not in VARIANTS:
         raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         macs = bench.count_macs(model.eval(), x)
         model.train(args.train)
         backend = _backend_used(x, args.backend, args.train, resolve_backend)
-        with scan_backend(args.backend):
+        with implementation(selective_scan=args.backend) if args.backend != "auto" else implementation():
             if args.train:
                 fn = _train_step(runner, model, x, device, dtype)
             else:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
               f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
               f"peak {row['peak_memory_mb']:.0f} MB", file=sys.stderr)
         for name in compare:
-            with scan_backend(name):
+            with implementation(selective_scan=name) if name != "auto" else implementation():
                 fn = _train_step(runner, model, x, device, dtype) if args.train else _forward(runner, x, device, dtype)
                 slow = name == "reference"  # the sequential scan is slow: one run, no warm-up
                 other = bench.median(bench.time_call(fn, device, warmup=0 if slow else args.warmup,

@@ -10,11 +10,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import bench, configs, convert, degrade, download, evaluate, export, info, train
+from . import app, bench, configs, convert, degrade, download, evaluate, export, info, train
 from . import restore as restore_cmd
-from .errors import CLIError
+from ..errors import MambaIRv2Error
 
-COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs, download, export)
+COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs, app, download, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tune_allocator()
     try:
         return int(args.func(args) or 0)
-    except CLIError as exc:
+    except MambaIRv2Error as exc:  # every user mistake or bad input: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from ..model import MambaIRv2
 from ..model.attention import window_partition
-from ..model.fused import fusion
-from ..model.heads import head_forward
+from ..model.heads import HEADS
+from ..ops import implementation
 
 Tensor = torch.Tensor
 PathLike = Union[str, "Path"]
@@ -173,7 +173,7 @@ class ExportForward(nn.Module):
             t = group.conv(img).flatten(2).transpose(1, 2) + t
         feat = m.norm(t).transpose(1, 2).reshape(t.shape[0], -1, hp, wp)
         feat = m.conv_after_body(feat) + first
-        x = head_forward(m, c.upsampler, feat, x)
+        x = HEADS[c.upsampler].forward(m, feat, x)
         x = x / m.img_range + mean
         s = c.upscale
         return x[:, :, : h0 * s, : w0 * s]
@@ -267,7 +267,7 @@ def export_onnx(model: MambaIRv2, path: PathLike, *, opset: int = DEFAULT_OPSET,
     model = model.to(dtype=dtype, device="cpu")
     wrapper = prepare_for_export(model)
     x = torch.rand(1, model.config.in_chans, *sample_size, dtype=dtype)
-    with torch.no_grad(), fusion(False), atomic_path(path, suffix=".onnx") as tmp:
+    with torch.no_grad(), implementation("pytorch"), atomic_path(path, suffix=".onnx") as tmp:
         if dynamo:
             dims = torch.export.Dim.DYNAMIC
             program = torch.onnx.export(wrapper, (x,), None, dynamo=True, opset_version=opset,

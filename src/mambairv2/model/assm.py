@@ -1,5 +1,6 @@
-"""Attentive state-space module (ASSM): ASE (prompts added to the scan's C) and SGN (tokens
-reordered so that tokens routed to the same prompt are neighbours in the scan)."""
+"""Attentive state-space module (ASSM, paper Sec. 4.2, Fig. 3a): ASE (prompts added to the scan's
+output matrix C, Eq. 7) and SGN (tokens reordered so that tokens routed to the same prompt are
+neighbours in the scan: SGN-unfold before the scan, SGN-fold after it, Fig. 3c)."""
 from __future__ import annotations
 
 import math
@@ -9,10 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import selective_scan
-from ..ops.routing_compiled import routing_kernel_applies, sgn_route_compiled
+from ..ops import LayerNorm, conv_gate, linear, linear_act, selective_scan, sgn_order, sgn_route
 from .ffn import image_to_tokens, tokens_to_image
-from .fused import LayerNorm, applies, conv_act, fusion_enabled, linear, linear_gelu
 
 Tensor = torch.Tensor
 
@@ -55,21 +54,20 @@ class SelectiveScan(nn.Module):
         self.Ds.fill_(1.0)
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
-        """``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N`` added to C as is.
+        """The attentive state-space equation (Eq. 7): h_i = Ā h_{i−1} + B̄ x_i,
+        y_i = (C + P) h_i + D x_i. ``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N``
+        (P, one prompt per token) added to C as is.
         Returns ``B×L×D``."""
         x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        c_ = c_ + prompt
+        c_ = c_ + prompt  # ASE: the prompt joins the scan's output matrix C (Eq. 6)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        if fusion_enabled():
-            # Δ = dt_projs_weight @ dt (rank R): inside the compiled CPU kernel, else one matmul
-            delta, proj = dt.transpose(1, 2), self.dt_projs_weight[0]
-        else:  # as a plain matmul (FLOP counters see it)
-            delta, proj = F.linear(dt, self.dt_projs_weight[0]).transpose(1, 2), None
+        # Δ = softplus(dt_projs_weight · dt + bias): the rank-R projection is passed to the scan
         y = selective_scan(
-            x.transpose(1, 2), delta, -torch.exp(self.A_logs.to(dtype)),
+            x.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_logs.to(dtype)),
             b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
-            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True, delta_proj=proj)
+            delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True,
+            delta_proj=self.dt_projs_weight[0])
         return y.transpose(1, 2).to(x.dtype)
 
 
@@ -83,15 +81,6 @@ def gumbel_softmax_hard(logits: Tensor, generator: Optional[torch.Generator] = N
     return y_hard - y_soft.detach() + y_soft
 
 
-def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
-    """Semantic-guided neighbouring: the permutation sorting tokens by group (stable, so ties
-    keep raster order) and its inverse. ``groups``: ``B×L`` integers → two ``B×L`` index tensors."""
-    order = torch.sort(groups, dim=-1, stable=True).indices
-    inverse = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return order, inverse
-
-
 def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
     """``x[b, index[b, l], :]`` for ``x``: ``B×L×C``, ``index``: ``B×L``."""
     b, length, c = x.shape
@@ -102,6 +91,14 @@ def permute_tokens(x: Tensor, index: Tensor) -> Tensor:
 
 class ASSM(nn.Module):
     """Attentive state-space module.
+
+    - Prompt pool P = M·N (Eq. 6, low-rank decoupling): M is ``embeddingB`` (T×r, this block's),
+      N is the layer's ``embeddingA`` (r×d, passed in); T = ``num_tokens``, r = ``inner_rank``.
+    - Routing: ``route`` (linear, GELU, linear, LogSoftmax) gives each token's log-probability
+      over the T prompts; the chosen prompt is the token's instance prompt P_i and its semantic label.
+    - Positional encoding: ``in_proj`` then ``CPE`` (depthwise 3×3) as a sigmoid gate.
+    - SGN-unfold: tokens sorted (stably) by label; ASE scan with C + P (Eq. 7); SGN-fold: the
+      inverse permutation; then ``out_norm`` and ``out_proj``.
 
     Routing: in training, straight-through hard Gumbel-softmax; in eval, one-hot(argmax) unless
     ``routing`` is ``"gumbel"`` (the released stochastic inference; ``generator`` seeds it).
@@ -128,20 +125,15 @@ class ASSM(nn.Module):
 
     def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Prompt per token (``B×L×N``, raster order), the chosen prompt index (``B×L``), and
-        the SGN permutation of the tokens with its inverse (see :func:`sgn_order`)."""
-        pool = self.embeddingB.weight @ embedding_a  # T×N prompt pool
+        the SGN permutation of the tokens with its inverse (see ``ops.sgn_order``)."""
+        pool = self.embeddingB.weight @ embedding_a  # Eq. 6: P = M·N, T×d prompt pool
         if self.training or self.routing == "gumbel":
             one_hot = gumbel_softmax_hard(self.route(x), self.generator)
             groups = one_hot.detach().argmax(-1)
             return (one_hot @ pool, groups, *sgn_order(groups))
         # argmax of the log-softmax is the argmax of the logits: skip the LogSoftmax
-        logits = linear(linear_gelu(x, self.route[0]), self.route[2])
-        if routing_kernel_applies(logits):
-            groups, order, inverse = sgn_route_compiled(logits)
-        else:
-            # max(-1) gives the same (first) index as argmax and is twice as fast on CPUs
-            groups = logits.max(-1).indices
-            order, inverse = sgn_order(groups)
+        logits = linear(linear_act(x, self.route[0], "gelu"), self.route[2])
+        groups, order, inverse = sgn_route(logits)
         # exactly one_hot(groups) @ pool, without the matmul
         return pool[groups], groups, order, inverse
 
@@ -151,10 +143,9 @@ class ASSM(nn.Module):
         prompt, _, order, inverse = self.route_tokens(x, embedding_a)
 
         img = self.in_proj(tokens_to_image(x, size))
-        gate = conv_act(img, self.CPE[0], "sigmoid")
-        img = gate.mul_(img) if applies(img) else img * gate
+        img = conv_gate(img, self.CPE[0])
         tokens = image_to_tokens(img)  # B×L×hidden
 
-        y = self.selectiveScan(permute_tokens(tokens, order), prompt)
+        y = self.selectiveScan(permute_tokens(tokens, order), prompt)  # SGN-unfold, then ASE
         y = linear(self.out_norm(y), self.out_proj)
-        return permute_tokens(y, inverse)
+        return permute_tokens(y, inverse)  # SGN-fold

@@ -5,10 +5,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..ops.attention_compiled import attention_kernel_applies, window_attention_compiled
-from .fused import linear
+from ..ops import linear, window_attention
 
 Tensor = torch.Tensor
 
@@ -131,36 +129,7 @@ class WindowAttention(nn.Module):
 
     def forward(self, qkv: Tensor, rpi: Tensor, plan: WindowPlan) -> Tensor:
         """``qkv``: ``N×3C`` tokens in the window order of ``plan`` → ``N×C`` in that order."""
-        c = qkv.shape[1] // 3
-        heads = self.num_heads
-        hd = c // heads
-        n = self.window_size ** 2
-        bias = self.position_bias(rpi).unsqueeze(0).to(qkv.dtype)  # 1×heads×n×n
-        # A bias that needs a gradient sends CPU SDPA to its unfused fallback, which guards the
-        # softmax against all -inf rows (where/isneginf/all): the plain formula is 1.5x faster.
-        explicit = bias.requires_grad and qkv.device.type == "cpu"
-        if attention_kernel_applies(qkv, hd, bias):
-            out, start = qkv.new_empty(qkv.shape[0], c), 0
-            for group in plan.groups:
-                tokens = group.windows * n
-                window_attention_compiled(qkv[start:start + tokens], heads, bias[0], group.mask,
-                                          self.scale, out[start:start + tokens])
-                start += tokens
-            return linear(out, self.proj)
-        outs, start = [], 0
-        for group in plan.groups:
-            tokens = group.windows * n
-            # one transpose of (token, head) blocks; q/k/v are views with contiguous rows
-            qkv_heads = qkv[start:start + tokens].view(group.windows, n, 3 * heads, hd).transpose(1, 2)
-            if qkv.device.type != "cpu":
-                qkv_heads = qkv_heads.contiguous()  # GPU kernels want aligned, dense heads
-            # on CPUs q/k/v stay strided views (rows of hd contiguous floats): no transposing copy
-            q, k, v = qkv_heads.unflatten(1, (3, heads)).unbind(1)
-            mask = bias if group.mask is None else bias + group.mask.to(qkv.dtype)
-            if explicit:
-                x = ((q * self.scale) @ k.transpose(-2, -1) + mask).softmax(-1) @ v
-            else:
-                x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-            outs.append(x.transpose(1, 2).reshape(tokens, c))
-            start += tokens
-        return linear(outs[0] if len(outs) == 1 else torch.cat(outs), self.proj)
+        bias = self.position_bias(rpi)  # heads×n×n
+        groups = [(group.windows, group.mask) for group in plan.groups]
+        out = window_attention(qkv, self.num_heads, bias, groups, self.scale)
+        return linear(out, self.proj)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from .assm import ASSM
 from .attention import WindowAttention, WindowPlan
 from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
-from .fused import LayerNorm, linear
+from ..ops import LayerNorm, linear
 
 Tensor = torch.Tensor
 Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift

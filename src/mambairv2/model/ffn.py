@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from .fused import applies, conv_act, linear, linear_gelu
+from ..ops import conv_act, linear, linear_act
 
 Tensor = torch.Tensor
 
@@ -49,10 +49,11 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        x = linear_gelu(x, self.fc1)
+        x = linear_act(x, self.fc1, "gelu")
         d = self.dwconv(x, size)
-        # without autograd the sum goes into the conv's fresh output (one buffer fewer)
-        x = d.add_(x) if applies(x) else x + d
+        # the sum goes into the conv's fresh output (one buffer fewer; GELU's backward needs
+        # its input, not this output)
+        x = d.add_(x) if d.dtype == x.dtype else x + d
         return linear(x, self.fc2)
 
 
@@ -81,4 +82,4 @@ class GatedMLP(nn.Module):
         self.fc2 = nn.Linear(hidden // 2, dim)
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        return linear(self.sg(linear_gelu(x, self.fc1), size), self.fc2)
+        return linear(self.sg(linear_act(x, self.fc1, "gelu"), size), self.fc2)

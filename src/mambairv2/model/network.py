@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 
 from ..config import MambaIRv2Config
+from ..ops import LayerNorm
 from .assm import ASSM, ROUTING_MODES
 from .attention import WindowPlan, relative_position_index, window_plan
 from .blocks import ResidualGroup
-from .fused import LayerNorm
 from .ffn import image_to_tokens, tokens_to_image
-from .heads import build_head, head_forward
+from .heads import HEADS
 
 Tensor = torch.Tensor
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -83,7 +83,7 @@ class MambaIRv2(nn.Module):
                 nn.Conv2d(d, d // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(d // 4, d // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(d // 4, d, 3, 1, 1))
-        build_head(self, c.upsampler, c.embed_dim, c.in_chans, c.upscale)
+        HEADS[c.upsampler].build(self, c.embed_dim, c.in_chans, c.upscale)
         self._plans: Dict[Tuple, Tuple[WindowPlan, WindowPlan]] = {}
         self.apply(_init_weights)
 
@@ -135,7 +135,7 @@ class MambaIRv2(nn.Module):
         x = (x - mean) * self.img_range
         first = self.conv_first(x)
         feat = self.conv_after_body(self.forward_features(first)) + first
-        x = head_forward(self, self.config.upsampler, feat, x)
+        x = HEADS[self.config.upsampler].forward(self, feat, x)
         x = x / self.img_range + mean
         s = self.upscale
         return x[..., : h0 * s, : w0 * s]

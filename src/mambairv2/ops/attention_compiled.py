@@ -3,8 +3,8 @@
 For the light model's 12-channel heads the kernel is about 1.3× faster than PyTorch's CPU flash
 attention (whose matrix products waste most of their work on such thin operands) and writes the
 heads side by side in the layout the output projection reads. For larger heads (29 and 33 in the
-other variants) ``scaled_dot_product_attention`` is faster, so :func:`attention_kernel_applies`
-only accepts heads up to :data:`MAX_HEAD_DIM`.
+other variants) ``scaled_dot_product_attention`` is faster, so ``ops.attention.choose`` uses
+the kernel only for heads up to :data:`MAX_HEAD_DIM`.
 """
 from __future__ import annotations
 
@@ -32,17 +32,10 @@ def attention_kernel_error() -> Optional[str]:
     return _KERNEL.error()
 
 
-def attention_kernel_applies(qkv: Tensor, head_dim: int, *others: Tensor) -> bool:
-    """Whether :func:`window_attention_compiled` should run this call: float32 CPU tensors, no
-    autograd, heads of at most ``MAX_HEAD_DIM`` channels, and the kernel builds here for this
-    CPU's vector units."""
-    tensors = (qkv, *others)
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    # built without -march=native (the compiler refused it) the kernel is slower than SDPA
-    return 1 <= head_dim <= MAX_HEAD_DIM and _KERNEL.native()
+def attention_kernel_native() -> bool:
+    """Whether the kernel is loaded and was built for this CPU's vector units (-march=native):
+    built without, it is slower than SDPA."""
+    return _KERNEL.native()
 
 
 def window_attention_compiled(qkv: Tensor, heads: int, bias: Tensor, mask: Optional[Tensor],

@@ -26,19 +26,6 @@ def layer_norm_kernel_error() -> Optional[str]:
     return _KERNEL.error()
 
 
-def layer_norm_kernel_applies(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> bool:
-    """float32 CPU tensors without autograd, an affine norm over the last dimension, and the
-    kernel builds here."""
-    if weight is None or bias is None or x.dim() < 1 or x.numel() == 0:
-        return False
-    tensors = (x, weight, bias)
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return _KERNEL.available()
-
-
 def layer_norm_compiled(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, (C,), weight, bias, eps)`` for ``x`` of any shape ``…×C``."""
     lib = _KERNEL.load()

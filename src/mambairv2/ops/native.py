@@ -6,7 +6,8 @@ compiled with ``cc -O3 -march=native -fopenmp`` (retried without OpenMP, then wi
 ``$MAMBAIRV2_CACHE_DIR`` (default ``~/.cache/mambairv2``) under a name that hashes the source, the
 flags, the compiler and the CPU, so a rebuilt or moved installation never loads a stale or foreign
 library. Where no compiler works the kernel is reported unavailable (with the reason) and callers
-keep their pure-PyTorch path. ``MAMBAIRV2_NO_KERNEL=1`` disables every kernel.
+keep their pure-PyTorch path. Whether a kernel is used at all is decided by ``ops.dispatch``
+(``ops.implementation("pytorch")`` uses none).
 """
 from __future__ import annotations
 
@@ -103,9 +104,6 @@ class NativeKernel:
         with self._lock:
             if self._lib is not None or self._error is not None:
                 return self._lib
-            if os.environ.get("MAMBAIRV2_NO_KERNEL", "") not in ("", "0"):
-                self._error = "disabled by MAMBAIRV2_NO_KERNEL"
-                return None
             cc = _compiler()
             if cc is None:
                 self._error = "no C compiler found (cc, gcc or clang; or set CC)"

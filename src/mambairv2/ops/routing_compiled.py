@@ -27,13 +27,6 @@ def routing_kernel_error() -> Optional[str]:
     return _KERNEL.error()
 
 
-def routing_kernel_applies(logits: Tensor) -> bool:
-    """float32 CPU logits without autograd, and the kernel builds here."""
-    grad = torch.is_grad_enabled() and logits.requires_grad
-    return (logits.device.type == "cpu" and logits.dtype == torch.float32 and not grad
-            and logits.dim() == 3 and logits.shape[-1] >= 1 and _KERNEL.available())
-
-
 def sgn_route_compiled(logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """``logits``: ``B×L×T`` → ``(groups, order, inverse)``, each ``B×L`` int64: the first argmax
     per token, the stable sort of the tokens by group, and its inverse permutation."""

@@ -4,7 +4,7 @@ The kernel runs the recurrence in one pass over the sequence (the state of a blo
 stays in registers), so on CPUs it does the work of the chunked scan's dozen elementwise sweeps
 at once and reads the model's token-major tensors in place. It handles float32 inference: no
 autograd, B and C shared by all channels (one group, as in the released models). Where it cannot
-be built, :func:`kernel_available` is False and ``auto`` keeps the pure-PyTorch chunked scan.
+be built, :func:`kernel_available` is False and ``selective_scan.choose`` keeps the chunked scan.
 """
 from __future__ import annotations
 
@@ -33,16 +33,6 @@ def kernel_available() -> bool:
 def kernel_error() -> Optional[str]:
     """Why the scan kernel is unavailable (None if it is available or was not tried yet)."""
     return _KERNEL.error()
-
-
-def kernel_supports(u: Tensor, B: Tensor, A: Tensor, *others: Optional[Tensor]) -> bool:
-    """Whether a call with these arguments can use the kernel (CPU, float32, B/C shared by all
-    channels, d_state ≤ 64, and no autograd: none of ``u``, ``B``, ``A`` and ``others`` — the
-    call's remaining tensors, None allowed — requires a gradient)."""
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, B, A, *others))
-    groups = B.shape[1] if B.dim() == 4 else 1
-    return (u.device.type == "cpu" and u.dtype == torch.float32 and not grad and groups == 1
-            and A.shape[-1] <= MAX_STATE)
 
 
 def _strides(t: Tensor) -> ctypes.Array:

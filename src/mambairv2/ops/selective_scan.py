@@ -1,34 +1,32 @@
-"""``selective_scan``: one function, several backends.
+"""``selective_scan``: one function, several implementations.
 
 - ``reference``: the sequential recurrence (the oracle; slow).
 - ``chunked``: exact chunked formulation in pure PyTorch; fast on CPU and GPU, supports autograd.
 - ``compiled``: a small C kernel built on first use by the system's compiler (CPU, float32,
   inference only, one B/C group); see ``scan_compiled``.
 - ``mamba_ssm``: the CUDA kernel of the ``mamba_ssm`` package (CUDA tensors, no float64).
-- ``auto``: ``mamba_ssm`` for CUDA inputs when it is importable and the dtype is not float64;
-  ``compiled`` for CPU inputs it supports when it builds; otherwise ``chunked``.
 
-``scan_backend(name)`` selects the backend for everything run inside it; an explicit
-``backend=`` argument other than ``"auto"`` wins over it.
+Which one runs is chosen by :func:`choose` from the selection of ``ops.implementation``
+(``auto``: ``mamba_ssm`` for CUDA inputs when importable and not float64, ``compiled`` for CPU
+float32 inference where it builds, otherwise ``chunked``; ``pytorch``: ``chunked``;
+``reference``: ``reference``). An explicit ``backend=`` argument other than ``"auto"`` wins.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
+from .dispatch import OPS, Choice, Probe, selected
 from .scan_chunked import selective_scan_chunked
 from .scan_common import ScanInputs
-from .scan_compiled import MAX_RANK, kernel_available, kernel_supports, selective_scan_compiled
+from .scan_compiled import (MAX_RANK, MAX_STATE, kernel_available, kernel_error,
+                            selective_scan_compiled)
 from .scan_reference import selective_scan_reference
 
 Tensor = torch.Tensor
-BACKENDS = ("auto", "reference", "chunked", "compiled", "mamba_ssm")
-
-_backend: contextvars.ContextVar[str] = contextvars.ContextVar("mambairv2_scan_backend", default="auto")
+BACKENDS = ("auto",) + OPS["selective_scan"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,39 +39,53 @@ def mamba_ssm_available() -> bool:
     return True
 
 
-@contextlib.contextmanager
-def scan_backend(name: str) -> Iterator[None]:
-    """Use backend ``name`` for every ``selective_scan`` call made inside the block."""
-    _check(name)
-    token = _backend.set(name)
-    try:
-        yield
-    finally:
-        _backend.reset(token)
+def choose(probe: Probe, groups: int = 1, d_state: int = 1, backend: str = "auto") -> Choice:
+    """The implementation for a scan of ``groups`` B/C groups and ``d_state`` states on
+    ``probe``'s device/dtype (``backend``: an explicit request, else the selection in force)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    sel = backend if backend != "auto" else selected("selective_scan")
+    if sel == "pytorch":
+        return Choice("chunked", "selected 'pytorch'")
+    if sel != "auto":
+        return Choice(sel, f"selected {sel!r}")
+    if probe.device == "cuda":
+        if probe.dtype == torch.float64:
+            return Choice("chunked", "float64: mamba_ssm has no float64 kernel")
+        if mamba_ssm_available():
+            return Choice("mamba_ssm", "mamba_ssm is importable")
+        return Choice("chunked", "mamba_ssm is not installed")
+    if probe.device != "cpu":
+        return Choice("chunked", f"no dedicated kernel for {probe.device}")
+    why = _compiled_unsupported(probe, groups, d_state)
+    if why:
+        return Choice("chunked", why)
+    if not kernel_available():
+        return Choice("chunked", f"compiled kernel unavailable: {kernel_error()}")
+    return Choice("compiled", "float32 CPU inference")
 
 
-def current_backend() -> str:
-    """The backend selected by the innermost ``scan_backend`` block ("auto" outside any)."""
-    return _backend.get()
+def _compiled_unsupported(probe: Probe, groups: int, d_state: int) -> Optional[str]:
+    """Why the compiled kernel cannot run such a call (None: it can)."""
+    if probe.device != "cpu":
+        return f"the compiled kernel runs on CPU, not {probe.device}"
+    if probe.grad:
+        return "gradients needed (the compiled kernel has no backward)"
+    if probe.dtype != torch.float32:
+        return f"{str(probe.dtype).replace('torch.', '')} (the compiled kernel is float32)"
+    if groups != 1:
+        return f"{groups} B/C groups (the compiled kernel takes one)"
+    if d_state > MAX_STATE:
+        return f"d_state {d_state} > {MAX_STATE}"
+    return None
 
 
 def resolve_backend(u: Tensor, backend: str = "auto", B: Optional[Tensor] = None,
                     A: Optional[Tensor] = None, others: Sequence[Optional[Tensor]] = ()) -> str:
-    """The concrete backend that ``selective_scan`` would use for ``u`` (and ``B``, ``A`` and
-    the call's ``others`` tensors, which decide whether the compiled CPU kernel applies: it has
-    no autograd; without them a single-group, small-state call is assumed)."""
-    _check(backend)
-    if backend == "auto":
-        backend = _backend.get()
-    if backend == "auto":
-        if u.is_cuda and u.dtype != torch.float64 and mamba_ssm_available():
-            return "mamba_ssm"
-        probe_b = B if B is not None else u.new_empty(1, 1, 1)
-        probe_a = A if A is not None else u.new_empty(1, 1)
-        if kernel_supports(u, probe_b, probe_a, *others) and kernel_available():
-            return "compiled"
-        return "chunked"
-    return backend
+    """The implementation ``selective_scan`` would use for these arguments."""
+    groups = B.shape[1] if B is not None and B.dim() == 4 else 1
+    d_state = A.shape[-1] if A is not None else 1
+    return choose(Probe.of(u, B, A, *others), groups, d_state, backend).name
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -89,17 +101,20 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         D: ``D`` skip weights, or None.
         delta_bias: ``D``, added to delta before the optional softplus.
         delta_softplus: apply ``softplus`` to delta (+ bias).
-        backend: see the module docstring.
+        backend: an explicit implementation (see the module docstring); ``"auto"`` follows
+            ``ops.implementation``.
         delta_proj: ``D×R``: Δ is ``delta_proj @ delta`` (Mamba's low-rank dt projection, without
-            its bias), computed inside the compiled kernel, before the scan elsewhere.
+            its bias), computed inside the compiled kernel, as a matmul before the scan elsewhere.
     Returns:
         ``y``: ``B×D×L`` in u's dtype (computed in float32, or float64 for float64 input).
     """
-    others = (delta, C, D, delta_bias, delta_proj)
-    name = resolve_backend(u, backend, B, A, others)
-    if name == "compiled" and not kernel_supports(u, B, A, *others):
-        raise RuntimeError("backend 'compiled' needs float32 CPU tensors without autograd, one "
-                           "B/C group and d_state <= 64")
+    probe = Probe.of(u, delta, A, B, C, D, delta_bias, delta_proj)
+    groups = B.shape[1] if B.dim() == 4 else 1
+    name = choose(probe, groups, A.shape[-1], backend).name
+    if name == "compiled":
+        why = _compiled_unsupported(probe, groups, A.shape[-1])
+        if why:
+            raise RuntimeError(f"scan implementation 'compiled' cannot run this call: {why}")
     if delta_proj is not None:
         if delta.dim() != 3 or delta_proj.dim() != 2 or delta.shape[1] != delta_proj.shape[1]:
             raise ValueError(f"delta (B×R×L) and delta_proj (D×R) do not match: {tuple(delta.shape)}, "
@@ -112,6 +127,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         return _mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "compiled":
         return selective_scan_compiled(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "triton":
+        raise RuntimeError("scan implementation 'triton' is not available in this build")
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         return selective_scan_reference(s)
@@ -135,8 +152,3 @@ def _mamba_ssm(u, delta, A, B, C, D, delta_bias, delta_softplus) -> Tensor:
                             delta_bias=None if delta_bias is None else delta_bias.float().contiguous(),
                             delta_softplus=delta_softplus, return_last_state=False)
     return out.to(u.dtype)
-
-
-def _check(name: str) -> None:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown scan backend {name!r}; choose one of {', '.join(BACKENDS)}")

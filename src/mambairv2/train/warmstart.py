@@ -8,10 +8,11 @@ from typing import Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, detect_config, read_state_dict
+from ..checkpoint import CheckpointError, read_state_dict
+from ..model import detect_config
+from ..model.heads import HEAD_PREFIXES
 from ..model import MambaIRv2
 
-HEAD_PREFIXES = ("upsample.", "conv_before_upsample.", "conv_last.", "conv_up1.", "conv_up2.", "conv_hr.")
 
 
 def warm_start(model: MambaIRv2, path: str, head: str = "auto", verbose: bool = True) -> Tuple[int, int]:

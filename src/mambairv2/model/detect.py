@@ -1,0 +1,64 @@
+"""The network configuration of a MambaIRv2 state dict, read from its keys and shapes alone."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, Mapping
+
+import torch
+
+from ..config import MambaIRv2Config
+from ..errors import CheckpointError
+from .heads import detect_head
+
+
+def detect_config(sd: Mapping[str, torch.Tensor]) -> MambaIRv2Config:
+    """Infers the full network configuration from a state dict's keys and shapes."""
+    required = ("conv_first.weight", "patch_embed.norm.weight", "layers.0.residual_group.layers.0.wqkv.weight")
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise CheckpointError(f"not a MambaIRv2 state dict: missing {', '.join(missing)} "
+                              f"(first keys: {', '.join(list(sd)[:3])})")
+    embed_dim, in_chans = sd["conv_first.weight"].shape[:2]
+    layer_re = re.compile(r"layers\.(\d+)\.residual_group\.layers\.(\d+)\.")
+    depth_of: Dict[int, int] = {}
+    for key in sd:
+        m = layer_re.match(key)
+        if m:
+            g, j = int(m.group(1)), int(m.group(2))
+            depth_of[g] = max(depth_of.get(g, 0), j + 1)
+    groups = sorted(depth_of)
+    if groups != list(range(len(groups))):
+        raise CheckpointError(f"group indices are not contiguous: {groups}")
+    p0 = "layers.0.residual_group.layers.0."
+    try:
+        heads = tuple(int(sd[f"layers.{g}.residual_group.layers.0.win_mhsa.relative_position_bias_table"].shape[1])
+                      for g in groups)
+        table = sd[p0 + "win_mhsa.relative_position_bias_table"].shape[0]
+        window_size = (int(round(math.sqrt(table))) + 1) // 2
+        hidden, d_state = sd[p0 + "assm.selectiveScan.A_logs"].shape
+        inner_rank = sd[p0 + "embeddingA.weight"].shape[0]
+        num_tokens = sd[p0 + "assm.embeddingB.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(f"not a MambaIRv2 state dict: missing {exc.args[0]}") from None
+    if p0 + "convffn1.sg.norm.weight" in sd:
+        ffn, kernel = "gated", 5
+    else:
+        ffn = "conv"
+        dw = sd.get(p0 + "convffn1.dwconv.depthwise_conv.0.weight")
+        if dw is None:
+            raise CheckpointError("not a MambaIRv2 state dict: no FFN weights in the first layer")
+        kernel = int(dw.shape[-1])
+    try:
+        upsampler, upscale = detect_head(sd, int(in_chans))
+    except ValueError as exc:
+        raise CheckpointError(f"not a MambaIRv2 state dict: {exc}") from None
+    resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
+    try:
+        return MambaIRv2Config(
+            embed_dim=int(embed_dim), d_state=int(d_state), depths=tuple(depth_of[g] for g in groups),
+            num_heads=heads, window_size=window_size, inner_rank=int(inner_rank),
+            num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=int(hidden) / int(embed_dim),
+            upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn)
+    except ValueError as exc:
+        raise CheckpointError(f"inconsistent MambaIRv2 state dict: {exc}") from None

@@ -1,0 +1,144 @@
+"""The one switch that selects how every operator of ``ops`` is computed.
+
+Each operator (selective scan, window attention, SGN routing, LayerNorm, linear/conv with
+activation) has a reference path and fast paths; which one runs is decided here and only here:
+
+- ``"auto"`` (default): the fastest implementation that applies to the call (compiled CPU
+  kernels, oneDNN fused ops, ``mamba_ssm``/Triton on CUDA), else the PyTorch path.
+- ``"pytorch"``: standard PyTorch operators only (portable, exportable; no compiled kernels,
+  no oneDNN-private ops, no ``mamba_ssm``).
+- ``"reference"``: the plain formulas (sequential scan, explicit softmax attention): the
+  oracles, slow.
+
+``implementation(name, **per_op)`` selects for everything run inside the block (per thread and
+asyncio task); a per-op keyword names one op's concrete implementation, e.g.
+``implementation(selective_scan="chunked")``. The environment variable ``MAMBAIRV2_IMPLEMENTATION``
+only sets the default selection of a process.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+import warnings
+from typing import Dict, Iterator, Mapping, NamedTuple, Optional
+
+import torch
+
+ENV_VAR = "MAMBAIRV2_IMPLEMENTATION"
+SELECTIONS = ("auto", "pytorch", "reference")
+#: every operator with its concrete implementations (besides the three selections)
+OPS: Mapping[str, tuple] = {
+    "selective_scan": ("reference", "chunked", "compiled", "mamba_ssm", "triton"),
+    "window_attention": ("reference", "sdpa", "compiled"),
+    "sgn_route": ("pytorch", "compiled"),
+    "layer_norm": ("pytorch", "compiled"),
+    "linear_act": ("pytorch", "onednn"),
+}
+
+_override: contextvars.ContextVar[Optional[Dict[str, str]]] = contextvars.ContextVar(
+    "mambairv2_implementation", default=None)
+
+
+class Choice(NamedTuple):
+    """The implementation an operator uses for a call, and why."""
+
+    name: str
+    reason: str
+
+
+class Probe(NamedTuple):
+    """What a choice depends on: the device type, the dtype, whether autograd records the call,
+    and whether CPU autocast is on."""
+
+    device: str
+    dtype: torch.dtype
+    grad: bool
+    autocast: bool = False
+
+    @classmethod
+    def of(cls, *tensors: Optional[torch.Tensor]) -> "Probe":
+        """The probe of a call on ``tensors`` (None entries ignored; the first sets device/dtype)."""
+        present = [t for t in tensors if t is not None]
+        first = present[0]
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
+        return cls(first.device.type, first.dtype, grad, first.device.type == "cpu" and autocast_cpu())
+
+    @property
+    def cpu_float32_inference(self) -> bool:
+        """The case the compiled CPU kernels and oneDNN fusions are written for."""
+        return self.not_cpu_float32_inference() is None
+
+    def not_cpu_float32_inference(self) -> Optional[str]:
+        """Why this is not float32 CPU inference (None where it is)."""
+        if self.device != "cpu":
+            return f"{self.device} tensors (the CPU fast path does not apply)"
+        if self.grad:
+            return "gradients needed (the CPU fast path is inference only)"
+        if self.autocast:
+            return "CPU autocast on (the CPU fast path is float32)"
+        if self.dtype != torch.float32:
+            return f"{str(self.dtype).replace('torch.', '')} (the CPU fast path is float32)"
+        return None
+
+
+def autocast_cpu() -> bool:
+    """Whether CPU autocast is on."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _check(op: Optional[str], name: str) -> None:
+    allowed = SELECTIONS + (OPS[op] if op else ())
+    if name not in allowed:
+        what = f"operator {op!r}" if op else "the implementation"
+        raise ValueError(f"unknown implementation {name!r} for {what}; choose one of {', '.join(allowed)}")
+
+
+@functools.lru_cache(maxsize=1)
+def _default() -> str:
+    """The process's default selection (read once)."""
+    name = os.environ.get(ENV_VAR, "").strip() or "auto"
+    if name not in SELECTIONS:
+        warnings.warn(f"{ENV_VAR}={name!r} is not one of {', '.join(SELECTIONS)}; using 'auto'",
+                      RuntimeWarning, stacklevel=3)
+        return "auto"
+    return name
+
+
+@contextlib.contextmanager
+def implementation(name: Optional[str] = None, **per_op: str) -> Iterator[None]:
+    """Select implementations for every ``ops`` call made inside the block.
+
+    Args:
+        name: ``"auto"``, ``"pytorch"`` or ``"reference"`` for every operator (None keeps the
+            enclosing selection).
+        per_op: ``OP=IMPLEMENTATION`` for single operators (see :data:`OPS`), e.g.
+            ``selective_scan="chunked"``, ``window_attention="reference"``.
+    """
+    if name is not None:
+        _check(None, name)
+    for op, impl in per_op.items():
+        if op not in OPS:
+            raise ValueError(f"unknown operator {op!r}; operators: {', '.join(OPS)}")
+        _check(op, impl)
+    current = dict(_override.get() or {})
+    if name is not None:
+        current = {op: name for op in OPS}
+    current.update(per_op)
+    token = _override.set(current)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def selected(op: str) -> str:
+    """The selection in force for ``op``: a selection name or one of its implementations."""
+    current = _override.get()
+    if current and op in current:
+        return current[op]
+    return _default()

@@ -1,0 +1,92 @@
+"""``linear_act`` / ``conv_act``: a linear layer or convolution with the activation after it.
+
+Implementations: ``pytorch`` (the module, then the activation) and ``onednn``: one oneDNN
+primitive (PyTorch's ``mkldnn._linear_pointwise`` / ``_convolution_pointwise`` ops, the ones
+``torch.compile`` uses on CPUs), so the bias and the activation run on data still in cache
+instead of in further passes over memory; for float32 CPU inference where PyTorch has oneDNN.
+Results equal the plain ops to float32 rounding.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .dispatch import Choice, Probe, selected
+
+Tensor = torch.Tensor
+ACTIVATIONS = ("none", "gelu", "sigmoid")
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_available() -> bool:
+    """Whether this PyTorch has the oneDNN pointwise-fused linear and convolution ops."""
+    try:
+        ops = torch.ops.mkldnn
+        return (torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
+                and hasattr(ops, "_convolution_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose(probe: Probe) -> Choice:
+    """The implementation on ``probe``'s device/dtype."""
+    sel = selected("linear_act")
+    if sel in ("reference", "pytorch"):
+        return Choice("pytorch", f"selected {sel!r}")
+    if sel == "onednn":
+        return Choice("onednn", "selected 'onednn'")
+    why = probe.not_cpu_float32_inference()
+    if why:
+        return Choice("pytorch", why)
+    if not onednn_available():
+        return Choice("pytorch", "PyTorch built without oneDNN pointwise ops")
+    return Choice("onednn", "float32 CPU inference")
+
+
+def _fused(x: Tensor, layer: nn.Module) -> bool:
+    return choose(Probe.of(x, layer.weight)).name == "onednn"
+
+
+def _activate(y: Tensor, act: str) -> Tensor:
+    if act == "gelu":
+        return F.gelu(y)
+    if act == "sigmoid":
+        return torch.sigmoid(y)
+    return y
+
+
+def linear_act(x: Tensor, layer: nn.Linear, act: str = "none") -> Tensor:
+    """``act(layer(x))`` for tokens ``…×C`` (``act``: ``none``, ``gelu`` (exact) or ``sigmoid``);
+    fused, the bias is added by the matmul's epilogue instead of in a pass over the output."""
+    if not _fused(x, layer):
+        return _activate(layer(x), act)
+    flat = x.reshape(-1, x.shape[-1])
+    algorithm = "none" if act == "gelu" else ""
+    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, act, [], algorithm)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
+    """``act(conv(x))`` for ``act`` in ``gelu`` (exact) or ``sigmoid``; channels-last stays
+    channels-last."""
+    if not _fused(x, conv) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return _activate(conv(x), act)
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+        conv.groups, act, [], "none" if act == "gelu" else "")
+
+
+def conv_gate(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``x · sigmoid(conv(x))``; without autograd the product overwrites the gate's fresh buffer."""
+    gate = conv_act(x, conv, "sigmoid")
+    if torch.is_grad_enabled() and (gate.requires_grad or x.requires_grad):
+        return x * gate  # sigmoid's backward needs its output: no in-place product
+    return gate.mul_(x) if gate.dtype == x.dtype else x * gate
+
+
+def linear(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(x)`` for tokens ``…×C`` (see :func:`linear_act`)."""
+    return linear_act(x, layer, "none")

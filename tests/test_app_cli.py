@@ -1,0 +1,76 @@
+"""``mambairv2 app`` on the command line: Gradio stays unimported until the app starts, user
+mistakes are one-line errors, and the command starts, prints its URL and serves the page."""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import REPO
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+START_TIMEOUT_S = 180  # a busy CI machine; typically a few seconds
+
+
+def mambairv2(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mambairv2", *args], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_lists_app_without_importing_gradio():
+    code = ("import argparse, sys; from mambairv2.cli import app; "
+            "p = argparse.ArgumentParser(); app.add_parser(p.add_subparsers()); "
+            "own = [m in sys.modules for m in ('gradio', 'torch')]; "
+            "from mambairv2.cli.main import build_parser; h = build_parser().format_help(); "
+            "print('app' in h, *own, 'gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    # the app's parser loads neither Gradio nor PyTorch; the whole --help does not load Gradio
+    assert out.stdout.split() == ["True", "False", "False", "False"], out.stderr
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    result = mambairv2("app", "--weights-dir", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --weights-dir {tmp_path / 'missing'}: no such folder"
+    result = mambairv2("app", "--max-pixels", "0")
+    assert result.returncode == 2 and "must be positive" in result.stderr
+
+
+def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
+    pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", str(port),
+                             "--weights-dir", str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    url, seen = None, []
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while url is None and time.monotonic() - start < START_TIMEOUT_S and proc.poll() is None:
+            if sel.select(timeout=1):
+                line = proc.stdout.readline()
+                seen.append(line)
+                if "running on http://" in line:
+                    url = line.split("running on ")[1].split()[0]
+        elapsed = time.monotonic() - start
+        assert url == f"http://127.0.0.1:{port}/", "".join(seen)
+        print(f"mambairv2 app printed its URL after {elapsed:.1f} s")
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert response.status == 200 and b"MambaIRv2" in response.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
