@@ -146,6 +146,12 @@ def scan_for_export(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
 
 
 # -- the network, written for export ---------------------------------------------------------
+def _norm(ln: nn.LayerNorm, x: Tensor) -> Tensor:
+    """The LayerNorm module's computation with its own (constant) normalised shape: a shape read
+    from ``x`` would be a traced value, which the exporter cannot turn into ONNX's attribute."""
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
 class ExportForward(nn.Module):
     """``model``'s forward with shape-generic operators (see the module docstring); holds the
     model (parameters shared, nothing copied). Equal to ``model(x)`` up to float rounding."""
@@ -164,14 +170,14 @@ class ExportForward(nn.Module):
         x = (x - mean) * m.img_range
         first = m.conv_first(x)
         mask = shift_mask(hp, wp, ws, ws // 2, x.device).to(x.dtype)
-        t = m.patch_embed(first.flatten(2).transpose(1, 2))
+        t = _norm(m.patch_embed.norm, first.flatten(2).transpose(1, 2))
         for group in m.layers:
             y = t
             for layer in group.residual_group.layers:
                 y = self._layer(layer, y, hp, wp, mask)
             img = y.transpose(1, 2).reshape(y.shape[0], -1, hp, wp)
             t = group.conv(img).flatten(2).transpose(1, 2) + t
-        feat = m.norm(t).transpose(1, 2).reshape(t.shape[0], -1, hp, wp)
+        feat = _norm(m.norm, t).transpose(1, 2).reshape(t.shape[0], -1, hp, wp)
         feat = m.conv_after_body(feat) + first
         x = HEADS[c.upsampler].forward(m, feat, x)
         x = x / m.img_range + mean
@@ -181,13 +187,13 @@ class ExportForward(nn.Module):
     def _layer(self, layer: nn.Module, x: Tensor, hp: int, wp: int, mask: Tensor) -> Tensor:
         size = (hp, wp)
         shortcut = x
-        x_win = self._window_attention(layer, layer.norm1(x), hp, wp, mask,
+        x_win = self._window_attention(layer, _norm(layer.norm1, x), hp, wp, mask,
                                        self.model.relative_position_index_SA) + shortcut
-        x_win = layer.convffn1(layer.norm2(x_win), size) + x_win
+        x_win = layer.convffn1(_norm(layer.norm2, x_win), size) + x_win
         x = x_win + shortcut * layer.scale1
         shortcut = x
-        x_aca = self._assm(layer.assm, layer.norm3(x), hp, wp, layer.embeddingA.weight) + x
-        x = layer.convffn2(layer.norm4(x_aca), size) + x_aca
+        x_aca = self._assm(layer.assm, _norm(layer.norm3, x), hp, wp, layer.embeddingA.weight) + x
+        x = layer.convffn2(_norm(layer.norm4, x_aca), size) + x_aca
         return x + shortcut * layer.scale2
 
     @staticmethod
@@ -225,7 +231,7 @@ class ExportForward(nn.Module):
         img = img * torch.sigmoid(assm.CPE(img))
         tokens = gather_tokens(img.flatten(2).transpose(1, 2), order)
         y = ExportForward._selective_scan(assm.selectiveScan, tokens, prompt)
-        y = assm.out_proj(assm.out_norm(y))
+        y = assm.out_proj(_norm(assm.out_norm, y))
         return gather_tokens(y, inverse)
 
     @staticmethod
