@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -302,14 +302,14 @@ def onnx_session(path: PathLike, threads: Optional[int] = None):
 
 
 def verify_onnx(path: PathLike, model: MambaIRv2, inputs: Iterable[Tensor],
-                session=None) -> Dict[Tuple[int, ...], float]:
-    """Runs the ONNX file with onnxruntime on each ``1×C×H×W`` input and returns, per input
-    shape, the largest absolute difference from ``model`` (its own fast PyTorch path) in the
-    model's dtype."""
+                session=None) -> List[Tuple[Tuple[int, ...], float]]:
+    """Runs the ONNX file with onnxruntime on each ``1×C×H×W`` input and returns, per input in
+    order, its shape and the largest absolute difference from ``model`` (its own fast PyTorch
+    path) in the model's dtype."""
     session = session or onnx_session(path)
     name = session.get_inputs()[0].name
     dtype = next(model.parameters()).dtype
-    errors: Dict[Tuple[int, ...], float] = {}
+    errors: List[Tuple[Tuple[int, ...], float]] = []
     for x in inputs:
         x = x.to(dtype)
         with torch.no_grad():
@@ -317,7 +317,7 @@ def verify_onnx(path: PathLike, model: MambaIRv2, inputs: Iterable[Tensor],
         got = torch.from_numpy(session.run(None, {name: x.numpy()})[0]).float()
         if got.shape != expected.shape:
             raise ValueError(f"onnxruntime output {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
-        errors[tuple(x.shape)] = (got - expected).abs().max().item()
+        errors.append((tuple(x.shape), (got - expected).abs().max().item()))
     return errors
 
 
