@@ -32,7 +32,9 @@ def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]
     """Tensors of a checkpoint file and, for our ``.safetensors``, the stored configuration."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
+        from .hub import resolve_weights  # an authors' checkpoint name, from the local hub cache
+
+        path = resolve_weights(path)  # CheckpointError "no such file" when it is not one either
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:

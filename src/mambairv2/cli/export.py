@@ -1,0 +1,130 @@
+"""``mambairv2 export WEIGHTS -o model.onnx``: ONNX export through shape-generic PyTorch code,
+then a self-check with onnxruntime against the PyTorch model (see
+:mod:`mambairv2.integrations.onnx_export`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import CLIError
+
+TOLERANCE = 1e-4  # float32: the largest accepted |onnxruntime − PyTorch|
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to ONNX and verify it with onnxruntime",
+        description="Export a MambaIRv2 checkpoint to ONNX (input 'input' 1×C×H×W in [0, 1], output "
+                    "'output' 1×C×(H·s)×(W·s)), then run the file with onnxruntime on a random input "
+                    "(and on --image) and compare with PyTorch: the largest absolute error is "
+                    "printed, and the command fails (exit 1) when it exceeds --tolerance in "
+                    "float32. Needs: pip install 'mambairv2[onnx]'.")
+    p.add_argument("weights", metavar="WEIGHTS", help="checkpoint (.pth/.safetensors) or an authors' name")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="free height and width (one graph for every size); default: fixed --size")
+    p.add_argument("--size", default="64x64", help="HxW of the fixed input without --dynamic (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                   help="graph dtype (float16: half-precision weights and activations, scan in float32)")
+    p.add_argument("--image", default=None, help="also verify on this image (default: random inputs only)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="largest accepted error in float32 (default: %(default)g)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run)
+    return p
+
+
+def _size(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"--size must be HxW, e.g. 64x64, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise CLIError(f"--size must be positive, got {text!r}")
+    return h, w
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import CheckpointError, load_model
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists (--overwrite replaces it)")
+    if out.is_dir():
+        raise CLIError(f"{out}: is a folder")
+    size = _size(args.size)
+    try:
+        from ..integrations import onnx_export as ox
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise CLIError(f"ONNX export needs the [onnx] extra ({exc.name} missing): "
+                       "pip install 'mambairv2[onnx]'") from None
+    try:
+        model = load_model(args.weights)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    dtype = torch.float16 if args.dtype == "float16" else torch.float32
+    cfg = model.config
+    image = _read_image(args.image, cfg.in_chans) if args.image else None
+    started = time.perf_counter()
+    print(f"exporting {cfg.arch} x{cfg.upscale} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
+          f"{args.dtype}) …", file=sys.stderr)
+    ox.export_onnx(model, out, opset=args.opset or ox.DEFAULT_OPSET, dynamic=args.dynamic, dtype=dtype,
+                   sample_size=(37, 53) if args.dynamic else size)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s",
+          file=sys.stderr)
+    if args.no_verify:
+        return 0
+    sizes = [(37, 53), (64, 64)] if args.dynamic else [size]
+    if image is not None and not args.dynamic and tuple(image.shape[-2:]) != size:
+        print(f"note: --image is {image.shape[-2]}×{image.shape[-1]}, the graph takes {size[0]}×{size[1]}: "
+              "its centre crop is used", file=sys.stderr)
+        image = _crop(image, size)
+    inputs = ox.verification_inputs(cfg.in_chans, sizes, image)
+    errors = ox.verify_onnx(out, model.to(dtype), inputs)
+    worst = max(err for _, err in errors)
+    for i, (shape, err) in enumerate(errors):
+        what = "image" if image is not None and i == len(errors) - 1 else "random input"
+        print(f"onnxruntime vs PyTorch, {what} {shape[2]}×{shape[3]}: max abs error {err:.3g}")
+    if dtype == torch.float32 and not worst <= args.tolerance:
+        raise CLIError(f"max abs error {worst:.3g} exceeds {args.tolerance:g}: the export is not faithful "
+                       f"({out} was kept for inspection)", code=1)
+    return 0
+
+
+def _read_image(path: str, channels: int):
+    """``1×channels×H×W`` float in [0, 1] (alpha dropped; gray↔colour converted)."""
+    import numpy as np
+    import torch
+
+    from ..imageio import ImageReadError, read_image
+
+    try:
+        pixels = read_image(path).pixels
+    except ImageReadError as exc:
+        raise CLIError(f"{path}: {exc}") from None
+    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    x = torch.from_numpy(pixels.astype(np.float32) / peak).permute(2, 0, 1)[None]
+    x = x[:, :3] if x.shape[1] >= 3 else x[:, :1]
+    if channels == 1 and x.shape[1] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif channels == 3 and x.shape[1] == 1:
+        x = x.expand(1, 3, *x.shape[-2:])
+    return x.contiguous()
+
+
+def _crop(x, size):
+    h, w = size
+    top, left = max(0, (x.shape[-2] - h) // 2), max(0, (x.shape[-1] - w) // 2)
+    x = x[..., top:top + h, left:left + w]
+    if tuple(x.shape[-2:]) != (h, w):
+        raise CLIError(f"--image is smaller than --size {h}x{w}")
+    return x

@@ -1,0 +1,243 @@
+"""The authors' released MambaIRv2 checkpoints by name, from their Hugging Face model repository.
+
+The repository ``cguoh/MambaIR`` holds MambaIR (v1) and MambaIRv2 weights; the MambaIRv2 files
+live under ``MambaIRv2_ckpt/``. A checkpoint's *name* is its file name there without the
+extension (``mambairv2_lightSR_x4`` for ``MambaIRv2_ckpt/mambairv2_lightSR_x4.pth``). The list
+is read from the repository when asked for (:func:`list_remote`), never hard-coded.
+
+Downloads go through ``huggingface_hub`` (extra ``[hub]``, imported lazily): its cache, resumable
+downloads, progress bars, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``. Every downloaded file
+is checked before it is used: its SHA-256 must equal the hub's ETag where that is an LFS
+SHA-256, and :func:`mambairv2.load_model` must load it (configuration detected). What passed is
+recorded, with the SHA-256, in ``downloads.json`` in the mambairv2 cache folder
+(``$MAMBAIRV2_CACHE``, default ``~/.cache/mambairv2``).
+
+Only :func:`download` downloads. :func:`resolve_weights` (what ``--weights NAME`` uses) returns an
+existing path unchanged and otherwise looks a name up in the local hub cache only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from .atomic import atomic_path
+from .errors import CheckpointError, MambaIRv2Error
+
+REPO_ID = "cguoh/MambaIR"
+FOLDER = "MambaIRv2_ckpt"
+EXTENSIONS = (".pth", ".safetensors")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class HubError(MambaIRv2Error):
+    """A name that cannot be listed, found, downloaded or verified (message: one line)."""
+
+    code = 1
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A verified checkpoint in the local hub cache."""
+
+    name: str
+    path: Path
+    repo_file: str
+    revision: Optional[str]
+    sha256: str
+    size: int
+    arch: str
+    variant: str
+    scale: int
+    task: str
+
+    def summary(self) -> str:
+        return (f"{self.name}: {self.arch} ({self.variant}), task {self.task}, x{self.scale}, "
+                f"sha256 {self.sha256}, {self.size:,} bytes")
+
+
+def _hf():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise HubError("huggingface_hub is not installed: pip install 'mambairv2[hub]'") from None
+    return huggingface_hub
+
+
+def cache_dir() -> Path:
+    """mambairv2's own cache folder (the record of verified downloads lives there)."""
+    return Path(os.environ.get("MAMBAIRV2_CACHE") or Path.home() / ".cache" / "mambairv2")
+
+
+def record_path() -> Path:
+    return cache_dir() / "downloads.json"
+
+
+def name_of(repo_file: str) -> str:
+    """``MambaIRv2_ckpt/x.pth`` → ``x``."""
+    return Path(repo_file).stem
+
+
+def list_remote(repo_id: str = REPO_ID, revision: Optional[str] = None) -> Dict[str, str]:
+    """Name → file in the repository, for every checkpoint under ``MambaIRv2_ckpt/`` (read from
+    the hub now). Raises HubError offline or when the hub cannot be reached."""
+    hf = _hf()
+    try:
+        files = hf.HfApi().list_repo_files(repo_id, revision=revision)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        raise HubError(f"cannot list {repo_id}: {_reason(exc)}") from None
+    return {name_of(f): f for f in sorted(files)
+            if f.startswith(FOLDER + "/") and f.endswith(EXTENSIONS) and f.count("/") == 1}
+
+
+def _candidates(name: str) -> List[str]:
+    if not _NAME.match(name):
+        raise HubError(f"{name!r} is not a checkpoint name (see 'mambairv2 download --list')")
+    if name.endswith(EXTENSIONS):
+        return [f"{FOLDER}/{name}"]
+    return [f"{FOLDER}/{name}{ext}" for ext in EXTENSIONS]
+
+
+def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
+             force: bool = False) -> Downloaded:
+    """Downloads checkpoint ``name`` (or takes it from the hub cache), verifies it and records it.
+
+    A file that fails verification is removed from the cache and HubError is raised."""
+    hf = _hf()
+    from huggingface_hub import constants
+
+    remote = None if constants.is_offline_mode() else list_remote(repo_id, revision)
+    if remote is not None:
+        stem = name_of(name) if name.endswith(EXTENSIONS) else name
+        if stem not in remote:
+            known = ", ".join(remote) or "none"
+            raise HubError(f"{repo_id} has no checkpoint {name!r} under {FOLDER}/; available: {known}")
+        files = [remote[stem]]
+    else:
+        files = _candidates(name)
+    last: Optional[BaseException] = None
+    for repo_file in files:
+        try:
+            local = hf.hf_hub_download(repo_id, repo_file, revision=revision, force_download=force)
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            continue
+        return _verify_and_record(hf, Path(local), repo_id, repo_file, revision)
+    offline = " (offline, and not in the cache)" if remote is None else ""
+    raise HubError(f"cannot download {name!r}{offline}: {_reason(last)}")
+
+
+def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: Optional[str]) -> Downloaded:
+    from .checkpoint import load_model
+    from .config import variant_name
+
+    sha = sha256_of(local)
+    etag = _cached_etag(local)
+    problem = None
+    if etag and _SHA256.match(etag) and etag != sha:
+        problem = f"SHA-256 {sha} differs from the hub's {etag}"
+    else:
+        try:
+            config = load_model(local).config
+        except CheckpointError as exc:
+            problem = f"not a loadable MambaIRv2 checkpoint ({exc})"
+    if problem:
+        _evict(local)
+        raise HubError(f"{repo_file}: downloaded file rejected and removed from the cache: {problem}")
+    # huggingface_hub's layout: …/snapshots/<commit>/<path in the repository>
+    commit = next((p.name for p in local.parents if p.parent.name == "snapshots"), revision)
+    item = Downloaded(name=name_of(repo_file), path=local, repo_file=f"{repo_id}/{repo_file}",
+                      revision=commit, sha256=sha, size=local.stat().st_size, arch=config.arch,
+                      variant=variant_name(config), scale=config.upscale, task=config.task)
+    _record(item)
+    return item
+
+
+def _cached_etag(local: Path) -> Optional[str]:
+    """The ETag huggingface_hub stored the file under (``blobs/<etag>``), if it is a blob link."""
+    try:
+        target = local.resolve()
+    except OSError:
+        return None
+    return target.name if target.parent.name == "blobs" else None
+
+
+def _evict(local: Path) -> None:
+    """Removes a rejected file: the snapshot link and the blob it points to."""
+    target = local.resolve()
+    for p in {local, target}:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_records() -> Dict[str, dict]:
+    """Name → record of every verified download (empty when none)."""
+    try:
+        data = json.loads(record_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(item: Downloaded) -> None:
+    records = read_records()
+    entry = asdict(item)
+    entry["path"] = str(item.path)
+    records[item.name] = entry
+    with atomic_path(record_path()) as tmp:
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+
+
+def resolve_weights(spec: Union[str, "os.PathLike[str]"], repo_id: str = REPO_ID) -> Path:
+    """The checkpoint file meant by ``spec`` (what ``--weights`` accepts).
+
+    An existing path is returned as is. Otherwise ``spec`` is taken as an authors' checkpoint
+    name (``mambairv2_lightSR_x4``) and looked up in the local hub cache, without any network
+    access; a cached file must still match the SHA-256 recorded when it was downloaded. Raises
+    CheckpointError (``no such file``, or what to run to download the name)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    text = str(spec)
+    if "/" in text or os.sep in text or not _NAME.match(text):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        hf = _hf()
+    except HubError:
+        raise CheckpointError(f"{path}: no such file (authors' checkpoints by name need "
+                              f"pip install 'mambairv2[hub]')") from None
+    for repo_file in _candidates(text):
+        try:
+            local = Path(hf.hf_hub_download(repo_id, repo_file, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not cached (or no such name)
+            continue
+        known = read_records().get(name_of(repo_file))
+        if known is None or known.get("sha256") != sha256_of(local):
+            raise CheckpointError(f"{text}: the cached {repo_file} was not verified by "
+                                  f"'mambairv2 download {text}'; run it")
+        return local
+    raise CheckpointError(f"{path}: no such file, nor an authors' checkpoint in the local cache "
+                          f"('mambairv2 download --list' shows the names, 'mambairv2 download NAME' fetches one)")
+
+
+def _reason(exc: Optional[BaseException]) -> str:
+    if exc is None:
+        return "unknown error"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.split(" Traceback")[0]
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -1,0 +1,96 @@
+"""``mambairv2 download`` and ``--weights NAME`` against a hub stand-in on 127.0.0.1: listing
+read from the repository, download + verification + record, offline mode, damaged downloads."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, shared_path
+from hub_standin import COMMIT, HubStandIn
+
+pytest.importorskip("huggingface_hub", reason="huggingface_hub is needed (pip install 'mambairv2[hub]')")
+
+REPO_ID = "cguoh/MambaIR"
+
+
+@pytest.fixture()
+def files():
+    golden = shared_path("golden", "light_x2.pth").read_bytes()
+    return {
+        "README.md": b"# MambaIR\n",
+        "MambaIR_ckpt/MambaIR_SR2.pth": b"v1 weights are not listed",
+        "MambaIRv2_ckpt/mambairv2_lightSR_x2.pth": golden,
+        "MambaIRv2_ckpt/damaged_x2.pth": shared_path("golden", "full_x2.pth").read_bytes(),  # served corrupted
+        "MambaIRv2_ckpt/notes_x4.pth": b"PK\x03\x04 not a checkpoint at all",
+    }
+
+
+def cli(env_extra, *args, tmp):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    env.update(PYTHONPATH=str(REPO / "src"), HF_HOME=str(tmp / "hf"), MAMBAIRV2_CACHE=str(tmp / "mc"),
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", OMP_NUM_THREADS="1", **env_extra)
+    return subprocess.run([sys.executable, "-m", "mambairv2", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_list_download_offline_and_weights_by_name(files, tmp_path):
+    with HubStandIn(REPO_ID, files, corrupt={"MambaIRv2_ckpt/damaged_x2.pth"}) as hub:
+        online = {"HF_ENDPOINT": hub.endpoint}
+        r = cli(online, "download", "--list", tmp=tmp_path)
+        assert r.returncode == 0, r.stderr
+        names = [line.split("\t")[0] for line in r.stdout.splitlines()]
+        assert names == ["damaged_x2", "mambairv2_lightSR_x2", "notes_x4"]  # v1 and README not listed
+
+        r = cli(online, "download", "mambairv2_lightSR_x2", tmp=tmp_path)
+        assert r.returncode == 0, r.stderr
+        sha = hashlib.sha256(files["MambaIRv2_ckpt/mambairv2_lightSR_x2.pth"]).hexdigest()
+        assert "MambaIRv2Light (light), task sr, x2" in r.stdout and sha in r.stdout
+        record = json.loads((tmp_path / "mc" / "downloads.json").read_text())["mambairv2_lightSR_x2"]
+        assert record["sha256"] == sha and record["revision"] == COMMIT and record["scale"] == 2
+        assert Path(record["path"]).read_bytes() == files["MambaIRv2_ckpt/mambairv2_lightSR_x2.pth"]
+
+        r = cli(online, "download", "mambairv2_base_x9", tmp=tmp_path)
+        assert r.returncode == 1 and "has no checkpoint 'mambairv2_base_x9'" in r.stderr
+
+        # a transfer that delivers other bytes under the file's ETag, and a file that is no checkpoint
+        r = cli(online, "download", "damaged_x2", tmp=tmp_path)
+        assert r.returncode == 1 and "rejected" in r.stderr and "SHA-256" in r.stderr, r.stderr
+        r = cli(online, "download", "notes_x4", tmp=tmp_path)
+        assert r.returncode == 1 and "not a loadable MambaIRv2 checkpoint" in r.stderr, r.stderr
+        blobs = list((tmp_path / "hf").rglob("blobs/*"))
+        assert len(blobs) == 1  # only the verified file stays in the cache
+        served = len(hub.requests)
+
+        # offline: nothing is requested; the cached name works, the list falls back to the record
+        offline = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "1"}
+        r = cli(offline, "download", "mambairv2_lightSR_x2", tmp=tmp_path)
+        assert r.returncode == 0 and sha in r.stdout, r.stderr
+        r = cli(offline, "download", "--list", tmp=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith("mambairv2_lightSR_x2\tlight x2 sr"), r.stdout
+        r = cli(offline, "download", "notes_x4", tmp=tmp_path)
+        assert r.returncode == 1 and "offline" in r.stderr
+        r = cli(offline, "info", "mambairv2_lightSR_x2", tmp=tmp_path)  # load_model on a name
+        assert r.returncode == 0 and "MambaIRv2Light" in r.stdout + r.stderr, r.stderr
+        assert len(hub.requests) == served
+
+
+def test_resolve_weights_in_process(files, tmp_path, monkeypatch):
+    from mambairv2 import hub
+    from mambairv2.checkpoint import CheckpointError
+
+    existing = shared_path("golden", "light_x2.pth")
+    assert hub.resolve_weights(existing) == existing  # a path is returned as is
+    monkeypatch.setenv("MAMBAIRV2_CACHE", str(tmp_path / "mc"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(CheckpointError, match="no such file, nor an authors' checkpoint"):
+        hub.resolve_weights("mambairv2_lightSR_x2")
+    with pytest.raises(CheckpointError, match="no such file$"):
+        hub.resolve_weights("some/dir/missing.pth")
