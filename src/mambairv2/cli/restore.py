@@ -116,11 +116,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # -- model ---------------------------------------------------------------------------------------
 def _model_file(args: argparse.Namespace) -> Path:
-    if args.weights:
-        path = Path(args.weights)
-        if not path.is_file():  # checked even when every output exists already
-            raise CLIError(f"--weights {path}: " + ("is a folder" if path.is_dir() else "no such file"))
-        return path
+    if args.weights:  # checked even when every output exists already
+        from ..checkpoint import CheckpointError
+        from ..hub import resolve_weights  # a file, or an authors' checkpoint name already downloaded
+
+        if Path(args.weights).is_dir():
+            raise CLIError(f"--weights {args.weights}: is a folder")
+        try:
+            return resolve_weights(args.weights)
+        except CheckpointError as exc:
+            raise CLIError(f"--weights {exc}") from None
     bundled = bundled_models()
     name = args.model or ("default" if "default" in bundled else None)
     if name is None:
