@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
 
-from .errors import CLIError
+from .errors import CLIError, parse_size
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -57,16 +57,6 @@ def _complexity_parser(asub) -> None:
     p.set_defaults(func=run_complexity)
 
 
-def _wxh(text: str, flag: str) -> Tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CLIError(f"{flag} must be WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise CLIError(f"{flag} must be positive, got {text!r}")
-    return h, w
-
-
 def run_complexity(args: argparse.Namespace) -> int:
     import torch
 
@@ -81,9 +71,9 @@ def run_complexity(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     if args.input_size:
-        size = _wxh(args.input_size, "--input-size")
+        size = parse_size(args.input_size, "--input-size")
     else:
-        oh, ow = _wxh(args.output_size, "--output-size")
+        oh, ow = parse_size(args.output_size, "--output-size")
         if oh % scale or ow % scale:
             raise CLIError(f"--output-size {ow}x{oh} is not a multiple of the scale {scale}")
         size = (oh // scale, ow // scale)

@@ -11,3 +11,14 @@ class CLIError(MambaIRv2Error):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+def parse_size(text: str, flag: str) -> "tuple[int, int]":
+    """``WIDTHxHEIGHT`` (as image sizes are written, e.g. ``1280x720``) → ``(height, width)``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"{flag} must be WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise CLIError(f"{flag} must be positive, got {text!r}")
+    return h, w

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import CLIError
+from .errors import CLIError, parse_size
 
 TOLERANCE = 1e-4  # float32: the largest accepted |onnxruntime − PyTorch|
 
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     p.add_argument("--dynamic", action="store_true",
                    help="free height and width (one graph for every size); default: fixed --size")
-    p.add_argument("--size", default="64x64", help="HxW of the fixed input without --dynamic (default: %(default)s)")
+    p.add_argument("--size", default="64x64", help="WIDTHxHEIGHT of the fixed input without --dynamic (default: %(default)s)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
                    help="graph dtype (float16: half-precision weights and activations, scan in float32)")
     p.add_argument("--image", default=None, help="also verify on this image (default: random inputs only)")
@@ -36,16 +36,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=run)
     return p
-
-
-def _size(text: str):
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CLIError(f"--size must be HxW, e.g. 64x64, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise CLIError(f"--size must be positive, got {text!r}")
-    return h, w
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{out} exists (--overwrite replaces it)")
     if out.is_dir():
         raise CLIError(f"{out}: is a folder")
-    size = _size(args.size)
+    size = parse_size(args.size, "--size")
     try:
         from ..integrations import onnx_export as ox
         import onnx  # noqa: F401
@@ -126,5 +116,5 @@ def _crop(x, size):
     top, left = max(0, (x.shape[-2] - h) // 2), max(0, (x.shape[-1] - w) // 2)
     x = x[..., top:top + h, left:left + w]
     if tuple(x.shape[-2:]) != (h, w):
-        raise CLIError(f"--image is smaller than --size {h}x{w}")
+        raise CLIError(f"--image is smaller than --size {w}x{h}")
     return x

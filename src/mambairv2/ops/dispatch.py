@@ -22,7 +22,7 @@ import contextvars
 import functools
 import os
 import warnings
-from typing import Dict, Iterator, Mapping, NamedTuple, Optional
+from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 
 import torch
 
@@ -81,6 +81,24 @@ class Probe(NamedTuple):
         if self.dtype != torch.float32:
             return f"{str(self.dtype).replace('torch.', '')} (the CPU fast path is float32)"
         return None
+
+
+def cpu_inference_choice(op: str, probe: Probe, fast: str, available: Callable[[], bool],
+                         unavailable: Callable[[], Optional[str]], plain: str = "pytorch") -> Choice:
+    """The choice of an operator whose only fast path (``fast``) is for float32 CPU inference:
+    the selection in force, else ``fast`` where it applies and ``available()``, else ``plain``
+    with the reason (``unavailable()`` says why the fast path is missing)."""
+    sel = selected(op)
+    if sel in ("reference", "pytorch"):
+        return Choice(plain, f"selected {sel!r}")
+    if sel != "auto":
+        return Choice(sel, f"selected {sel!r}")
+    why = probe.not_cpu_float32_inference()
+    if why:
+        return Choice(plain, why)
+    if not available():
+        return Choice(plain, f"{fast} unavailable: {unavailable()}")
+    return Choice(fast, "float32 CPU inference")
 
 
 def autocast_cpu() -> bool:

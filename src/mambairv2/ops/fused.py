@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dispatch import Choice, Probe, selected
+from .dispatch import Choice, Probe, cpu_inference_choice
 
 Tensor = torch.Tensor
 ACTIVATIONS = ("none", "gelu", "sigmoid")
@@ -33,18 +33,8 @@ def onednn_available() -> bool:
 
 def choose(probe: Probe) -> Choice:
     """The implementation on ``probe``'s device/dtype."""
-    sel = selected("linear_act")
-    if sel in ("reference", "pytorch"):
-        return Choice("pytorch", f"selected {sel!r}")
-    if sel == "onednn":
-        return Choice("onednn", "selected 'onednn'")
-    why = probe.not_cpu_float32_inference()
-    if why:
-        return Choice("pytorch", why)
-    if not onednn_available():
-        return Choice("pytorch", "PyTorch built without oneDNN pointwise ops")
-    return Choice("onednn", "float32 CPU inference")
-
+    return cpu_inference_choice("linear_act", probe, "onednn", onednn_available,
+                                lambda: "PyTorch built without oneDNN pointwise ops")
 
 def _fused(x: Tensor, layer: nn.Module) -> bool:
     return choose(Probe.of(x, layer.weight)).name == "onednn"

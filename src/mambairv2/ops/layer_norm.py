@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dispatch import Choice, Probe, selected
+from .dispatch import Choice, Probe, cpu_inference_choice
 from .layer_norm_compiled import layer_norm_compiled, layer_norm_kernel_available, layer_norm_kernel_error
 
 Tensor = torch.Tensor
@@ -16,18 +16,8 @@ Tensor = torch.Tensor
 
 def choose(probe: Probe) -> Choice:
     """The implementation on ``probe``'s device/dtype."""
-    sel = selected("layer_norm")
-    if sel in ("reference", "pytorch"):
-        return Choice("pytorch", f"selected {sel!r}")
-    if sel == "compiled":
-        return Choice("compiled", "selected 'compiled'")
-    why = probe.not_cpu_float32_inference()
-    if why:
-        return Choice("pytorch", why)
-    if not layer_norm_kernel_available():
-        return Choice("pytorch", f"compiled kernel unavailable: {layer_norm_kernel_error()}")
-    return Choice("compiled", "float32 CPU inference")
-
+    return cpu_inference_choice("layer_norm", probe, "compiled", layer_norm_kernel_available,
+                                layer_norm_kernel_error)
 
 def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:
     """``F.layer_norm(x, (C,), weight, bias, eps)`` for ``x`` of shape ``…×C``."""

@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-from .dispatch import Choice, Probe, selected
+from .dispatch import Choice, Probe, cpu_inference_choice
 from .routing_compiled import routing_kernel_available, routing_kernel_error, sgn_route_compiled
 
 Tensor = torch.Tensor
@@ -19,18 +19,7 @@ Tensor = torch.Tensor
 
 def choose(probe: Probe) -> Choice:
     """The implementation for routing logits on ``probe``'s device/dtype."""
-    sel = selected("sgn_route")
-    if sel in ("reference", "pytorch"):
-        return Choice("pytorch", f"selected {sel!r}")
-    if sel == "compiled":
-        return Choice("compiled", "selected 'compiled'")
-    why = probe.not_cpu_float32_inference()
-    if why:
-        return Choice("pytorch", why)
-    if not routing_kernel_available():
-        return Choice("pytorch", f"compiled kernel unavailable: {routing_kernel_error()}")
-    return Choice("compiled", "float32 CPU inference")
-
+    return cpu_inference_choice("sgn_route", probe, "compiled", routing_kernel_available, routing_kernel_error)
 
 def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
     """The permutation sorting tokens by group (stable: ties keep raster order) and its inverse.
