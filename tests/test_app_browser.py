@@ -117,7 +117,10 @@ def test_restore_in_the_browser_equals_the_cli(page, bird, tmp_path, tmp_path_fa
     assert page.locator("#model input").input_value() == "bundled: default"
     status = upload_and_run(page, bird)
     assert "✓" in status and "72×72 → 288×288" in status, status
-    page.wait_for_selector("#slider img", timeout=60_000)
+    # the slider holds two images (before, after); wait until one has loaded, whichever the
+    # slider shows first (which one is laid out visible first depends on timing)
+    page.wait_for_function("() => [...document.querySelectorAll('#slider img')]"
+                           ".some(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
     with page.expect_download(timeout=60_000) as info:
         page.locator("#downloads a[download]").first.click()
     downloaded = tmp_path / "page.png"

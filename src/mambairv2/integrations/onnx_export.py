@@ -273,7 +273,7 @@ def export_onnx(model: MambaIRv2, path: PathLike, *, opset: int = DEFAULT_OPSET,
     model = model.to(dtype=dtype, device="cpu")
     wrapper = prepare_for_export(model)
     x = torch.rand(1, model.config.in_chans, *sample_size, dtype=dtype)
-    with torch.no_grad(), implementation("pytorch"), atomic_path(path, suffix=".onnx") as tmp:
+    with torch.no_grad(), implementation("pytorch"), atomic_path(path) as tmp:
         if dynamo:
             dims = torch.export.Dim.DYNAMIC
             program = torch.onnx.export(wrapper, (x,), None, dynamo=True, opset_version=opset,
