@@ -2,7 +2,6 @@
 GFLOP/s and the device's sgemm roofline measured in the same run."""
 from __future__ import annotations
 
-import math
 import resource
 import statistics
 import time
@@ -70,8 +69,3 @@ def autocast_for(device: torch.device, dtype: torch.dtype):
 
 def median(xs: List[float]) -> float:
     return statistics.median(xs)
-
-
-def geometric_sizes(lo: int, hi: int) -> List[int]:
-    """Powers of two from lo to hi inclusive."""
-    return [2 ** k for k in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
