@@ -20,6 +20,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def _torchrun_available() -> bool:
+    try:
+        import torch.distributed.run  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return torch.distributed.is_available() and torch.distributed.is_gloo_available()
+
+
+#: marks a test that launches torchrun (2 CPU ranks over gloo)
+needs_torchrun = pytest.mark.skipif(not _torchrun_available(),
+                                    reason="torch.distributed with gloo (torchrun) is not available")
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

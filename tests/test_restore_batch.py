@@ -3,6 +3,7 @@ unwritable folders, huge non-images, odd extensions, scripts without a terminal,
 --ext, tile options checked after rounding, memory limits, and one bad file among good ones."""
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -21,9 +22,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mambairv2 import imageio, memory
-from mambairv2 import restore as restore_module
 from mambairv2.cli import restore as restore_cli
 from mambairv2.cli.main import main
+
+from conftest import needs_torchrun
+
+restore_module = importlib.import_module("mambairv2.restore")  # the module (mambairv2.restore is the function)
 from mambairv2.restore import check_tile, restore, restore_tensor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,16 +358,8 @@ def test_restore_module_has_no_dead_tile_iterator():
 
 
 # -- many ranks: torchrun ---------------------------------------------------------------------------
-def _torchrun_available() -> bool:
-    try:
-        import torch.distributed.run  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return torch.distributed.is_available() and torch.distributed.is_gloo_available()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed with gloo (torchrun) is not available")
+@needs_torchrun
 def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path):
     from mambairv2.checkpoint import save_safetensors
     from mambairv2.factory import create_model

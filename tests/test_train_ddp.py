@@ -11,21 +11,14 @@ import sys
 import pytest
 import torch
 
+from conftest import needs_torchrun
 from _train_tiny import cli_env, tiny_config, train_cmd
 
 TOLERANCE = 1e-5
 
 
-def _torchrun_available() -> bool:
-    try:
-        import torch.distributed.run  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return torch.distributed.is_available() and torch.distributed.is_gloo_available()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed with gloo (torchrun) is not available")
+@needs_torchrun
 def test_two_ranks_match_single_process_with_same_global_batch(tmp_path):
     common = ["--set", "train.iters=3", "--set", "train.save_every=3", "--set", "data.batch_size=4",
               "--set", "val.every=0", "--set", "train.grad_clip=0.5"]
