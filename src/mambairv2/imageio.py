@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_bytes  # noqa: F401 - re-exported: imageio's writes go through it
 from .defaults import DEFAULT_MAX_PIXELS
+from .errors import MambaIRv2Error
 
 PathLike = Union[str, os.PathLike]
 
@@ -45,11 +46,11 @@ _SNIFF_BYTES = 64
 _ORIENTATION_TAG = 0x0112
 
 
-class ImageReadError(ValueError):
+class ImageReadError(MambaIRv2Error, ValueError):
     """A file that cannot be read as an image; the message is one line saying why."""
 
 
-class ImageWriteError(ValueError):
+class ImageWriteError(MambaIRv2Error, ValueError):
     """An image that cannot be encoded in the requested format (message: one line)."""
 
 
