@@ -50,7 +50,7 @@ def bird() -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from mambairv2.app.page import Settings, launch
+    from mambairv2.app.server import Settings, launch
     from mambairv2.bundled import bundled_models
 
     if "default" not in bundled_models():
@@ -199,3 +199,41 @@ def test_uploaded_checkpoint_is_validated_and_offered(page, tmp_path):
     assert "task sr" in card and "×3" in card
     assert page.locator("#model input").input_value().startswith("upload: tiny_x3.safetensors (")
     assert str(tmp_path) not in page.content()
+
+
+def test_a_tab_opened_while_starting_becomes_the_app_by_itself(browser, tmp_path, monkeypatch):
+    """The URL is printed before Gradio loads; a browser that opens it then sees the starting page,
+    which turns into the app once it is served, without a reload by hand or an error page."""
+    import threading
+
+    from mambairv2.app import page as page_module
+    from mambairv2.app.server import Settings, launch
+
+    real_mount, release = page_module.mount, threading.Event()
+
+    def held_mount(settings, store=None):
+        assert release.wait(120), "the test never released the page"
+        return real_mount(settings, store)
+
+    monkeypatch.setattr(page_module, "mount", held_mount)
+    port, started = free_port(), {}
+    starter = threading.Thread(target=lambda: started.setdefault(
+        "server", launch(Settings(port=port, work_dir=tmp_path / "work"), block=False, quiet=True)))
+    starter.start()
+    context = browser.new_context(viewport={"width": 900, "height": 500})
+    try:
+        tab = context.new_page()
+        tab.goto(f"http://127.0.0.1:{port}/")
+        tab.wait_for_selector("text=MambaIRv2 is starting")
+        shot = tmp_path / "app_starting.png"
+        tab.screenshot(path=str(shot))
+        print(f"starting page: {shot}")
+        release.set()
+        tab.wait_for_selector("#model-card :text('task')", timeout=120_000)
+        assert tab.url == f"http://127.0.0.1:{port}/"
+    finally:
+        release.set()
+        context.close()
+        starter.join(120)
+        if "server" in started:
+            started["server"].close()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from conftest import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-START_TIMEOUT_S = 180  # a busy CI machine; typically a few seconds
+START_TIMEOUT_S = 180  # a busy CI machine; the URL comes at once, the page in seconds
 
 
 def mambairv2(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -43,6 +44,17 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
     assert result.returncode == 2 and "must be positive" in result.stderr
 
 
+def read_until(proc, sel, text: str, seen: list, deadline: float) -> str:
+    """The first line of ``proc``'s output containing ``text`` ('' at the deadline or exit)."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sel.select(timeout=1):
+            line = proc.stdout.readline()
+            seen.append(line)
+            if text in line:
+                return line
+    return ""
+
+
 def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
     pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
     with socket.socket() as s:
@@ -52,21 +64,29 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", str(port),
                              "--weights-dir", str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-    url, seen = None, []
+    seen: list = []
     try:
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
-        while url is None and time.monotonic() - start < START_TIMEOUT_S and proc.poll() is None:
-            if sel.select(timeout=1):
-                line = proc.stdout.readline()
-                seen.append(line)
-                if "running on http://" in line:
-                    url = line.split("running on ")[1].split()[0]
-        elapsed = time.monotonic() - start
+        line = read_until(proc, sel, "running on http://", seen, start + START_TIMEOUT_S)
+        url = line.split("running on ")[1].split()[0] if line else None
         assert url == f"http://127.0.0.1:{port}/", "".join(seen)
-        print(f"mambairv2 app printed its URL after {elapsed:.1f} s")
-        with urllib.request.urlopen(url, timeout=60) as response:
-            assert response.status == 200 and b"MambaIRv2" in response.read()
+        print(f"mambairv2 app printed its URL after {time.monotonic() - start:.1f} s")
+        # from then on the URL answers: the starting page (503, reload later) until the page is ready
+        statuses = []
+        while time.monotonic() - start < START_TIMEOUT_S:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    statuses.append(response.status)
+                    body = response.read()
+                    break
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+                assert exc.code == 503 and b"MambaIRv2 is starting" in exc.read()
+            time.sleep(0.1)
+        assert statuses[-1] == 200 and b"MambaIRv2" in body and b"is starting" not in body, statuses
+        assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
+        print(f"the page was ready after {time.monotonic() - start:.1f} s")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -74,3 +94,15 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def test_a_port_in_use_is_a_one_line_error():
+    pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = mambairv2("app", "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stdout == ""

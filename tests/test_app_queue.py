@@ -19,7 +19,7 @@ def test_simultaneous_jobs_are_queued_one_at_a_time(tmp_path):
     from gradio_client import Client, handle_file
 
     from mambairv2.app.models import ModelStore
-    from mambairv2.app.page import Settings, launch
+    from mambairv2.app.server import Settings, launch
 
     weights = tmp_path / "weights"
     weights.mkdir()

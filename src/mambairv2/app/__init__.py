@@ -2,5 +2,7 @@
 
 - :mod:`.models`: the models offered (bundled, ``--weights-dir``, uploaded), loaded safely.
 - :mod:`.jobs`: upload limits, restoring and scoring one image; no Gradio.
-- :mod:`.page`: the Gradio page and its launch (Gradio imported there only).
+- :mod:`.page`: the Gradio page, mounted as an ASGI app (Gradio imported there only).
+- :mod:`.server`: the settings, the port (answering with a starting page at once) and the server
+  of the finished page; standard library and uvicorn only.
 """

@@ -10,12 +10,12 @@ import atexit
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
-from .jobs import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, Limits, Options, UploadError
+from .jobs import Options, UploadError
 from .models import ModelStore, devices, dtypes
+from .server import Settings
 
 #: Largest upload Gradio accepts at all (checkpoints included); images have their own limit.
 MAX_CHECKPOINT_MB = 1024
@@ -37,22 +37,6 @@ Super-resolution, denoising and JPEG artifact removal with
 the page talks only to the local server that runs the model."""
 
 
-@dataclass
-class Settings:
-    """How the app is started (see ``mambairv2 app --help``)."""
-
-    host: str = "127.0.0.1"
-    port: int = 7860
-    weights_dir: Optional[Path] = None
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    work_dir: Optional[Path] = field(default=None)
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(max_upload_bytes=int(self.max_upload_mb * 1e6), max_pixels=int(self.max_pixels))
-
-
 def quiet_gradio() -> None:
     """No telemetry from Gradio or the Hugging Face client (set before importing them)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -64,7 +48,7 @@ def _warn(text: str) -> str:
 
 
 def build(settings: Settings, store: Optional[ModelStore] = None):
-    """The page as a ``gradio.Blocks`` (not started)."""
+    """The page as a ``gradio.Blocks`` (not started; :func:`mount` adds its theme and style)."""
     quiet_gradio()
     import gradio as gr
 
@@ -165,7 +149,6 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         _, before, after = gallery[names.index(pick)]
         return (before, after), before, after
 
-    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=FONTS, font_mono=MONO_FONTS)
     # uploads and results in Gradio's cache are deleted after an hour (checked every half hour)
     with gr.Blocks(title="MambaIRv2", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
@@ -228,29 +211,30 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
                  concurrency_limit=1, concurrency_id="restore", api_name="restore")
         pick.change(show, [pick, gallery, downloads], [slider, before_img, after_img])
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    demo.mambairv2_launch_kwargs = dict(theme=theme, css=CSS)
     return demo
 
 
-def launch(settings: Settings, block: bool = True, quiet: bool = False, store: Optional[ModelStore] = None):
-    """Builds and starts the page on ``settings.host:settings.port``; returns the Blocks (with
-    ``block=False``, the server runs in a thread: call ``.close()``)."""
+def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, Any, Callable[[], None]]:
+    """The page (see :func:`build`) as an ASGI app to serve, its ``gradio.Blocks``, and what to call
+    when the server stops (closes the queue and the page's event streams)."""
+    quiet_gradio()
+    import fastapi
+    import gradio as gr
+
     demo = build(settings, store)
     max_mb = max(settings.max_upload_mb, MAX_CHECKPOINT_MB)
-    demo.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
-                prevent_thread_lock=True, quiet=True, show_error=False, max_file_size=f"{max_mb:g}mb",
-                ssr_mode=False, mcp_server=False, enable_monitoring=False, footer_links=[],
-                pwa=False, **demo.mambairv2_launch_kwargs)
-    if not quiet:
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        host = f"[{host}]" if ":" in host else host
-        print(f"MambaIRv2 app running on http://{host}:{demo.server_port}/ (bound to {settings.host}; "
-              f"Ctrl+C stops it)", flush=True)
-    if block:
-        try:
-            demo.block_thread()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            demo.close()
-    return demo
+    # no API docs on the outer app either: the page is the only thing served
+    outer = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = gr.mount_gradio_app(outer, demo, path="/", server_name=settings.host, server_port=settings.port,
+                              footer_links=[], show_error=False, max_file_size=f"{max_mb:g}mb",
+                              ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
+                              theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=FONTS,
+                                                   font_mono=MONO_FONTS),
+                              css=CSS)
+    inner = [route.app for route in app.routes if getattr(route, "app", None) is not None][-1]
+
+    def stop() -> None:
+        demo.close(verbose=False)  # the queue; demo.app is not set when mounted, so its streams:
+        inner.stop_event.set()
+
+    return app, demo, stop

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ EPILOG = """examples:
 
 Needs the optional extra: pip install "mambairv2[app]". The page binds to 127.0.0.1 (this
 computer only) unless --host says otherwise; it never shows or serves server paths."""
+
+
+NEEDS_GRADIO = 'the app needs Gradio: pip install "mambairv2[app]" (or pip install gradio)'
 
 
 def _positive(kind):
@@ -61,20 +65,19 @@ def run(args: argparse.Namespace) -> int:
         public = not ipaddress.ip_address(args.host).is_loopback
     except ValueError:
         public = args.host not in ("localhost",)
-    try:
-        from ..app.page import Settings, launch, quiet_gradio
-
-        quiet_gradio()
-        import gradio  # noqa: F401 - checked here for a clear message
-    except ImportError:
-        raise CLIError('the app needs Gradio: pip install "mambairv2[app]" (or pip install gradio)') from None
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError(NEEDS_GRADIO)
     if public:
         print(f"warning: --host {args.host} makes the page reachable from other machines; it has no "
               "login", file=sys.stderr)
+    from ..app.server import Settings, launch
+
     settings = Settings(host=args.host, port=args.port, weights_dir=args.weights_dir,
                         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
     try:
         launch(settings, block=True)
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    except ImportError as exc:  # a Gradio install that is broken or too old
+        raise CLIError(f"{NEEDS_GRADIO} ({exc})") from None
     return 0
