@@ -11,10 +11,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .jobs import Options, UploadError
-from .models import ModelStore, devices, dtypes
+from .jobs import Limits, Options, UploadError, read_upload, restore_upload, simulate_upload
+from .models import CHECKPOINT_SUFFIXES, ModelStore, devices, dtypes, model_info
 from .server import Settings
 
 #: Largest upload Gradio accepts at all (checkpoints included); images have their own limit.
@@ -47,92 +47,66 @@ def _warn(text: str) -> str:
     return f"⚠ {text}"
 
 
-def build(settings: Settings, store: Optional[ModelStore] = None):
-    """The page as a ``gradio.Blocks`` (not started; :func:`mount` adds its theme and style)."""
-    quiet_gradio()
-    import gradio as gr
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
-    from ..checkpoint import CheckpointError
 
-    store = store or ModelStore(settings.weights_dir)
-    limits = settings.limits
-    work = settings.work_dir or Path(tempfile.mkdtemp(prefix="mambairv2-app-"))
-    if settings.work_dir is None:
-        atexit.register(shutil.rmtree, work, True)
-    work.mkdir(parents=True, exist_ok=True)
-    device_choices = devices()
+class Handlers:
+    """What the page's events do, without the layout. ``gr`` is the imported Gradio module
+    (its ``update`` objects are the answers); models come from ``store``, results go to ``work``."""
 
-    def describe(name: Optional[str], device: str, dtype: str):
-        """Model card and which simulation controls apply."""
-        hide = (gr.update(visible=False), gr.update(visible=False))
+    def __init__(self, gr: Any, store: ModelStore, limits: Limits, work: Path) -> None:
+        from ..checkpoint import CheckpointError
+
+        self.gr, self.store, self.limits, self.work = gr, store, limits, work
+        self.model_errors = (CheckpointError, KeyError, ValueError, RuntimeError)
+
+    def describe(self, name: Optional[str], device: str, dtype: str):
+        """Model card and which simulation controls apply (noise σ, JPEG quality)."""
+        hide = (self.gr.update(visible=False), self.gr.update(visible=False))
         if not name:
             return ("No model available: put checkpoints in a folder and start the app with "
                     "`--weights-dir DIR`, or add one below.", *hide)
         try:
-            from .models import model_info
+            info = model_info(self.store.get(name, device, dtype))
+        except self.model_errors as exc:
+            return _warn(self.store.without_paths(_one_line(exc))), *hide
+        return (info.describe(), self.gr.update(visible=info.task == "denoise"),
+                self.gr.update(visible=info.task == "jpeg"))
 
-            info = model_info(store.get(name, device, dtype))
-        except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
-            return _warn(store.without_paths(' '.join(str(exc).split()))), *hide
-        return (info.describe(), gr.update(visible=info.task == "denoise"),
-                gr.update(visible=info.task == "jpeg"))
-
-    def add_checkpoint(file: Optional[str], device: str, dtype: str):
+    def add_checkpoint(self, file: Optional[str], device: str, dtype: str):
         """Validates an uploaded checkpoint and selects it; the upload box is emptied again."""
-        keep = gr.update()
+        keep = self.gr.update()
         if not file:
             return keep, keep, keep, keep, None
         original = Path(file).name
-        if Path(file).suffix.lower() not in (".pth", ".safetensors"):
+        if Path(file).suffix.lower() not in CHECKPOINT_SUFFIXES:
             return keep, _warn(f"{original}: a checkpoint is a .pth or .safetensors file"), keep, keep, None
         try:
-            name = store.add_upload(Path(file), original)
-        except (CheckpointError, RuntimeError, ValueError) as exc:
+            name = self.store.add_upload(Path(file), original)
+        except self.model_errors as exc:
             # the loader names the file by its server path: show the uploaded name instead
-            text = " ".join(str(exc).split()).replace(str(file), original)
-            return keep, _warn(f"checkpoint refused: {text}"), keep, keep, None
-        card, sigma_u, quality_u = describe(name, device, dtype)
-        return gr.update(choices=store.names(), value=name), card, sigma_u, quality_u, None
+            return keep, _warn(f"checkpoint refused: {_one_line(exc).replace(str(file), original)}"), keep, keep, None
+        card, sigma_update, quality_update = self.describe(name, device, dtype)
+        return self.gr.update(choices=self.store.names(), value=name), card, sigma_update, quality_update, None
 
-    def run(files: Optional[List[str]], name: Optional[str], tile: float, ensemble: bool, device: str,
-            dtype: str, simulate: bool, sigma: float, quality: float,
-            progress=gr.Progress(track_tqdm=True)):
-        from .jobs import read_upload, restore_upload, simulate_upload
-
-        nothing = (None, None, None, None, [], gr.update(choices=[], value=None, visible=False))
+    def run(self, files: Optional[List[str]], name: Optional[str], tile: float, ensemble: bool, device: str,
+            dtype: str, simulate: bool, sigma: float, quality: float, progress: Callable):
+        """Restores (or degrades, restores and scores) every upload: status text, the first result
+        in the slider and side by side, all results, the downloads and the result picker."""
+        nothing = (None, None, None, None, [], self.gr.update(choices=[], value=None, visible=False))
         if not files:
             return (_warn("Upload one or more images first."), *nothing)
         if not name:
             return (_warn("Choose a model first."), *nothing)
         try:
-            model = store.get(name, device, dtype)
-        except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
-            return (_warn(store.without_paths(' '.join(str(exc).split()))), *nothing)
+            model = self.store.get(name, device, dtype)
+        except self.model_errors as exc:
+            return (_warn(self.store.without_paths(_one_line(exc))), *nothing)
         options = Options(tile=int(tile) if tile and tile > 0 else "auto", self_ensemble=bool(ensemble),
                           simulate=bool(simulate), sigma=float(sigma), quality=int(quality))
-        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=work))
-        lines, results = [], []
-        with store.lock(name):
-            for i, path in enumerate(files):
-                shown = Path(path).name
-                progress((i, len(files)), desc=f"image {i + 1}/{len(files)}: {shown}")
-                try:
-                    if options.simulate:
-                        read_upload(path, shown, limits)  # the same limits before the protocol reads it
-                        done = simulate_upload(model, path, shown, job_dir, options)
-                    else:
-                        done = restore_upload(model, read_upload(path, shown, limits), shown, job_dir, options)
-                except UploadError as exc:
-                    lines.append(_warn(str(exc)))
-                    continue
-                except (MemoryError, RuntimeError, ValueError) as exc:
-                    text = " ".join(str(exc).split())[:200]
-                    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
-                        text = "out of memory; choose a smaller tile size"
-                    lines.append(_warn(f"{shown}: {type(exc).__name__}: {text}"))
-                    continue
-                lines.append("✓ " + done.summary)
-                results.append(done)
+        with self.store.lock(name):
+            lines, results = self._each(model, files, options, progress)
         if not results:
             return ("\n\n".join(lines), *nothing)
         first = results[0]
@@ -140,76 +114,132 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         gallery = [(r.name, r.before, r.after) for r in results]
         return ("\n\n".join(lines), (first.before, first.after), first.before, first.after,
                 gallery, [str(r.download) for r in results],
-                gr.update(choices=picks, value=picks[0], visible=len(results) > 1))
+                self.gr.update(choices=picks, value=picks[0], visible=len(results) > 1))
 
-    def show(pick: Optional[str], gallery: list, downloads: Optional[List[str]]):
+    def _each(self, model: Any, files: List[str], options: Options, progress: Callable) -> Tuple[list, list]:
+        """One status line per upload (a reason for each refused or failed one), and the results."""
+        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.work))
+        lines, results = [], []
+        for i, path in enumerate(files):
+            shown = Path(path).name
+            progress((i, len(files)), desc=f"image {i + 1}/{len(files)}: {shown}")
+            try:
+                upload = read_upload(path, shown, self.limits)  # the limits hold when simulating too
+                if options.simulate:
+                    done = simulate_upload(model, path, shown, job_dir, options)
+                else:
+                    done = restore_upload(model, upload, shown, job_dir, options)
+            except UploadError as exc:
+                lines.append(_warn(str(exc)))
+                continue
+            except (MemoryError, RuntimeError, ValueError) as exc:
+                text = _one_line(exc)[:200]
+                if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+                    text = "out of memory; choose a smaller tile size"
+                lines.append(_warn(f"{shown}: {type(exc).__name__}: {text}"))
+                continue
+            lines.append("✓ " + done.summary)
+            results.append(done)
+        return lines, results
+
+    def show(self, pick: Optional[str], gallery: list, downloads: Optional[List[str]]):
+        """The chosen result in the slider and side by side."""
         names = [Path(p).name for p in (downloads or [])]
         if not pick or pick not in names or not gallery:
-            return gr.update(), gr.update(), gr.update()
+            return self.gr.update(), self.gr.update(), self.gr.update()
         _, before, after = gallery[names.index(pick)]
         return (before, after), before, after
+
+
+def _controls(gr: Any, settings: Settings, store: ModelStore) -> Dict[str, Any]:
+    """The left column: model, checkpoint upload, options, simulation, limits."""
+    c: Dict[str, Any] = {}
+    device_choices = devices()
+    c["model"] = gr.Dropdown(store.names(), value=store.default_name(), label="Model", elem_id="model",
+                             interactive=True)
+    c["card"] = gr.Markdown(elem_id="model-card")
+    c["checkpoint"] = gr.File(label="Add a checkpoint", file_count="single", elem_id="checkpoint", height=130)
+    gr.Markdown("A `.pth` or `.safetensors` file, read as tensors only (no code in it runs); "
+                "its configuration is detected from the weights.", elem_classes=["hint"])
+    with gr.Accordion("Options", open=True):
+        c["tile"] = gr.Slider(0, 1024, value=0, step=16, elem_id="tile", label="Tile size",
+                              info="input pixels per tile; 0 = automatic (whole image when it fits in memory)")
+        c["ensemble"] = gr.Checkbox(False, label="Self-ensemble (8 flips, 8× slower, a little better)",
+                                    elem_id="ensemble")
+        with gr.Row():
+            c["device"] = gr.Dropdown(device_choices, value=device_choices[0], label="Device", elem_id="device")
+            c["dtype"] = gr.Dropdown(dtypes(device_choices[0]), value="float32", label="Precision",
+                                     elem_id="dtype")
+    with gr.Accordion("Compare against a clean image", open=False):
+        c["simulate"] = gr.Checkbox(False, elem_id="simulate",
+                                    label="My uploads are clean: degrade them first (×s bicubic downscale for "
+                                          "SR, noise or JPEG for those models), then restore and measure PSNR/SSIM")
+        c["sigma"] = gr.Slider(0, 75, value=25, step=1, label="Noise σ (0..255 scale)", visible=False,
+                               elem_id="sigma")
+        c["quality"] = gr.Slider(1, 100, value=10, step=1, label="JPEG quality", visible=False, elem_id="quality")
+    gr.Markdown(f"Limits: {settings.max_upload_mb:g} MB per image, {settings.max_pixels:,} input pixels. "
+                "One job runs at a time; others wait in a queue.", elem_id="limits")
+    return c
+
+
+def _results(gr: Any) -> Dict[str, Any]:
+    """The right column: uploads, the Restore button, status, before/after views, downloads."""
+    c: Dict[str, Any] = {}
+    c["images"] = gr.File(label="Images (PNG, JPEG, BMP, TIFF, WebP; 16-bit and alpha are kept)",
+                          file_count="multiple", elem_id="images", height=120)
+    c["run"] = gr.Button("Restore", variant="primary", elem_id="run")
+    c["status"] = gr.Markdown(elem_id="status")
+    c["slider"] = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
+                                 elem_id="slider", interactive=False, max_height=640, buttons=["fullscreen"])
+    c["pick"] = gr.Dropdown([], label="Result shown", visible=False, elem_id="pick")
+    with gr.Row():
+        c["before"] = gr.Image(label="Input (at the output's zoom)", type="pil", format="png",
+                               interactive=False, elem_id="before", height=320, buttons=["fullscreen"])
+        c["after"] = gr.Image(label="Restored", type="pil", format="png", interactive=False, elem_id="after",
+                              height=320, buttons=["fullscreen"])
+    c["downloads"] = gr.File(label="Download (PNG)", file_count="multiple", interactive=False,
+                             elem_id="downloads")
+    return c
+
+
+def build(settings: Settings, store: Optional[ModelStore] = None):
+    """The page as a ``gradio.Blocks`` (not started; :func:`mount` adds its theme and style)."""
+    quiet_gradio()
+    import gradio as gr
+
+    store = store or ModelStore(settings.weights_dir)
+    work = settings.work_dir or Path(tempfile.mkdtemp(prefix="mambairv2-app-"))
+    if settings.work_dir is None:
+        atexit.register(shutil.rmtree, work, True)
+    work.mkdir(parents=True, exist_ok=True)
+    on = Handlers(gr, store, settings.limits, work)
+
+    def run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality,
+            progress=gr.Progress(track_tqdm=True)):  # Gradio passes a progress bar to this argument
+        return on.run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality, progress)
 
     # uploads and results in Gradio's cache are deleted after an hour (checked every half hour)
     with gr.Blocks(title="MambaIRv2", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                model_dd = gr.Dropdown(store.names(), value=store.default_name(), label="Model",
-                                       elem_id="model", interactive=True)
-                card = gr.Markdown(elem_id="model-card")
-                ckpt = gr.File(label="Add a checkpoint", file_count="single", elem_id="checkpoint", height=130)
-                gr.Markdown("A `.pth` or `.safetensors` file, read as tensors only (no code in it runs); "
-                            "its configuration is detected from the weights.", elem_classes=["hint"])
-                with gr.Accordion("Options", open=True):
-                    tile = gr.Slider(0, 1024, value=0, step=16, elem_id="tile", label="Tile size",
-                                     info="input pixels per tile; 0 = automatic (whole image when it fits "
-                                          "in memory)")
-                    ensemble = gr.Checkbox(False, label="Self-ensemble (8 flips, 8× slower, a little better)",
-                                           elem_id="ensemble")
-                    with gr.Row():
-                        device = gr.Dropdown(device_choices, value=device_choices[0], label="Device",
-                                             elem_id="device")
-                        dtype = gr.Dropdown(dtypes(device_choices[0]), value="float32", label="Precision",
-                                            elem_id="dtype")
-                with gr.Accordion("Compare against a clean image", open=False):
-                    simulate = gr.Checkbox(False, elem_id="simulate",
-                                           label="My uploads are clean: degrade them first (×s bicubic "
-                                                 "downscale for SR, noise or JPEG for those models), "
-                                                 "then restore and measure PSNR/SSIM")
-                    sigma = gr.Slider(0, 75, value=25, step=1, label="Noise σ (0..255 scale)", visible=False,
-                                      elem_id="sigma")
-                    quality = gr.Slider(1, 100, value=10, step=1, label="JPEG quality", visible=False,
-                                        elem_id="quality")
-                gr.Markdown(f"Limits: {settings.max_upload_mb:g} MB per image, "
-                            f"{settings.max_pixels:,} input pixels. One job runs at a time; "
-                            f"others wait in a queue.", elem_id="limits")
+                c = _controls(gr, settings, store)
             with gr.Column(scale=3):
-                images = gr.File(label="Images (PNG, JPEG, BMP, TIFF, WebP; 16-bit and alpha are kept)",
-                                 file_count="multiple", elem_id="images", height=120)
-                go = gr.Button("Restore", variant="primary", elem_id="run")
-                status = gr.Markdown(elem_id="status")
-                slider = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
-                                        elem_id="slider", interactive=False, max_height=640,
-                                        buttons=["fullscreen"])
-                pick = gr.Dropdown([], label="Result shown", visible=False, elem_id="pick")
-                with gr.Row():
-                    before_img = gr.Image(label="Input (at the output's zoom)", type="pil", format="png",
-                                          interactive=False, elem_id="before", height=320,
-                                          buttons=["fullscreen"])
-                    after_img = gr.Image(label="Restored", type="pil", format="png", interactive=False,
-                                         elem_id="after", height=320, buttons=["fullscreen"])
-                downloads = gr.File(label="Download (PNG)", file_count="multiple", interactive=False,
-                                    elem_id="downloads")
+                c.update(_results(gr))
         gallery = gr.State([])
-
-        demo.load(describe, [model_dd, device, dtype], [card, sigma, quality])
-        model_dd.change(describe, [model_dd, device, dtype], [card, sigma, quality])
-        device.change(lambda d: gr.update(choices=dtypes(d), value="float32"), device, dtype)
-        ckpt.upload(add_checkpoint, [ckpt, device, dtype], [model_dd, card, sigma, quality, ckpt])
-        go.click(run, [images, model_dd, tile, ensemble, device, dtype, simulate, sigma, quality],
-                 [status, slider, before_img, after_img, gallery, downloads, pick],
-                 concurrency_limit=1, concurrency_id="restore", api_name="restore")
-        pick.change(show, [pick, gallery, downloads], [slider, before_img, after_img])
+        model = [c["model"], c["device"], c["dtype"]]
+        card = [c["card"], c["sigma"], c["quality"]]
+        views = [c["slider"], c["before"], c["after"]]
+        demo.load(on.describe, model, card)
+        c["model"].change(on.describe, model, card)
+        c["device"].change(lambda d: gr.update(choices=dtypes(d), value="float32"), c["device"], c["dtype"])
+        c["checkpoint"].upload(on.add_checkpoint, [c["checkpoint"], c["device"], c["dtype"]],
+                               [c["model"], *card, c["checkpoint"]])
+        c["run"].click(run, [c["images"], c["model"], c["tile"], c["ensemble"], c["device"], c["dtype"],
+                             c["simulate"], c["sigma"], c["quality"]],
+                       [c["status"], *views, gallery, c["downloads"], c["pick"]],
+                       concurrency_limit=1, concurrency_id="restore", api_name="restore")
+        c["pick"].change(on.show, [c["pick"], gallery, c["downloads"]], views)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
