@@ -58,7 +58,7 @@ def test_starting_page_answers_until_the_page_takes_over_on_the_same_socket(monk
 
     def slow_mount(settings, store=None):
         assert release.wait(60), "the test never released the page"
-        return stand_in_page, None, lambda: stopped.append(True)
+        return stand_in_page, lambda: stopped.append(True)
 
     monkeypatch.setattr(page, "mount", slow_mount)
     result = {}

@@ -244,9 +244,9 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
     return demo
 
 
-def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, Any, Callable[[], None]]:
-    """The page (see :func:`build`) as an ASGI app to serve, its ``gradio.Blocks``, and what to call
-    when the server stops (closes the queue and the page's event streams)."""
+def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, Callable[[], None]]:
+    """The page (see :func:`build`) as an ASGI app to serve, and what to call when the server
+    stops (closes the page's queue and event streams)."""
     quiet_gradio()
     import fastapi
     import gradio as gr
@@ -267,4 +267,4 @@ def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, 
         demo.close(verbose=False)  # the queue; demo.app is not set when mounted, so its streams:
         inner.stop_event.set()
 
-    return app, demo, stop
+    return app, stop

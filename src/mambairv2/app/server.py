@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -199,7 +199,7 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
     try:
         from .page import mount
 
-        app, _, on_stop = mount(settings, store)
+        app, on_stop = mount(replace(settings, port=sock.getsockname()[1]), store)  # port 0: the one chosen
     except BaseException:
         starting.stop()
         sock.close()
