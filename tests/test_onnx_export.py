@@ -63,3 +63,27 @@ def test_cli_dynamic_export_verifies_itself(tmp_path):
     errs = [float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines() if "max abs error" in line]
     assert len(errs) == 2 and max(errs) <= 1e-4, r.stdout  # 37×53 and 64×64 from one graph
     assert out.stat().st_size > 1e6
+
+
+def test_the_dynamic_graph_does_not_depend_on_the_traced_size(tmp_path):
+    """The export traces a small input (its memory grows with the traced size); the graph must be
+    the one a larger, several-window trace gives, and serve other sizes within float32 rounding."""
+    onnx = pytest.importorskip("onnx", reason="the [onnx] extra is needed")
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is needed")
+    from mambairv2 import create_model
+    from mambairv2.integrations.onnx_export import (TRACE_SIZE, export_onnx, verification_inputs,
+                                                    verify_onnx)
+
+    torch.manual_seed(0)
+    model = create_model("light", scale=2, embed_dim=12, depths=(2,), num_heads=(2,), d_state=4,
+                         inner_rank=4, num_tokens=6).eval()
+    graphs = {}
+    for sample in (TRACE_SIZE, (37, 53)):
+        path = export_onnx(model, tmp_path / f"{sample[0]}x{sample[1]}.onnx", dynamic=True, sample_size=sample)
+        g = onnx.load(str(path)).graph
+        graphs[sample] = ([n.op_type for n in g.node],
+                          sorted(onnx.numpy_helper.to_array(t).tobytes() for t in g.initializer))
+    assert graphs[TRACE_SIZE] == graphs[(37, 53)]
+    errors = verify_onnx(tmp_path / f"{TRACE_SIZE[0]}x{TRACE_SIZE[1]}.onnx", model,
+                         verification_inputs(3, [(37, 53), (64, 48), (5, 70)]))
+    assert max(err for _, err in errors) < 1e-4, errors

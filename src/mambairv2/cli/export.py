@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"exporting {cfg.arch} x{cfg.upscale} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
           f"{args.dtype}) …", file=sys.stderr)
     ox.export_onnx(model, out, opset=args.opset or ox.DEFAULT_OPSET, dynamic=args.dynamic, dtype=dtype,
-                   sample_size=(37, 53) if args.dynamic else size)
+                   sample_size=ox.TRACE_SIZE if args.dynamic else size)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
     if args.no_verify:

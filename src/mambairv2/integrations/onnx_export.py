@@ -46,6 +46,11 @@ CHUNK = 16
 MAX_TOKENS = 4096 * 4096
 MIN_LOG_DECAY = -60.0  # as the chunked scan: exp(Δ·A) clamped at ≈ 9e-27 (no subnormals)
 DEFAULT_OPSET = 18
+#: Height and width of the input traced for a dynamic export. The graph does not depend on it,
+#: but the tracer keeps every intermediate tensor until it is done, so its memory grows with the
+#: sample's tokens times the layers (base x4: over 24 GB at 37×53, 3.6 GB at 8×12). 8×12 is
+#: padded on both axes (to one 16×16 window), so the padding gathers are traced too.
+TRACE_SIZE = (8, 12)
 
 
 # -- shape-generic pieces --------------------------------------------------------------------
@@ -256,13 +261,13 @@ def prepare_for_export(model: MambaIRv2) -> ExportForward:
 
 # -- export and verification -----------------------------------------------------------------
 def export_onnx(model: MambaIRv2, path: PathLike, *, opset: int = DEFAULT_OPSET, dynamic: bool = True,
-                dtype: torch.dtype = torch.float32, sample_size: Tuple[int, int] = (37, 53),
+                dtype: torch.dtype = torch.float32, sample_size: Tuple[int, int] = TRACE_SIZE,
                 dynamo: bool = False) -> Path:
     """Writes ``model`` as ONNX (one file, weights inside) through :class:`ExportForward`.
 
     Input ``input``: ``1×C×H×W`` in [0, 1]; output ``output``: ``1×C×(H·s)×(W·s)``. With
-    ``dynamic`` height and width are free (one graph for every size), else fixed to
-    ``sample_size``. ``dtype`` float16 exports a half-precision graph (scan kept in float32).
+    ``dynamic`` height and width are free (one graph for every size, traced at ``sample_size``),
+    else fixed to ``sample_size``. ``dtype`` float16 exports a half-precision graph (scan kept in float32).
     ``dynamo`` selects torch.export's exporter (needs onnxscript; far slower on this graph of
     unrolled scan steps: it did not finish a light model in 15 minutes on a busy 2-core machine),
     else the TorchScript tracer (sizes are traced, so the graph stays shape-generic)."""
