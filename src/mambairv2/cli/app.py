@@ -14,7 +14,9 @@ EPILOG = """examples:
   mambairv2 app --weights-dir ~/models --port 8000
 
 Needs the optional extra: pip install "mambairv2[app]". The page binds to 127.0.0.1 (this
-computer only) unless --host says otherwise; it never shows or serves server paths."""
+computer only) unless --host says otherwise; it never shows or serves server paths. The URL is
+printed and answers at once (a "starting" page); the app replaces it by itself once Gradio and
+PyTorch have loaded, which takes several seconds, and a "ready" line is printed then."""
 
 
 NEEDS_GRADIO = 'the app needs Gradio: pip install "mambairv2[app]" (or pip install gradio)'
