@@ -126,3 +126,26 @@ def test_figure_commands_write_pngs(model, tmp_path, capsys):
     assert main(["analyze", "sgn", "--weights", "nonexistent", "--image", str(img)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    (tmp_path / "empty.png").write_bytes(b"")
+    for bad, reason in ((tmp_path / "missing.png", "no such file"), (tmp_path / "empty.png", "empty file")):
+        assert main(["analyze", "sgn", "--weights", str(weights), "--image", str(bad)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {bad}: {reason}"
+
+
+def test_images_are_read_as_restore_reads_them(tmp_path):
+    """16-bit PNGs keep their precision, alpha is dropped, gray and colour convert both ways."""
+    from mambairv2.analysis.inputs import image_tensor
+    from mambairv2.imageio import ImageData, write_image
+
+    rng = np.random.default_rng(1)
+    rgba16 = rng.integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    write_image(tmp_path / "a.png", ImageData(rgba16))
+    x = image_tensor(tmp_path / "a.png", 3)
+    assert x.shape == (1, 3, 5, 7) and x.dtype == torch.float32
+    assert torch.equal(x, torch.from_numpy(rgba16[..., :3].astype(np.float32) / 65535).permute(2, 0, 1)[None])
+    gray = image_tensor(tmp_path / "a.png", 1)
+    expected = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert gray.shape == (1, 1, 5, 7) and torch.allclose(gray, expected)
+    Image.fromarray(rng.integers(0, 256, (4, 6), dtype=np.uint8)).save(tmp_path / "g.png")
+    colour = image_tensor(tmp_path / "g.png", 3)
+    assert colour.shape == (1, 3, 4, 6) and torch.equal(colour[:, 0], colour[:, 2])

@@ -6,7 +6,6 @@ from typing import List, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 PathLike = Union[str, Path]
 
@@ -31,15 +30,31 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top:top + ch, left:left + cw]
 
 
+def image_tensor(path: PathLike, channels: int = 3) -> torch.Tensor:
+    """An image file as a ``1×channels×H×W`` float32 tensor in [0, 1], read as ``mambairv2
+    restore`` reads it (16-bit kept, EXIF orientation applied); alpha is dropped, colour becomes
+    gray with the ITU-R 601 luma weights and gray is repeated for colour models.
+
+    Raises:
+        ImageReadError: the file is missing or not a readable image (one-line reason, path included).
+    """
+    from ..imageio import ImageReadError, read_image
+
+    try:
+        pixels = read_image(path).pixels
+    except ImageReadError as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
+    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    x = torch.from_numpy(pixels.astype(np.float32) / peak).permute(2, 0, 1)[None]
+    x = x[:, :3] if x.shape[1] >= 3 else x[:, :1]
+    if channels == 1 and x.shape[1] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif channels == 3 and x.shape[1] == 1:
+        x = x.expand(1, 3, *x.shape[-2:])
+    return x.contiguous()
+
+
 def load_images(paths: Sequence[PathLike], channels: int = 3, crop: int = 0) -> List[torch.Tensor]:
-    """Images as ``1×C×H×W`` float32 tensors in [0, 1] (RGB, or gray for ``channels`` = 1),
-    centre-cropped to ``crop`` pixels per side when ``crop`` > 0."""
-    out = []
-    for p in paths:
-        with Image.open(p) as img:
-            arr = np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.float32) / 255.0
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        x = torch.from_numpy(arr.transpose(2, 0, 1).copy()).unsqueeze(0)
-        out.append(centre_crop(x, crop) if crop > 0 else x)
-    return out
+    """:func:`image_tensor` of each path, centre-cropped to ``crop`` pixels per side when ``crop`` > 0."""
+    images = [image_tensor(p, channels) for p in paths]
+    return [centre_crop(x, crop) for x in images] if crop > 0 else images

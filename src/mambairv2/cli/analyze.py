@@ -192,10 +192,7 @@ def _load(args):
         model = load_weights(args.weights)
     except (KeyError, OSError, ValueError) as exc:
         raise CLIError(f"--weights {args.weights}: {exc}") from None
-    try:
-        images = load_images(args.image, model.config.in_chans, args.crop)
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+    images = load_images(args.image, model.config.in_chans, args.crop)  # unreadable: one-line error
     return model, images
 
 

@@ -63,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     cfg = model.config
-    image = _read_image(args.image, cfg.in_chans) if args.image else None
+    if args.image:
+        from ..analysis.inputs import image_tensor
+
+        image = image_tensor(args.image, cfg.in_chans)  # an unreadable file: one-line error
+    else:
+        image = None
     started = time.perf_counter()
     print(f"exporting {cfg.arch} x{cfg.upscale} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
           f"{args.dtype}) …", file=sys.stderr)
@@ -88,27 +93,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"max abs error {worst:.3g} exceeds {args.tolerance:g}: the export is not faithful "
                        f"({out} was kept for inspection)", code=1)
     return 0
-
-
-def _read_image(path: str, channels: int):
-    """``1×channels×H×W`` float in [0, 1] (alpha dropped; gray↔colour converted)."""
-    import numpy as np
-    import torch
-
-    from ..imageio import ImageReadError, read_image
-
-    try:
-        pixels = read_image(path).pixels
-    except ImageReadError as exc:
-        raise CLIError(f"{path}: {exc}") from None
-    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    x = torch.from_numpy(pixels.astype(np.float32) / peak).permute(2, 0, 1)[None]
-    x = x[:, :3] if x.shape[1] >= 3 else x[:, :1]
-    if channels == 1 and x.shape[1] == 3:
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    elif channels == 3 and x.shape[1] == 1:
-        x = x.expand(1, 3, *x.shape[-2:])
-    return x.contiguous()
 
 
 def _crop(x, size):
