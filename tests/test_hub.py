@@ -32,7 +32,8 @@ def files():
 
 
 def cli(env_extra, *args, tmp):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    env = {k: v for k, v in os.environ.items()  # the stand-in is local: no hub settings, no proxy
+           if not k.startswith(("HF_", "HUGGINGFACE")) and not k.lower().endswith("_proxy")}
     env.update(PYTHONPATH=str(REPO / "src"), HF_HOME=str(tmp / "hf"), MAMBAIRV2_CACHE=str(tmp / "mc"),
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", OMP_NUM_THREADS="1", **env_extra)
     return subprocess.run([sys.executable, "-m", "mambairv2", *args], env=env, capture_output=True,
@@ -94,3 +95,19 @@ def test_resolve_weights_in_process(files, tmp_path, monkeypatch):
         hub.resolve_weights("mambairv2_lightSR_x2")
     with pytest.raises(CheckpointError, match="no such file$"):
         hub.resolve_weights("some/dir/missing.pth")
+
+
+def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
+    """Nothing listens at the endpoint: the command says so at once (huggingface_hub alone would
+    retry for about 25 seconds, logging each retry)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    endpoint = {"HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    for args in (("download", "--list"), ("download", "mambairv2_lightSR_x2")):
+        r = cli(endpoint, *args, tmp=tmp_path)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot reach http://127.0.0.1" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0], r.stderr

@@ -33,6 +33,8 @@ FOLDER = "MambaIRv2_ckpt"
 EXTENSIONS = (".pth", ".safetensors")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Seconds to wait for the hub's host to accept a connection before giving up.
+CONNECT_TIMEOUT_S = 10.0
 
 
 class HubError(MambaIRv2Error):
@@ -87,12 +89,39 @@ def list_remote(repo_id: str = REPO_ID, revision: Optional[str] = None) -> Dict[
     """Name → file in the repository, for every checkpoint under ``MambaIRv2_ckpt/`` (read from
     the hub now). Raises HubError offline or when the hub cannot be reached."""
     hf = _hf()
+    from huggingface_hub import constants
+
+    unreachable = _unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise HubError(f"cannot list {repo_id}: {unreachable}")
     try:
         files = hf.HfApi().list_repo_files(repo_id, revision=revision)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
         raise HubError(f"cannot list {repo_id}: {_reason(exc)}") from None
     return {name_of(f): f for f in sorted(files)
             if f.startswith(FOLDER + "/") and f.endswith(EXTENSIONS) and f.count("/") == 1}
+
+
+def _unreachable(endpoint: str, timeout: float = CONNECT_TIMEOUT_S) -> Optional[str]:
+    """Why the hub's host does not accept a connection (no network, unknown host, nothing
+    listening), or None. Checked first because huggingface_hub retries a failed connection for
+    about 25 seconds; skipped behind a proxy, where the host itself need not be reachable."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    if urllib.request.getproxies():
+        return None
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return (f"cannot reach {endpoint} ({exc.strerror or exc}); check the network, or set "
+                "HF_HUB_OFFLINE=1 to use the checkpoints already downloaded")
+    return None
 
 
 def _candidates(name: str) -> List[str]:
