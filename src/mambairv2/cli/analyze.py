@@ -106,68 +106,63 @@ def _batched(args, size):
 
 
 # -- figure commands ------------------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser, out_default: str) -> None:
+def _figure_parser(asub, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
+    """A figure sub-command with the options every figure takes (weights, images, crop, output
+    ``NAME.png``, threads)."""
+    p = asub.add_parser(name, help=help, description=description,
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--weights", default="default",
                    help="a checkpoint (.pth / .safetensors) or the name of a bundled model")
     p.add_argument("--image", action="append", required=True, metavar="PATH",
                    help="input image (low-quality: the model's input)")
     p.add_argument("--crop", type=int, default=128,
                    help="centre crop of the input to this many pixels per side (0: whole image)")
-    p.add_argument("-o", "--output", default=out_default, help="PNG to write")
+    p.add_argument("-o", "--output", default=f"{name}.png", help="PNG to write")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=func)
+    return p
 
 
 def _erf_parser(asub) -> None:
-    p = asub.add_parser(
-        "erf", help="effective receptive field (Fig. A.3)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    _figure_parser(
+        asub, "erf", run_erf, help="effective receptive field (Fig. A.3)",
         description="Gradient of the centre output pixel (summed over colours) with respect to "
         "every input pixel, magnitudes summed over colours and over all given images (same crop), "
         "shown on a log scale relative to the largest value.")
-    _common(p, "erf.png")
-    p.set_defaults(func=run_erf)
 
 
 def _attention_parser(asub) -> None:
-    p = asub.add_parser(
-        "attention", help="attentive state-space map of a query pixel (Fig. 5)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _figure_parser(
+        asub, "attention", run_attention, help="attentive state-space map of a query pixel (Fig. 5)",
         description="Cosine similarity between the prompt that ASE gives the query pixel and the "
         "scan's C of every pixel, for every ASSM layer and averaged, overlaid on the image.")
-    _common(p, "attention.png")
     p.add_argument("--pixel", required=True, metavar="Y,X", help="query pixel in the (cropped) input")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="similarities below this are not overlaid (the paper filters low values)")
-    p.set_defaults(func=run_attention)
 
 
 def _sgn_parser(asub) -> None:
-    p = asub.add_parser(
-        "sgn", help="semantic-guided neighbouring: routes per layer, features before/after (Fig. A.1)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _figure_parser(
+        asub, "sgn", run_sgn,
+        help="semantic-guided neighbouring: routes per layer, features before/after (Fig. A.1)",
         description="The prompt (route) index of every token in every ASSM layer as a colour map, "
         "and for one layer the features (3 principal components as RGB) in raster order and in "
         "the SGN-unfolded scan order, laid out row by row.")
-    _common(p, "sgn.png")
     p.add_argument("--layer", type=int, default=None, help="layer (0-based, in forward order) for the before/after panel (default: the one using most routes)")
-    p.set_defaults(func=run_sgn)
 
 
 def _lam_parser(asub) -> None:
-    p = asub.add_parser(
-        "lam", help="local attribution map and diffusion index (Fig. A.2)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _figure_parser(
+        asub, "lam", run_lam, help="local attribution map and diffusion index (Fig. A.2)",
         description="LAM (Gu & Dong, CVPR 2021): path-integrated gradients of the gradient "
         "magnitude inside a box of the output along a progressive Gaussian-blur path from a "
         "blurred input to the input; the diffusion index is 1 - Gini of the attribution "
         "(x100 on the LAM paper's scale).")
-    _common(p, "lam.png")
     p.add_argument("--box", required=True, metavar="Y,X,H,W", help="box in output pixels (top, left, height, width)")
     p.add_argument("--steps", type=int, default=10,
                    help="points on the blur path (LAM uses 50; each costs a forward and backward pass)")
     p.add_argument("--sigma", type=float, default=1.2, help="blur of the path's start (LAM: 1.2)")
     p.add_argument("--kernel", type=int, default=9, help="blur kernel size (LAM: 9)")
-    p.set_defaults(func=run_lam)
 
 
 def _ints(text: str, n: int, flag: str) -> List[int]:
