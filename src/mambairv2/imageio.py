@@ -362,6 +362,12 @@ def array_to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode)
 
 
+def full_scale(pixels: np.ndarray) -> float:
+    """The value of full intensity for the pixels' type: 65535.0 for 16-bit, 255.0 for 8-bit
+    (pixels / full_scale(pixels) is the [0, 1] image the models take)."""
+    return 65535.0 if pixels.dtype == np.uint16 else 255.0
+
+
 # -- writing -------------------------------------------------------------------------------------
 def to_8bit(pixels: np.ndarray) -> np.ndarray:
     """uint16 → uint8 with rounding (uint8 passes through)."""

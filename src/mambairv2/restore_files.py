@@ -115,13 +115,13 @@ def _restore_and_write(model, job: Job, options: RestoreOptions, result: FileRes
     import torch
 
     from .atomic import atomic_write_bytes
-    from .imageio import encode_image, format_for_name, read_image, with_pixels
+    from .imageio import encode_image, format_for_name, full_scale, read_image, with_pixels
     from .restore import restore_tensor
 
     image = read_image(job.src, max_pixels=options.max_pixels)
     result.size_in = image.size
     px = image.pixels
-    peak = 65535.0 if px.dtype == np.uint16 else 255.0
+    peak = full_scale(px)
     x = torch.from_numpy(px.astype(np.float32) / peak).permute(2, 0, 1)[None]
     if options.routing == "gumbel" and hasattr(model, "set_routing"):
         model.set_routing("gumbel", options.seed)  # the same noise for every image

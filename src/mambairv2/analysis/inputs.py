@@ -38,14 +38,13 @@ def image_tensor(path: PathLike, channels: int = 3) -> torch.Tensor:
     Raises:
         ImageReadError: the file is missing or not a readable image (one-line reason, path included).
     """
-    from ..imageio import ImageReadError, read_image
+    from ..imageio import ImageReadError, full_scale, read_image
 
     try:
         pixels = read_image(path).pixels
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from None
-    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    x = torch.from_numpy(pixels.astype(np.float32) / peak).permute(2, 0, 1)[None]
+    x = torch.from_numpy(pixels.astype(np.float32) / full_scale(pixels)).permute(2, 0, 1)[None]
     x = x[:, :3] if x.shape[1] >= 3 else x[:, :1]
     if channels == 1 and x.shape[1] == 3:
         x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)

@@ -132,7 +132,7 @@ def find_premade(lr_dir: Path, hr_path: Path, spec: TaskSpec) -> Path:
 def read_premade(path: Path, spec: TaskSpec, target: np.ndarray) -> np.ndarray:
     """Reads a pre-made input (image, 8 or 16 bits, or ``.npy`` float ``H×W×C`` RGB on the
     [0, 1] scale) as float32 ``H×W×C`` with the target's channels; checks its size."""
-    from ..imageio import ImageReadError, read_image
+    from ..imageio import ImageReadError, full_scale, read_image
 
     if path.suffix.lower() == ".npy":
         try:
@@ -149,7 +149,7 @@ def read_premade(path: Path, spec: TaskSpec, target: np.ndarray) -> np.ndarray:
             px = read_image(path).pixels
         except ImageReadError as exc:
             raise EvaluationError(f"{path}: {exc}") from None
-        peak = 65535.0 if px.dtype == np.uint16 else 255.0
+        peak = full_scale(px)
         px = px[:, :, :3] if px.shape[2] >= 3 else px[:, :, :1]
         x = px.astype(np.float32) / np.float32(peak)
     c = target.shape[2]
