@@ -28,7 +28,7 @@ def main() -> int:
     args = p.parse_args()
 
     from mambairv2 import create_model
-    from mambairv2.bench import median
+    from mambairv2.analysis.measure import median
     from mambairv2.integrations.onnx_export import export_onnx, onnx_session
 
     torch.set_num_threads(args.threads)

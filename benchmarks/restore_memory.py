@@ -64,8 +64,8 @@ def child(spec: Dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    from mambairv2.checkpoint import load_model
-    from mambairv2.restore import restore_tensor
+    from mambairv2.models import load_model
+    from mambairv2.inference.api import restore_tensor
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])

@@ -80,7 +80,7 @@ def test_counting_leaves_the_model_alone_and_scales_with_batch():
 
 def test_scan_is_counted_with_its_delta_projection():
     from mambairv2.analysis.complexity import _Counter, _counting_scans
-    from mambairv2.model import assm
+    from mambairv2.models.mambairv2 import assm
 
     b, d, length, n, r = 2, 32, 40, 8, 2
     counter = _Counter(torch.device("cpu"))

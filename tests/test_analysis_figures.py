@@ -103,7 +103,7 @@ def test_gini_and_lam_diffusion_index(model):
 
 
 def test_figure_commands_write_pngs(model, tmp_path, capsys):
-    from mambairv2.checkpoint import save_safetensors
+    from mambairv2.models import save_safetensors
 
     weights = tmp_path / "tiny.safetensors"
     save_safetensors(model, weights)
@@ -135,7 +135,7 @@ def test_figure_commands_write_pngs(model, tmp_path, capsys):
 def test_images_are_read_as_restore_reads_them(tmp_path):
     """16-bit PNGs keep their precision, alpha is dropped, gray and colour convert both ways."""
     from mambairv2.analysis.inputs import image_tensor
-    from mambairv2.imageio import ImageData, write_image
+    from mambairv2.utils.imageio import ImageData, write_image
 
     rng = np.random.default_rng(1)
     rgba16 = rng.integers(0, 65536, (5, 7, 4), dtype=np.uint16)

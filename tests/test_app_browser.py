@@ -50,8 +50,9 @@ def bird() -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from mambairv2.app.server import Settings, launch
-    from mambairv2.bundled import bundled_models
+    from mambairv2.app.server import launch
+    from mambairv2.app.settings import Settings
+    from mambairv2.models.catalog import bundled_models
 
     if "default" not in bundled_models():
         pytest.skip("no bundled default model in this install")
@@ -207,7 +208,8 @@ def test_a_tab_opened_while_starting_becomes_the_app_by_itself(browser, tmp_path
     import threading
 
     from mambairv2.app import page as page_module
-    from mambairv2.app.server import Settings, launch
+    from mambairv2.app.server import launch
+    from mambairv2.app.settings import Settings
 
     real_mount, release = page_module.mount, threading.Event()
 

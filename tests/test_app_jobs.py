@@ -18,8 +18,8 @@ from PIL import Image
 import mambairv2
 from mambairv2.app.jobs import Limits, Options, UploadError, read_upload, restore_upload, simulate_upload
 from mambairv2.app.models import ModelStore, model_info
-from mambairv2.checkpoint import CheckpointError
-from mambairv2.imageio import encode_image, ImageData
+from mambairv2.models import CheckpointError
+from mambairv2.utils.imageio import encode_image, ImageData
 
 from conftest import REPO, shared_path
 
@@ -137,11 +137,11 @@ def test_tiles_report_progress_through_tqdm(tmp_path, capsys):
 
 
 def test_simulated_sr_is_scored_with_the_protocol_and_beats_bicubic(tmp_path):
-    from mambairv2.bundled import bundled_models
+    from mambairv2.models.catalog import bundled_models
     from mambairv2.protocol import metrics
     from mambairv2.protocol.degrade import sr_input
     from mambairv2.protocol.evaluate import TaskSpec, read_clean
-    from mambairv2.restore import restore
+    from mambairv2.inference.api import restore
 
     if "default" not in bundled_models():
         pytest.skip("no bundled default model in this install")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mambairv2
-from mambairv2.imageio import ImageData, encode_image
+from mambairv2.utils.imageio import ImageData, encode_image
 
 pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*(no_silent_downcasting|copy keyword)")
@@ -19,7 +19,8 @@ def test_simultaneous_jobs_are_queued_one_at_a_time(tmp_path):
     from gradio_client import Client, handle_file
 
     from mambairv2.app.models import ModelStore
-    from mambairv2.app.server import Settings, launch
+    from mambairv2.app.server import launch
+    from mambairv2.app.settings import Settings
 
     weights = tmp_path / "weights"
     weights.mkdir()

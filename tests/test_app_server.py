@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 
 from mambairv2.app import page
-from mambairv2.app.server import Settings, launch, listen
+from mambairv2.app.server import launch, listen
+from mambairv2.app.settings import Settings
 
 pytest.importorskip("uvicorn", reason="the [app] extra (gradio, which brings uvicorn) is not installed")
 

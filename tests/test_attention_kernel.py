@@ -5,8 +5,12 @@ import torch
 
 from mambairv2.ops import implementation, window_attention
 from mambairv2.ops.attention import choose
-from mambairv2.ops.attention_compiled import (MAX_HEAD_DIM, attention_kernel_available, attention_kernel_error,
-                                              window_attention_compiled)
+from mambairv2.ops.attention_compiled import (
+    MAX_HEAD_DIM,
+    attention_kernel_available,
+    attention_kernel_error,
+    window_attention_compiled,
+)
 from mambairv2.ops.dispatch import Probe
 
 needs_kernel = pytest.mark.skipif(not attention_kernel_available(),

@@ -4,7 +4,7 @@ import json
 import torch
 
 import mambairv2
-from mambairv2.bench import count_macs
+from mambairv2.analysis.measure import count_macs
 from mambairv2.cli.main import main
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mambairv2
-from mambairv2.checkpoint import CheckpointError, load_model, save_checkpoint, save_safetensors
+from mambairv2.models import CheckpointError, load_model, save_checkpoint, save_safetensors
 from mambairv2.cli.main import main
 
 from conftest import shared_path

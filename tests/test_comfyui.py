@@ -1,4 +1,4 @@
-"""ComfyUI's upscale-model path with the custom-node folder ``integrations/comfyui`` imported,
+"""ComfyUI's upscale-model path with the custom-node folder ``src/mambairv2/integrations/comfyui`` imported,
 reproduced step by step from ComfyUI's source (comfy/utils.py ``load_torch_file``,
 ``state_dict_prefix_replace``, ``tiled_scale``; comfy_extras/nodes_upscale_model.py
 ``UpscaleModelLoader`` and ``ImageUpscaleWithModel``) and compared with ``mambairv2.restore``."""
@@ -17,14 +17,15 @@ from spandrel_support import import_spandrel
 
 spandrel = import_spandrel()
 
-from mambairv2 import load_model, restore  # noqa: E402
+from mambairv2 import load_model
+from mambairv2.inference import api as restore  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def custom_node():
     """ComfyUI imports every folder in custom_nodes/ as a module from its __init__.py."""
     spec = importlib.util.spec_from_file_location("comfyui_mambairv2",
-                                                  REPO / "integrations" / "comfyui" / "__init__.py")
+                                                  REPO / "src" / "mambairv2" / "integrations" / "comfyui" / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {}
@@ -148,7 +149,7 @@ def test_comfyui_loads_dataparallel_checkpoints(tmp_path):
 def test_comfyui_tiled_upscale_with_the_bundled_model():
     """The OOM fallback's smaller tiles (scaled down here: 32-pixel tiles, 8 overlap) on a real
     image: the feathered seams stay close to the whole-image restore."""
-    from mambairv2.bundled import bundled_path
+    from mambairv2.models.catalog import bundled_path
 
     path = bundled_path("default")
     model = upscale_model_loader(str(path))

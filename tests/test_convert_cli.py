@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mambairv2.checkpoint import load_model, save_checkpoint
+from mambairv2.models import load_model, save_checkpoint
 from mambairv2.cli.main import main
-from mambairv2.factory import create_model
+from mambairv2.models import create_model
 from conftest import shared_path
 
 

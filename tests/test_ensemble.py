@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from mambairv2.ensemble import self_ensemble
+from mambairv2.inference.ensemble import self_ensemble
 
 
 def test_equivariant_function_is_unchanged():

@@ -34,7 +34,7 @@ def files():
 def cli(env_extra, *args, tmp):
     env = {k: v for k, v in os.environ.items()  # the stand-in is local: no hub settings, no proxy
            if not k.startswith(("HF_", "HUGGINGFACE")) and not k.lower().endswith("_proxy")}
-    env.update(PYTHONPATH=str(REPO / "src"), HF_HOME=str(tmp / "hf"), MAMBAIRV2_CACHE=str(tmp / "mc"),
+    env.update(PYTHONPATH=str(REPO / "src"), HF_HOME=str(tmp / "hf"), MAMBAIRV2_CACHE_DIR=str(tmp / "mc"),
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", OMP_NUM_THREADS="1", **env_extra)
     return subprocess.run([sys.executable, "-m", "mambairv2", *args], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -82,12 +82,12 @@ def test_list_download_offline_and_weights_by_name(files, tmp_path):
 
 
 def test_resolve_weights_in_process(files, tmp_path, monkeypatch):
-    from mambairv2 import hub
-    from mambairv2.checkpoint import CheckpointError
+    from mambairv2.models import hub
+    from mambairv2.models import CheckpointError
 
     existing = shared_path("golden", "light_x2.pth")
     assert hub.resolve_weights(existing) == existing  # a path is returned as is
-    monkeypatch.setenv("MAMBAIRV2_CACHE", str(tmp_path / "mc"))
+    monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(tmp_path / "mc"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     import huggingface_hub.constants as c
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mambairv2 import imageio
-from mambairv2.imageio import (ImageData, ImageReadError, atomic_write_bytes, decode_image, encode_image,
-                               read_image, write_image)
+from mambairv2.utils import imageio
+from mambairv2.utils.imageio import (
+    ImageData,
+    ImageReadError,
+    atomic_write_bytes,
+    decode_image,
+    encode_image,
+    read_image,
+    write_image,
+)
 
 RNG = np.random.default_rng(0)
 

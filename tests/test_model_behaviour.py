@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import mambairv2
-from mambairv2.model.assm import permute_tokens
+from mambairv2.models.mambairv2.assm import permute_tokens
 from mambairv2.ops import sgn_order
-from mambairv2.model.network import mirror_pad
+from mambairv2.models.layers.stem import mirror_pad
 
 TINY = dict(embed_dim=12, depths=(2,), num_heads=(2,), d_state=4, inner_rank=4, num_tokens=6)
 
@@ -95,8 +95,13 @@ def test_window_plan_attention_equals_released_roll_partition_and_full_mask(h, w
     gives exactly the released roll → partition → full shift mask → reverse → roll back, both
     through SDPA (inference) and through the plain formula used on CPU when the bias needs a
     gradient (training)."""
-    from mambairv2.model.attention import WindowAttention, relative_position_index, \
-        shifted_window_mask, window_partition, window_plan
+    from mambairv2.models.mambairv2.attention import (
+        WindowAttention,
+        relative_position_index,
+        shifted_window_mask,
+        window_partition,
+        window_plan,
+    )
 
     torch.manual_seed(0)
     ws, heads, c, b = 16, 2, 8, 2

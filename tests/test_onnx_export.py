@@ -12,8 +12,7 @@ import torch
 from conftest import REPO, shared_path
 
 from mambairv2 import load_model
-from mambairv2.integrations.onnx_export import (prepare_for_export, scan_for_export,
-                                                sgn_order_by_unique_key)
+from mambairv2.integrations.onnx_export import prepare_for_export, scan_for_export, sgn_order_by_unique_key
 from mambairv2.ops import implementation, selective_scan
 from mambairv2.ops.routing import sgn_order
 
@@ -71,8 +70,7 @@ def test_the_dynamic_graph_does_not_depend_on_the_traced_size(tmp_path):
     onnx = pytest.importorskip("onnx", reason="the [onnx] extra is needed")
     pytest.importorskip("onnxruntime", reason="the [onnx] extra is needed")
     from mambairv2 import create_model
-    from mambairv2.integrations.onnx_export import (TRACE_SIZE, export_onnx, verification_inputs,
-                                                    verify_onnx)
+    from mambairv2.integrations.onnx_export import TRACE_SIZE, export_onnx, verification_inputs, verify_onnx
 
     torch.manual_seed(0)
     model = create_model("light", scale=2, embed_dim=12, depths=(2,), num_heads=(2,), d_state=4,

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mambairv2 import imageio
-from mambairv2.checkpoint import save_checkpoint
+from mambairv2.utils import imageio
+from mambairv2.models import save_checkpoint
 from mambairv2.cli import evaluate as evaluate_cli
 from mambairv2.cli.main import main
-from mambairv2.factory import create_model
+from mambairv2.models import create_model
 from mambairv2.protocol import degrade, metrics
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mambairv2 import imageio
+from mambairv2.utils import imageio
 from mambairv2.protocol import evaluate as ev
 from mambairv2.protocol import metrics
 import protocol_port as port

@@ -11,12 +11,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambairv2.devices import resolve_device, resolve_dtype
-from mambairv2.model.network import mirror_pad
-from mambairv2.restore import auto_tile_size, edge_ramp, restore, restore_tensor, round_tile, tile_starts
+from mambairv2.utils.devices import resolve_device, resolve_dtype
+from mambairv2.models.layers.stem import mirror_pad
+from mambairv2.inference.api import (
+    auto_tile_size,
+    edge_ramp,
+    restore,
+    restore_tensor,
+    round_tile,
+    tile_starts,
+)
 from conftest import shared_path
 
-restore_module = importlib.import_module("mambairv2.restore")  # the attribute is the function
+restore_module = importlib.import_module("mambairv2.inference.api")  # the attribute is the function
 
 
 class LocalNet(nn.Module):
@@ -106,7 +113,7 @@ def test_tile_size_rounds_to_the_window():
 
 
 def test_mirror_pad_matches_the_network():
-    from mambairv2.model import network
+    from mambairv2.models.mambairv2 import network
 
     x = _image(5, 3)
     for h, w in [(16, 16), (5, 19), (40, 3)]:
@@ -273,7 +280,7 @@ def test_device_and_dtype_names():
 
 # -- the real network -------------------------------------------------------------------------------
 def test_real_light_model_tiles_without_visible_seams():
-    from mambairv2.checkpoint import load_model
+    from mambairv2.models import load_model
 
     model = load_model(shared_path("golden", "light_x2.pth"))
     g = torch.Generator().manual_seed(0)

@@ -21,14 +21,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambairv2 import imageio, memory
+from mambairv2.utils import imageio, memory
 from mambairv2.cli import restore as restore_cli
 from mambairv2.cli.main import main
 
 from conftest import needs_torchrun
 
-restore_module = importlib.import_module("mambairv2.restore")  # the module (mambairv2.restore is the function)
-from mambairv2.restore import check_tile, restore, restore_tensor
+restore_module = importlib.import_module("mambairv2.inference.api")  # the module (mambairv2.restore is the function)
+from mambairv2.inference.api import check_tile, restore, restore_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_part_files_of_a_killed_run_are_removed_by_the_next_run(tmp_path, model,
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
-        from mambairv2.atomic import atomic_path
+        from mambairv2.utils.atomic import atomic_path
         with atomic_path({str(out / 'a.png')!r}) as tmp:
             open(tmp, "wb").write(b"half an image")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -256,8 +256,8 @@ def test_models_that_do_not_upscale_write_lossless_png_unless_ext_says(tmp_path,
 
 
 def test_unwritable_kernel_cache_prints_at_most_one_line(tmp_path):
-    from mambairv2.checkpoint import save_safetensors
-    from mambairv2.factory import create_model
+    from mambairv2.models import save_safetensors
+    from mambairv2.models import create_model
 
     weights = save_safetensors(create_model("light", scale=2, embed_dim=16, depths=[1], num_heads=[2],
                                             inner_rank=8, num_tokens=8, d_state=4), tmp_path / "tiny.safetensors")
@@ -361,8 +361,8 @@ def test_restore_module_has_no_dead_tile_iterator():
 @pytest.mark.slow
 @needs_torchrun
 def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path):
-    from mambairv2.checkpoint import save_safetensors
-    from mambairv2.factory import create_model
+    from mambairv2.models import save_safetensors
+    from mambairv2.models import create_model
 
     weights = save_safetensors(create_model("light", scale=2, embed_dim=16, depths=[1], num_heads=[2],
                                             inner_rank=8, num_tokens=8, d_state=4), tmp_path / "tiny.safetensors")

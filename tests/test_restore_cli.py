@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambairv2 import imageio
+from mambairv2.utils import imageio
 from mambairv2.cli import restore as restore_cli
 from mambairv2.cli.main import main
 from conftest import shared_path
@@ -262,7 +262,7 @@ def test_missing_weights_says_where_to_get_them(tmp_path, capsys, monkeypatch):
 
 
 def test_without_weights_the_bundled_default_model_restores(tmp_path):
-    from mambairv2.bundled import bundled_models
+    from mambairv2.models.catalog import bundled_models
 
     if "default" not in bundled_models():
         pytest.skip("this install has no bundled default model")

@@ -7,8 +7,11 @@ from mambairv2.ops import LayerNorm, implementation, sgn_order, sgn_route
 from mambairv2.ops.dispatch import Probe
 from mambairv2.ops.layer_norm import choose as choose_layer_norm
 from mambairv2.ops.routing import choose as choose_routing
-from mambairv2.ops.layer_norm_compiled import (layer_norm_compiled, layer_norm_kernel_available,
-                                               layer_norm_kernel_error)
+from mambairv2.ops.layer_norm_compiled import (
+    layer_norm_compiled,
+    layer_norm_kernel_available,
+    layer_norm_kernel_error,
+)
 from mambairv2.ops.routing_compiled import routing_kernel_available, routing_kernel_error, sgn_route_compiled
 
 needs_routing = pytest.mark.skipif(not routing_kernel_available(),

@@ -14,7 +14,7 @@ from spandrel_support import import_spandrel
 spandrel = import_spandrel()
 
 from mambairv2 import load_model  # noqa: E402
-from mambairv2.config import variant_config  # noqa: E402
+from mambairv2.models.mambairv2 import variant_config  # noqa: E402
 from mambairv2.integrations import spandrel as mambairv2_spandrel  # noqa: E402
 
 GOLDEN_CASES = ["light_x2", "light_x3", "light_x4", "full_x2", "full_x3", "full_x4", "full_denoise",
@@ -61,7 +61,7 @@ def test_golden_checkpoint_loads_through_spandrel(case):
 
 
 def test_bundled_safetensors_loads_through_spandrel():
-    from mambairv2.bundled import bundled_path
+    from mambairv2.models.catalog import bundled_path
 
     desc = spandrel.ModelLoader().load_from_file(str(bundled_path("default")))
     assert desc.architecture.id == "MambaIRv2" and desc.scale == 4
@@ -95,7 +95,7 @@ def test_other_architectures_are_detected_as_before():
 
     without = ArchRegistry()
     without.add(*[a for a in spandrel.MAIN_REGISTRY.architectures("detection")
-                  if a.architecture.id != mambairv2_spandrel.ARCH_ID])
+                  if a.architecture.id not in mambairv2_spandrel.ARCH_IDS])
     assert len(without) == len(spandrel.MAIN_REGISTRY) - 1
     for name, module in _other_architectures().items():
         sd = canonicalize_state_dict(module.state_dict())

@@ -8,10 +8,10 @@ import torch
 import mambairv2
 from _train_tiny import tiny_config
 from conftest import shared_path
-from mambairv2.checkpoint import CheckpointError, read_state_dict
+from mambairv2.models import CheckpointError, read_state_dict
 from mambairv2.cli.main import main
-from mambairv2.config import variant_config
-from mambairv2.model import MambaIRv2
+from mambairv2.models.mambairv2 import variant_config
+from mambairv2.models.mambairv2 import MambaIRv2
 from mambairv2.train.config import load_config
 from mambairv2.train.trainer import train
 from mambairv2.train.warmstart import warm_start

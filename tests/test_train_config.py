@@ -7,8 +7,15 @@ import pytest
 
 from _train_tiny import tiny_config
 from mambairv2.cli.main import main
-from mambairv2.train.config import (ConfigError, build_config, load_config, model_config, packaged_configs,
-                                     parse_override, resolve_config)
+from mambairv2.train.config import (
+    ConfigError,
+    build_config,
+    load_config,
+    model_config,
+    packaged_configs,
+    parse_override,
+    resolve_config,
+)
 
 
 def test_overrides_are_parsed_as_yaml_and_dotted():

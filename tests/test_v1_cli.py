@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mambairv2 import create_model, imageio, load_model
+from mambairv2 import create_model, load_model
+from mambairv2.utils import imageio
 from mambairv2.cli.main import main
-from mambairv2.model.mambair_v1 import V1_VARIANTS, MambaIR
+from mambairv2.models.mambair import V1_VARIANTS, MambaIR
 
 from conftest import shared_path
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mambairv2
-from mambairv2.model.mambair_v1 import MambaIRConfig
+from mambairv2.models.mambair import MambaIRConfig
 from mambairv2.ops import implementation, kernel_available, kernel_error, mamba_ssm_available, selective_scan
 
 from conftest import shared_path

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mambairv2 import CheckpointError, create_model, load_model
-from mambairv2.model.mambair_v1 import MambaIRConfig, v1_variant_name
+from mambairv2.models.mambair import MambaIRConfig, v1_variant_name
 
 from conftest import shared_path
 

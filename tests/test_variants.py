@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mambairv2 import create_model
-from mambairv2.checkpoint import detect_config
-from mambairv2.config import variant_name
+from mambairv2.models.mambairv2 import detect_config
+from mambairv2.models.mambairv2 import variant_name
 
 from conftest import shared_path
 

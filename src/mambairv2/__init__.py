@@ -17,11 +17,12 @@ __version__ = "0.1.0"
 
 #: public name → the module that defines it
 _EXPORTS = {
-    "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_safetensors": "checkpoint",
-    "MambaIRv2Config": "config", "VARIANTS": "config",
-    "create_model": "factory",
-    "MambaIRv2": "model",
-    "restore": "restore",  # the function; its helpers: ``from mambairv2.restore import ...``
+    "CheckpointError": "errors",
+    "load_model": "models", "save_safetensors": "models", "create_model": "models",
+    "list_models": "models", "resolve": "models",
+    "MambaIRv2Config": "models.mambairv2", "MambaIRv2": "models.mambairv2",
+    "MambaIRConfig": "models.mambair", "MambaIR": "models.mambair",
+    "restore": "inference",  # the function (no module of the package is named ``restore``)
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

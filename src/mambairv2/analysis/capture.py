@@ -1,5 +1,9 @@
 """What every ASSM computes internally — routes, SGN order, prompts, the scan's C — read with
-forward pre-hooks while the model runs (the model is not modified)."""
+forward pre-hooks while the model runs (the model is not modified).
+
+The paper's figures look inside the network: this module hooks MambaIRv2's ASSM and selective
+scan, which it gets from the family record (:attr:`mambairv2.models.family.Family.parts`);
+families without them (MambaIR v1) are refused with a one-line :class:`AnalysisError`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +12,14 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..errors import MambaIRv2Error
+from ..models import family_of
+
 Tensor = torch.Tensor
+
+
+class AnalysisError(MambaIRv2Error, ValueError):
+    """An analysis that does not apply to the model given (one line)."""
 
 
 @dataclass
@@ -36,8 +47,11 @@ def capture_assm(model: torch.nn.Module, x: Tensor) -> Tuple[Tensor, List[ASSMRe
     """Runs ``model`` on ``x`` (``1×C×H×W``, no gradient) and returns its output and one
     :class:`ASSMRecord` per ASSM layer, in forward order. Routing is recomputed with the
     module's own ``route_tokens`` (deterministic in eval mode with argmax routing)."""
-    from ..model.assm import ASSM, SelectiveScan, permute_tokens
-
+    parts = family_of(model).parts
+    if "ASSM" not in parts:
+        raise AnalysisError(f"{family_of(model).display} has no ASSM (no attentive state space, no SGN "
+                            "routing): the attention and SGN figures need a MambaIRv2 model")
+    ASSM, SelectiveScan, permute_tokens = parts["ASSM"], parts["SelectiveScan"], parts["permute_tokens"]
     if x.shape[0] != 1:
         raise ValueError("capture_assm takes a batch of one image")
     records: List[ASSMRecord] = []

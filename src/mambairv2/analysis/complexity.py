@@ -38,6 +38,8 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..models import create_model, family_of, part_classes
+
 Tensor = torch.Tensor
 
 #: Kinds of work reported in ``by_module``.
@@ -171,8 +173,7 @@ class _Counter(TorchDispatchMode):
         self.totals[category][1] += every
 
     def category(self, kind: str) -> str:
-        from ..model.assm import ASSM, SelectiveScan
-        from ..model.attention import WindowAttention
+        ASSM, SelectiveScan, WindowAttention = _parts()
 
         if kind in ("scan", "norm"):
             return kind
@@ -274,9 +275,9 @@ def _counting_scans(counter: _Counter) -> Iterator[None]:
 def _prompt_hooks(model: nn.Module, counter: _Counter) -> List[Any]:
     """The paper counts each token's prompt as ``one_hot @ pool`` (B·L·T·N); at inference with
     argmax routing the model gathers the row instead, which the operator count cannot see."""
-    from ..model.assm import ASSM
+    ASSM = _parts()[0]
 
-    def hook(mod: ASSM, inputs, output) -> None:
+    def hook(mod: nn.Module, inputs, output) -> None:
         if not (mod.training or mod.routing == "gumbel"):
             b, length, _ = inputs[0].shape
             counter.add("routing", b * length * mod.num_tokens * mod.d_state, 0)
@@ -284,10 +285,15 @@ def _prompt_hooks(model: nn.Module, counter: _Counter) -> List[Any]:
     return [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ASSM)]
 
 
+def _parts() -> Tuple[Tuple[type, ...], ...]:
+    """The classes counted apart (every family's ASSM, scan and window attention; MambaIR v1's
+    SS2D scan is counted at its selective_scan call)."""
+    return part_classes("ASSM"), part_classes("SelectiveScan"), part_classes("WindowAttention")
+
+
 # -- parameters ----------------------------------------------------------------------------
 def _param_category(path: List[Tuple[str, nn.Module]], pname: str) -> str:
-    from ..model.assm import ASSM, SelectiveScan
-    from ..model.attention import WindowAttention
+    ASSM, SelectiveScan, WindowAttention = _parts()
 
     name, mod = path[-1]
     if isinstance(mod, nn.LayerNorm):
@@ -342,7 +348,7 @@ def count_complexity(model: nn.Module, input_size: Tuple[int, int], batch: int =
     finally:
         for hd in hooks:
             hd.remove()
-    ws = getattr(cfg, "window_size", 1)  # MambaIR (v1) has no windows and no padding
+    ws = family_of(model).pad_multiple(cfg)
     by = {c: Counts(counter.totals[c][0], counter.totals[c][1], params[c]) for c in CATEGORIES}
     return Complexity(
         params=sum(params.values()),
@@ -353,10 +359,15 @@ def count_complexity(model: nn.Module, input_size: Tuple[int, int], batch: int =
         output_size=(h * cfg.upscale, w * cfg.upscale))
 
 
+def config_complexity(config: Any, input_size: Tuple[int, int], batch: int = 1) -> Complexity:
+    """:func:`count_complexity` of a network configuration, built directly on the meta device."""
+    with torch.device("meta"):
+        model = family_of(config).build(config)
+    return count_complexity(model, input_size, batch=batch)
+
+
 def variant_complexity(variant: str, scale: int, input_size: Tuple[int, int]) -> Complexity:
     """:func:`count_complexity` of a paper variant, built directly on the meta device."""
-    from ..factory import create_model
-
     with torch.device("meta"):
         model = create_model(variant, scale=scale)
     return count_complexity(model, input_size)

@@ -10,16 +10,12 @@ import torch
 PathLike = Union[str, Path]
 
 
-def load_weights(name_or_path: str) -> torch.nn.Module:
-    """A checkpoint file, or the name of a bundled model (``default``: MambaIRv2-Light x4).
-    Returned in eval mode on the CPU with argmax routing."""
-    from ..bundled import load_bundled
-    from ..checkpoint import load_model
+def load_weights(name: str) -> torch.nn.Module:
+    """Any model name :func:`mambairv2.models.load_model` takes (``default``: the bundled
+    MambaIRv2-Light x4), in eval mode on the CPU with argmax routing where the family routes."""
+    from ..models import load_model, set_routing
 
-    path = Path(name_or_path)
-    is_file = path.exists() or path.suffix in (".pth", ".pt", ".safetensors") or "/" in name_or_path
-    model = load_model(path) if is_file else load_bundled(name_or_path)
-    return model.eval().set_routing("argmax")
+    return set_routing(load_model(name).eval(), "argmax")
 
 
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -38,7 +34,7 @@ def image_tensor(path: PathLike, channels: int = 3) -> torch.Tensor:
     Raises:
         ImageReadError: the file is missing or not a readable image (one-line reason, path included).
     """
-    from ..imageio import ImageReadError, full_scale, read_image
+    from ..utils.imageio import ImageReadError, full_scale, read_image
 
     try:
         pixels = read_image(path).pixels

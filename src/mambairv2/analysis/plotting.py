@@ -198,7 +198,7 @@ def figure(title: str, body: np.ndarray, notes: Optional[Sequence[str]] = None) 
 def save_png(img: np.ndarray, path: Union[str, Path], palette: bool = True) -> Path:
     """Writes ``img`` as a PNG atomically (never a half-written file); with ``palette``, as 256
     adaptive colours (several times smaller, no visible change for these figures)."""
-    from ..atomic import atomic_path
+    from ..utils.atomic import atomic_path
 
     path = Path(path)
     im = Image.fromarray(np.ascontiguousarray(img))

@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 
 from ..defaults import APP_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from ..defaults import APP_MAX_UPLOAD_MB as DEFAULT_MAX_UPLOAD_MB
-from ..imageio import ImageData, ImageReadError, array_to_pil, decode_image, encode_image, to_8bit, with_pixels
+from ..utils.imageio import (
+    ImageData,
+    ImageReadError,
+    array_to_pil,
+    decode_image,
+    encode_image,
+    to_8bit,
+    with_pixels,
+)
 
 
 
@@ -121,8 +129,8 @@ def restore_upload(model: "torch.nn.Module", image: ImageData, name: str, out_di
                    options: Options) -> Restored:
     """Restores an uploaded image as ``mambairv2 restore --format png`` would, keeping 16 bits,
     alpha and the colour profile, and writes the PNG under ``out_dir``."""
-    from ..restore import restore
-    from ..imageio import atomic_write_bytes
+    from ..inference.api import restore
+    from ..utils.imageio import atomic_write_bytes
 
     out_px = restore(model, image.pixels, tile=options.tile, self_ensemble=options.self_ensemble,
                      progress=True)
@@ -143,10 +151,17 @@ def simulate_upload(model: "torch.nn.Module", path: Union[str, os.PathLike], nam
     model's task (bicubic ×s downscale, Gaussian noise σ, or JPEG at a quality), restores it and
     measures PSNR/SSIM against the clean image, for the model and for the plain baseline
     (bicubic upscaling, or the degraded input itself)."""
-    from ..imageio import atomic_write_bytes
+    from ..utils.imageio import atomic_write_bytes
     from ..protocol import metrics
-    from ..protocol.evaluate import (EvaluationError, TaskSpec, bicubic_restorer, identity_restorer,
-                                     make_input, model_restorer, read_clean)
+    from ..protocol.evaluate import (
+        EvaluationError,
+        TaskSpec,
+        bicubic_restorer,
+        identity_restorer,
+        make_input,
+        model_restorer,
+        read_clean,
+    )
 
     cfg = model.config
     task = cfg.task

@@ -30,21 +30,22 @@ class ModelInfo:
     scale: int
     in_chans: int
     parameters: int
+    family: str = "MambaIRv2"
 
     def describe(self) -> str:
         what = {"sr": f"super-resolution ×{self.scale}", "denoise": "colour denoising",
                 "jpeg": "JPEG artifact removal"}.get(self.task, self.task)
-        return (f"MambaIRv2 **{self.variant}**, task **{self.task}** ({what}), scale **×{self.scale}**, "
+        return (f"{self.family} **{self.variant}**, task **{self.task}** ({what}), scale **×{self.scale}**, "
                 f"{'gray' if self.in_chans == 1 else 'RGB'} input, {self.parameters / 1e6:.2f} M parameters")
 
 
 def model_info(model: torch.nn.Module) -> ModelInfo:
-    """Variant, task and scale of a loaded MambaIRv2."""
-    from ..config import variant_name
+    """Family, variant, task and scale of a loaded model."""
+    from ..models import describe
 
-    cfg = model.config
-    return ModelInfo(variant=variant_name(cfg), task=cfg.task, scale=int(cfg.upscale),
-                     in_chans=int(cfg.in_chans), parameters=sum(p.numel() for p in model.parameters()))
+    info = describe(model)
+    return ModelInfo(variant=info.variant, task=info.task, scale=info.scale, in_chans=info.in_chans,
+                     parameters=info.params, family=info.family)
 
 
 def folder_checkpoints(folder: Optional[Path]) -> Dict[str, Path]:
@@ -73,7 +74,7 @@ class ModelStore:
     # -- names ---------------------------------------------------------------------------------
     def files(self) -> Dict[str, Path]:
         """Every choosable name → its file, bundled first (``default`` leading)."""
-        from ..bundled import bundled_models
+        from ..models.catalog import bundled_models
 
         bundled = bundled_models()
         order = sorted(bundled, key=lambda n: (n != "default", n))
@@ -96,9 +97,9 @@ class ModelStore:
         Raises:
             CheckpointError: not a usable MambaIRv2 checkpoint (refused pickles included).
         """
-        from ..checkpoint import load_model
+        from ..models import load_file
 
-        model = load_model(path)  # raises CheckpointError with a one-line reason
+        model = load_file(path)  # raises CheckpointError with a one-line reason
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
         name = f"upload: {Path(original_name).name} ({digest})"
         with self._guard:
@@ -124,8 +125,8 @@ class ModelStore:
             KeyError: an unknown name.
             CheckpointError: the file is not a usable checkpoint.
         """
-        from ..checkpoint import load_model
-        from ..devices import resolve_device, resolve_dtype
+        from ..models import load_file
+        from ..utils.devices import resolve_device, resolve_dtype
 
         files = self.files()
         if name not in files:
@@ -136,7 +137,7 @@ class ModelStore:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-        model = load_model(files[name], device=dev, dtype=resolve_dtype(dtype))
+        model = load_file(files[name], device=dev, dtype=resolve_dtype(dtype))
         with self._guard:
             self._remember(key, model)
         return model

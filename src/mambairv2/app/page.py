@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .jobs import Limits, Options, UploadError, read_upload, restore_upload, simulate_upload
 from .models import CHECKPOINT_SUFFIXES, ModelStore, devices, dtypes, model_info
-from .server import Settings
+from .settings import Settings
 
 #: Largest upload Gradio accepts at all (checkpoints included); images have their own limit.
 MAX_CHECKPOINT_MB = 1024
@@ -56,7 +56,7 @@ class Handlers:
     (its ``update`` objects are the answers); models come from ``store``, results go to ``work``."""
 
     def __init__(self, gr: Any, store: ModelStore, limits: Limits, work: Path) -> None:
-        from ..checkpoint import CheckpointError
+        from ..models.checkpoint import CheckpointError
 
         self.gr, self.store, self.limits, self.work = gr, store, limits, work
         self.model_errors = (CheckpointError, KeyError, ValueError, RuntimeError)

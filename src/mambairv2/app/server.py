@@ -11,39 +11,19 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..defaults import APP_MAX_PIXELS, APP_MAX_UPLOAD_MB
+from .settings import Settings
 
 if TYPE_CHECKING:
-    from .jobs import Limits
     from .models import ModelStore
 
 #: Seconds the page server may take to start on the socket before it counts as failed.
 START_TIMEOUT_S = 60.0
 #: Seconds open connections (the page's event streams) get to finish when the app stops.
 GRACEFUL_STOP_S = 2
-
-
-@dataclass
-class Settings:
-    """How the app is started (see ``mambairv2 app --help``)."""
-
-    host: str = "127.0.0.1"
-    port: int = 7860
-    weights_dir: Optional[Path] = None
-    max_upload_mb: float = APP_MAX_UPLOAD_MB
-    max_pixels: int = APP_MAX_PIXELS
-    work_dir: Optional[Path] = None
-
-    @property
-    def limits(self) -> "Limits":
-        from .jobs import Limits
-
-        return Limits(max_upload_bytes=int(self.max_upload_mb * 1e6), max_pixels=int(self.max_pixels))
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List
 
 from .errors import CLIError, parse_size
+from .model_option import add_model_option, resolve_model
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -44,9 +45,8 @@ def _complexity_parser(asub) -> None:
         description="Parameters and multiply-accumulates of one forward pass, per kind of module, "
         "in two conventions. " + CONVENTION + " The model is run on PyTorch's meta device "
         "(shapes only), so any size is counted in seconds without memory.")
-    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg; "
-                   "MambaIR (v1): mambair-light, mambair, mambair-denoise or mambair-jpeg")
-    p.add_argument("--scale", type=int, default=2, help="SR scale (2, 3 or 4)")
+    add_model_option(p, default="light", variants=True)
+    p.add_argument("--scale", type=int, default=2, help="SR scale of a variant (2, 3 or 4)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--output-size", default="1280x720", metavar="WxH",
                       help="output width x height, as the paper writes it; the input is this "
@@ -58,18 +58,14 @@ def _complexity_parser(asub) -> None:
 
 
 def run_complexity(args: argparse.Namespace) -> int:
-    import torch
+    from ..analysis.complexity import config_complexity, format_table
 
-    from ..analysis.complexity import format_table, variant_complexity
-    from ..factory import MODEL_NAMES, create_model
-
-    if args.variant not in MODEL_NAMES:
-        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(MODEL_NAMES)}")
+    ref = resolve_model(args, variants=True)
     try:
-        with torch.device("meta"):
-            scale = create_model(args.variant, scale=args.scale).config.upscale
+        config = ref.config(scale=args.scale)
     except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(f"--model {args.model}: {exc}") from None
+    scale = config.upscale
     if args.input_size:
         size = parse_size(args.input_size, "--input-size")
     else:
@@ -79,30 +75,19 @@ def run_complexity(args: argparse.Namespace) -> int:
         size = (oh // scale, ow // scale)
     if args.batch < 1:
         raise CLIError("--batch must be positive")
-    c = variant_complexity(args.variant, args.scale, size) if args.batch == 1 else _batched(args, size)
+    c = config_complexity(config, size, batch=args.batch)
     (h, w), (ph, pw), (oh, ow) = c.input_size, c.padded_size, c.output_size
-    print(f"{args.variant} x{scale}: input {w}x{h} (padded {pw}x{ph}) -> output {ow}x{oh}, batch {args.batch}")
+    print(f"{args.model} x{scale}: input {w}x{h} (padded {pw}x{ph}) -> output {ow}x{oh}, batch {args.batch}")
     print(format_table(c))
     print(f"\nparams {c.params:,}   MACs as the paper counts {c.macs_paper / 1e9:.2f} G   "
           f"all {c.macs_all / 1e9:.2f} G")
     if args.json_out:
-        from ..atomic import atomic_path
+        from ..utils.atomic import atomic_path
 
-        data = dict(variant=args.variant, scale=scale, batch=args.batch, convention=CONVENTION, **c.to_dict())
+        data = dict(variant=args.model, scale=scale, batch=args.batch, convention=CONVENTION, **c.to_dict())
         with atomic_path(args.json_out) as tmp:
             Path(tmp).write_text(json.dumps(data, indent=2))
     return 0
-
-
-def _batched(args, size):
-    import torch
-
-    from ..analysis.complexity import count_complexity
-    from ..factory import create_model
-
-    with torch.device("meta"):
-        model = create_model(args.variant, scale=args.scale)
-    return count_complexity(model, size, batch=args.batch)
 
 
 # -- figure commands ------------------------------------------------------------------------------
@@ -111,8 +96,7 @@ def _figure_parser(asub, name: str, func, help: str, description: str) -> argpar
     ``NAME.png``, threads)."""
     p = asub.add_parser(name, help=help, description=description,
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--weights", default="default",
-                   help="a checkpoint (.pth / .safetensors) or the name of a bundled model")
+    add_model_option(p)
     p.add_argument("--image", action="append", required=True, metavar="PATH",
                    help="input image (low-quality: the model's input)")
     p.add_argument("--crop", type=int, default=128,
@@ -183,10 +167,15 @@ def _load(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ..models.checkpoint import CheckpointError
+
+    resolve_model(args)  # unknown names: one line naming the option
     try:
-        model = load_weights(args.weights)
-    except (KeyError, OSError, ValueError) as exc:
-        raise CLIError(f"--weights {args.weights}: {exc}") from None
+        model = load_weights(args.model)
+    except CheckpointError as exc:
+        raise CLIError(f"--model {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--model {args.model}: {exc}") from None
     images = load_images(args.image, model.config.in_chans, args.crop)  # unreadable: one-line error
     return model, images
 

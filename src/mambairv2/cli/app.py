@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if public:
         print(f"warning: --host {args.host} makes the page reachable from other machines; it has no "
               "login", file=sys.stderr)
-    from ..app.server import Settings, launch
+    from ..app.server import launch
+    from ..app.settings import Settings
 
     settings = Settings(host=args.host, port=args.port, weights_dir=args.weights_dir,
                         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .errors import CLIError
+from .model_option import add_model_option, load_model_arg
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -17,14 +18,13 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
         "bench", help="measure speed, memory, MACs and roofline fraction",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Times the forward pass of a variant (random weights: speed does not depend on "
-        "them) on random square inputs: warm-up, several timed runs, median latency, peak memory, "
+        description="Times the forward pass of a model (a variant name gives random weights: speed "
+        "does not depend on them) on random square inputs: warm-up, several timed runs, median latency, peak memory, "
         "MACs (counted as the paper counts them, selective scan included: see `mambairv2 analyze complexity`), achieved GFLOP/s and "
         "the device's sgemm GFLOP/s measured in the same run, so the fraction of the matmul "
         "roofline is reported. With --train, the time of a training step instead.")
-    p.add_argument("--variant", default="light", help="light, small, base, large, denoise or jpeg; MambaIR (v1): mambair-light, mambair, "
-                   "mambair-denoise or mambair-jpeg")
-    p.add_argument("--scale", type=int, default=4, help="SR scale (2, 3 or 4)")
+    add_model_option(p, default="light", variants=True)
+    p.add_argument("--scale", type=int, default=4, help="SR scale of a variant (2, 3 or 4)")
     p.add_argument("--size", type=int, default=128, help="input height and width (LR pixels)")
     p.add_argument("--sizes", default=None,
                    help="comma-separated sizes for a sweep (overrides --size), e.g. 64,128,256")
@@ -72,15 +72,15 @@ def run(args: argparse.Namespace) -> int:
         print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
     model = _model(args, device)
     runner = torch.compile(model) if args.compile else model
-    from .. import bench
+    from ..analysis import measure as bench
 
     sgemm = bench.sgemm_gflops(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{args.variant} x{model.config.upscale}  params {params:,}  device {device}  threads "
+    print(f"{args.model} x{model.config.upscale}  params {params:,}  device {device}  threads "
           f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s", file=sys.stderr)
     results = [_measure_size(args, model, runner, size, device, dtype, sgemm, compare) for size in sizes]
     report = {
-        "variant": args.variant, "scale": model.config.upscale, "params": params,
+        "variant": args.model, "scale": model.config.upscale, "params": params,
         "mode": "train_step" if args.train else "forward", "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -92,11 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
     """The sizes to time and the backends to compare; CLIError on a bad argument."""
-    from ..factory import MODEL_NAMES
     from ..ops import BACKENDS
 
-    if args.variant not in MODEL_NAMES:
-        raise CLIError(f"unknown variant {args.variant!r}; choose one of {', '.join(MODEL_NAMES)}")
     compare = list(dict.fromkeys(args.compare + (["reference"] if args.compare_reference else [])))
     for name in [args.backend, *compare]:
         if name not in BACKENDS:
@@ -111,20 +108,17 @@ def _check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
 
 
 def _model(args: argparse.Namespace, device):
-    from .. import create_model
+    from ..models import set_routing
 
-    try:
-        model = create_model(args.variant, scale=args.scale).to(device)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    return model.train(args.train)
+    _, model = load_model_arg(args, device, variants=True, scale=args.scale)
+    return set_routing(model, "argmax").train(args.train)
 
 
 def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, compare: List[str]) -> Dict:
     """Times one size (and the compared backends at it); prints a line, returns the JSON row."""
     import torch
 
-    from .. import bench
+    from ..analysis import measure as bench
     from ..ops import resolve_backend
 
     x = torch.rand(args.batch, model.config.in_chans, size, size, device=device)
@@ -155,7 +149,7 @@ def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, c
 def _compare_backend(args, model, runner, x, device, dtype, name: str, backend: str, latency: float,
                      row: Dict) -> None:
     """Times the model with scan backend ``name`` and adds its latency and speed-up to ``row``."""
-    from .. import bench
+    from ..analysis import measure as bench
     from ..ops import resolve_backend
 
     with _selected(name):
@@ -186,7 +180,7 @@ def _write_report(report: Dict, json_out) -> None:
     if not json_out:
         print(json.dumps(report, indent=2))
         return
-    from ..atomic import atomic_path
+    from ..utils.atomic import atomic_path
 
     with atomic_path(json_out) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
@@ -204,7 +198,7 @@ def _backend_used(x, name: str, train: bool, resolve_backend) -> str:
 def _forward(runner, x, device, dtype):
     import torch
 
-    from ..bench import autocast_for
+    from ..analysis.measure import autocast_for
 
     def fn():
         with torch.no_grad(), autocast_for(device, dtype):
@@ -215,7 +209,7 @@ def _forward(runner, x, device, dtype):
 def _train_step(runner, model, x, device, dtype):
     import torch
 
-    from ..bench import autocast_for
+    from ..analysis.measure import autocast_for
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     s = model.config.upscale

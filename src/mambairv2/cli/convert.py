@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import CLIError
+from .model_option import add_model_argument, load_model_arg, model_from_args, resolve_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,8 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "a .safetensors) into a .safetensors file holding the weights and, in its "
                     "header, the detected configuration. No code is unpickled; the result loads "
                     "with load_model() and 'mambairv2 restore --weights'.")
-    p.add_argument("checkpoint", metavar="CKPT", help="input checkpoint (.pth or .safetensors)")
-    p.add_argument("output", metavar="OUT", help="output file (.safetensors)")
+    add_model_argument(p)
+    p.add_argument("output", metavar="OUT", nargs="?", help="output file (.safetensors)")
+    p.add_argument("-o", dest="output_option", metavar="OUT", help="the same as OUT")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="dtype of the stored weights (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -28,28 +30,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import CheckpointError, load_model, save_safetensors
+    from ..models import describe, save_safetensors
 
-    src, out = Path(args.checkpoint), Path(args.output)
+    if args.output is None and args.model and args.model_positional and args.output_option is None:
+        args.output = args.model_positional  # `convert --model X OUT`: OUT was read as MODEL
+        args.model_positional = None
+    model_from_args(args)
+    args.output = args.output or args.output_option
+    if not args.output:
+        raise CLIError("give the output file (OUT or -o OUT)")
+    ref = resolve_model(args)
+    src, out = ref.path, Path(args.output)
     if out.suffix.lower() != ".safetensors":
         raise CLIError(f"{out}: the output name must end in .safetensors")
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists (--overwrite replaces it)")
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
+    if out.exists() and out.resolve() == src.resolve():
         raise CLIError(f"{out}: the output must not be the input checkpoint")
     if out.exists() and out.is_dir():
         raise CLIError(f"{out}: is a folder")
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    try:
-        model = load_model(src, device="cpu", dtype=dtype)
-    except CheckpointError as exc:
-        raise CLIError(str(exc)) from None
+    _, model = load_model_arg(args, "cpu", dtype)
     try:
         save_safetensors(model, out)
     except OSError as exc:
         raise CLIError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    cfg = model.config
-    n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: {cfg.arch} x{cfg.upscale}, {cfg.in_chans}-channel input, "
-          f"{n:,} parameters, {args.dtype}", file=sys.stderr)
+    info = describe(model)
+    print(f"wrote {out}: {info.label}, {info.arch}, {info.in_chans}-channel input, "
+          f"{info.params:,} parameters, {args.dtype}", file=sys.stderr)
     return 0

@@ -89,7 +89,7 @@ def encode(x: np.ndarray, kind: str) -> bytes:
     """Bytes of an input from ``make_input`` (float32 H×W×C) in the output ``kind``."""
     import numpy as np
 
-    from ..imageio import ImageData, encode_image
+    from ..utils.imageio import ImageData, encode_image
 
     if kind == "npy":
         buf = io.BytesIO()
@@ -105,7 +105,7 @@ def encode(x: np.ndarray, kind: str) -> bytes:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..imageio import atomic_write_bytes
+    from ..utils.imageio import atomic_write_bytes
     from ..protocol.evaluate import list_images
     from ..protocol.task import EvaluationError, make_input, read_clean
 

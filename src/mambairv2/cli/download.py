@@ -1,6 +1,6 @@
 """``mambairv2 download NAME`` / ``--list``: the authors' released MambaIRv2 checkpoints from
 their Hugging Face repository (``cguoh/MambaIR``, folder ``MambaIRv2_ckpt/``), verified and
-recorded (see :mod:`mambairv2.hub`)."""
+recorded (see :mod:`mambairv2.models.hub`)."""
 from __future__ import annotations
 
 import argparse
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import hub
+    from ..models import hub
 
     repo = args.repo or hub.REPO_ID
     if not args.list and not args.names:

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..bundled import bundled_models
 from .errors import CLIError
+from .model_option import add_model_option, load_model_arg, resolve_model
 from .restore import _nonnegative, _tile_arg
 
-#: Baselines usable with ``--model``, and the tasks they apply to.
+#: Baselines usable with ``--baseline``, and the tasks they apply to.
 BASELINES: Dict[str, tuple] = {"bicubic": ("sr",), "identity": ("denoise", "jpeg")}
 
 EPILOG = """protocol (as in the paper's tables):
@@ -25,10 +25,10 @@ EPILOG = """protocol (as in the paper's tables):
   before the metrics, as BasicSR's tensor2img. SSIM: 11x11 Gaussian window, sigma 1.5.
 
 examples:
-  mambairv2 evaluate --model bicubic --task sr --scale 4 --hr-dir Set5/HR --hr-dir Set14/HR
-  mambairv2 evaluate --weights MambaIRv2_lightSR_x2.pth --task sr --hr-dir B100/HR --json b100.json
-  mambairv2 evaluate --model identity --task denoise --sigma 25 --hr-dir CBSD68
-  mambairv2 evaluate --weights jpeg_q10.pth --task jpeg --quality 10 --hr-dir classic5 --protocol official"""
+  mambairv2 evaluate --baseline bicubic --task sr --scale 4 --hr-dir Set5/HR --hr-dir Set14/HR
+  mambairv2 evaluate --model MambaIRv2_lightSR_x2.pth --task sr --hr-dir B100/HR --json b100.json
+  mambairv2 evaluate --baseline identity --task denoise --sigma 25 --hr-dir CBSD68
+  mambairv2 evaluate --model jpeg_q10.pth --task jpeg --quality 10 --hr-dir classic5 --protocol official"""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,12 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "or a baseline, and report PSNR/SSIM per image and per dataset.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", metavar="FILE", help="a MambaIRv2 checkpoint (.pth or .safetensors)")
-    src.add_argument("--model", metavar="NAME",
-                     help="a baseline: 'bicubic' (sr) or 'identity' (denoise, jpeg: the degraded "
-                          "input itself), or a bundled model's name")
+    add_model_option(src, default=None)
+    src.add_argument("--baseline", choices=tuple(BASELINES),
+                     help="no model: 'bicubic' (sr) or 'identity' (denoise, jpeg: the degraded input itself)")
     p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg"), help="what is evaluated")
-    p.add_argument("--scale", type=int, metavar="S", help="SR scale (default with --weights: the model's)")
+    p.add_argument("--scale", type=int, metavar="S", help="SR scale (default with --model: the model's)")
     p.add_argument("--sigma", type=float, metavar="N", help="denoise: noise level on the 0..255 scale")
     p.add_argument("--quality", type=int, metavar="Q", help="jpeg: quality 1-100")
     p.add_argument("--color", action="store_true", help="jpeg: colour images stay colour (default: gray)")
@@ -74,25 +73,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_model(name: str) -> Path:
-    """The weights file of a bundled model name.
-
-    Raises:
-        CLIError: unknown name, or a bundled model whose file is not installed.
-    """
-    root = Path(__file__).resolve().parents[1]
-    bundled = bundled_models()
-    if name in bundled:
-        path = bundled[name]
-        if not path.is_file():
-            raise CLIError(f"bundled model {name!r} is not installed ({path} is missing); "
-                           "pass --weights FILE")
-        return path
-    known = ", ".join(list(BASELINES) + list(bundled))
-    where = "" if (root / "weights").is_dir() else f"; this install has no bundled weights ({root / 'weights'} does not exist)"
-    raise CLIError(f"unknown model {name!r} (known: {known}){where}; pass --weights FILE for a checkpoint")
-
-
 def _spec(args: argparse.Namespace, model_scale: Optional[int]):
     from ..protocol.task import EvaluationError, TaskSpec
 
@@ -117,23 +97,16 @@ def _spec(args: argparse.Namespace, model_scale: Optional[int]):
         raise CLIError(str(exc)) from None
 
 
-def _load(path: Path, args: argparse.Namespace):
-    from ..checkpoint import CheckpointError, load_model
-    from ..devices import resolve_device, resolve_dtype
+def _load(args: argparse.Namespace):
+    from ..models import set_routing
+    from ..utils.devices import resolve_device, resolve_dtype
 
     try:
         device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    try:
-        model = load_model(path, device=device, dtype=dtype)
-    except CheckpointError as exc:
-        raise CLIError(str(exc)) from None
-    except (OSError, RuntimeError) as exc:
-        raise CLIError(f"{path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
-    if hasattr(model, "set_routing"):
-        model.set_routing("argmax", None)
-    return model
+    _, model = load_model_arg(args, device, dtype)
+    return set_routing(model, "argmax", None)
 
 
 def _datasets(args: argparse.Namespace) -> List[tuple]:
@@ -170,17 +143,16 @@ def _method(args: argparse.Namespace, label: str, model, spec):
     """The restorer: a baseline, or the model with the protocol / tiles / self-ensemble asked for."""
     from ..protocol import evaluate as ev
 
-    if label in BASELINES:
+    if model is None:
         if args.task not in BASELINES[label]:
-            raise CLIError(f"--model {label} is a baseline for --task {' / '.join(BASELINES[label])}, "
+            raise CLIError(f"--baseline {label} is for for --task {' / '.join(BASELINES[label])}, "
                            f"not {args.task}")
         if args.self_ensemble or args.protocol != "whole" or args.tile is not None:
             raise CLIError(f"--self-ensemble, --protocol and --tile apply to models, not the {label} baseline")
         return ev.bicubic_restorer(spec.scale) if label == "bicubic" else ev.identity_restorer()
-    cfg = getattr(model, "config", None)
-    model_scale = int(cfg.upscale) if cfg is not None else None
+    model_scale = int(model.config.upscale)
     expected = spec.scale if spec.task == "sr" else 1
-    if model_scale is not None and model_scale != expected:
+    if model_scale != expected:
         raise CLIError(f"the model upscales x{model_scale}, but {spec.describe()} needs x{expected}")
     if args.tile is not None and args.protocol != "whole":
         raise CLIError("--tile applies to --protocol whole")
@@ -236,7 +208,7 @@ def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: 
 
     data = ev.report(spec, label, results, args.protocol, args.self_ensemble)
     if args.json:
-        from ..imageio import atomic_write_bytes
+        from ..utils.imageio import atomic_write_bytes
 
         text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(args.json, text.encode(), overwrite=True)
@@ -254,16 +226,14 @@ def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: 
 
 def run(args: argparse.Namespace) -> int:
     model = None
-    if args.model in BASELINES:
-        label = args.model
+    if args.baseline:
+        label = args.baseline
     else:
-        weights = Path(args.weights) if args.weights else resolve_model(args.model)
-        label = args.model or str(weights)
+        label = resolve_model(args).label
     datasets = _datasets(args)  # folder errors before loading a model
-    if label not in BASELINES:
-        model = _load(weights, args)
-    cfg = getattr(model, "config", None)
-    spec = _spec(args, int(cfg.upscale) if cfg is not None else None)
+    if not args.baseline:
+        model = _load(args)
+    spec = _spec(args, int(model.config.upscale) if model is not None else None)
     method = _method(args, label, model, spec)
     _check_outputs(args)
     start = time.monotonic()

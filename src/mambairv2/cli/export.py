@@ -9,19 +9,20 @@ import time
 from pathlib import Path
 
 from .errors import CLIError, parse_size
+from .model_option import add_model_argument, load_model_arg, model_from_args, resolve_model
 
 TOLERANCE = 1e-4  # float32: the largest accepted |onnxruntime − PyTorch|
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX and verify it with onnxruntime",
-        description="Export a MambaIRv2 checkpoint to ONNX (input 'input' 1×C×H×W in [0, 1], output "
+        "export", help="export a model to ONNX and verify it with onnxruntime",
+        description="Export a MambaIR or MambaIRv2 model to ONNX (input 'input' 1×C×H×W in [0, 1], output "
                     "'output' 1×C×(H·s)×(W·s)), then run the file with onnxruntime on a random input "
                     "(and on --image) and compare with PyTorch: the largest absolute error is "
                     "printed, and the command fails (exit 1) when it exceeds --tolerance in "
                     "float32. Needs: pip install 'mambairv2[onnx]'.")
-    p.add_argument("weights", metavar="WEIGHTS", help="checkpoint (.pth/.safetensors) or an authors' name")
+    add_model_argument(p, variants=True)
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     p.add_argument("--dynamic", action="store_true",
@@ -41,8 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import CheckpointError, load_model
+    from ..models import describe
 
+    model_from_args(args)
+    resolve_model(args, variants=True)  # an unknown name: one line before anything else
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists (--overwrite replaces it)")
@@ -57,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CLIError(f"ONNX export needs the [onnx] extra ({exc.name} missing): "
                        "pip install 'mambairv2[onnx]'") from None
-    try:
-        model = load_model(args.weights)
-    except CheckpointError as exc:
-        raise CLIError(str(exc)) from None
+    _, model = load_model_arg(args, variants=True)
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     cfg = model.config
     if args.image:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         image = None
     started = time.perf_counter()
-    print(f"exporting {cfg.arch} x{cfg.upscale} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
+    print(f"exporting {describe(model).label} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
           f"{args.dtype}) …", file=sys.stderr)
     ox.export_onnx(model, out, opset=args.opset or ox.DEFAULT_OPSET, dynamic=args.dynamic, dtype=dtype,
                    sample_size=ox.TRACE_SIZE if args.dynamic else size)

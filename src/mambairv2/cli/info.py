@@ -1,4 +1,5 @@
-"""``mambairv2 info FILE``: what a checkpoint holds (variant, task, scale, parameters);
+"""``mambairv2 info MODEL``: what a model holds (family, variant, task, scale, parameters);
+``mambairv2 info --models``: every model name this install knows;
 ``mambairv2 info --kernels``: which implementation each operator uses here, and why."""
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 
 from .errors import CLIError
+from .model_option import KINDS_HELP, load_model_arg
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -18,35 +20,34 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "routing, LayerNorm, linear+activation) runs on this machine for inference and training, "
         "and why (compiler missing, dtype, gradients needed...); the selection can be changed with "
         "MAMBAIRV2_IMPLEMENTATION=auto|pytorch|reference.")
-    p.add_argument("file", nargs="?", help="checkpoint file (.pth or .safetensors)")
+    p.add_argument("file", nargs="?", metavar="MODEL", help=KINDS_HELP + ", or a variant name")
+    p.add_argument("--model", "--weights", dest="model", metavar="NAME", help="the same as MODEL")
     p.add_argument("--kernels", action="store_true",
                    help="show the operator implementations used here instead of a checkpoint")
+    p.add_argument("--models", action="store_true",
+                   help="list every model name this install knows (bundled, variants, downloaded)")
     p.add_argument("--variants", action="store_true",
-                   help="list the named variants (create_model / bench names) instead of reading a file")
+                   help="list the named variants with their parameter counts (create_model / bench names)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 
-def describe(path: str) -> dict:
-    """Summary of a checkpoint file as a dict."""
-    from ..checkpoint import CheckpointError, load_model
-    from ..config import variant_name
-    from ..model.mambair_v1 import MambaIRConfig, v1_variant_name
+def describe(args: argparse.Namespace) -> dict:
+    """Summary of a model as a dict."""
+    from ..models import describe as describe_model
 
-    try:
-        model = load_model(path)
-    except CheckpointError as exc:
-        raise CLIError(str(exc)) from None
-    c = model.config
+    ref, model = load_model_arg(args, variants=True)
+    info = describe_model(model)
     return {
-        "file": str(path),
-        "arch": c.arch,
-        "variant": v1_variant_name(c) if isinstance(c, MambaIRConfig) else variant_name(c),
-        "task": c.task,
-        "scale": c.upscale,
-        "in_chans": c.in_chans,
-        "params": sum(p.numel() for p in model.parameters()),
-        "config": c.to_dict(),
+        "file": str(ref.path) if ref.path else ref.label,
+        "family": info.family,
+        "arch": info.arch,
+        "variant": info.variant,
+        "task": info.task,
+        "scale": info.scale,
+        "in_chans": info.in_chans,
+        "params": info.params,
+        "config": model.config.to_dict(),
     }
 
 
@@ -82,19 +83,24 @@ def variants() -> list:
     """The named variants: name, family, task, SR scales, parameters (at x4 for SR)."""
     import torch
 
-    from ..config import SR_VARIANTS, VARIANTS
-    from ..factory import create_model
-    from ..model.mambair_v1 import V1_SR_VARIANTS, V1_VARIANTS
+    from ..models import FAMILIES, create_model
 
     rows = []
-    for name in [*VARIANTS, *V1_VARIANTS]:
-        sr = name in SR_VARIANTS or name in V1_SR_VARIANTS
-        with torch.device("meta"):  # shapes only: no memory, no initialisation work
-            model = create_model(name, scale=4)
-        rows.append({"name": name, "arch": model.config.arch, "task": model.config.task,
-                     "scales": [2, 3, 4] if sr else [1],
-                     "params": sum(p.numel() for p in model.parameters())})
+    for family in FAMILIES:
+        for name in family.variants:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation work
+                model = create_model(name, scale=4)
+            rows.append({"name": name, "family": family.display, "arch": model.config.arch,
+                         "task": model.config.task,
+                         "scales": [2, 3, 4] if name in family.sr_variants else [1],
+                         "params": sum(p.numel() for p in model.parameters())})
     return rows
+
+
+def _print_models(rows: list) -> None:
+    print(f"{'name':<28} {'family':<10} {'task':<8} {'scales':<8} source")
+    for r in rows:
+        print(f"{r['name']:<28} {r['family']:<10} {r['task']:<8} {','.join(map(str, r['scales'])):<8} {r['source']}")
 
 
 def _print_variants(rows: list) -> None:
@@ -105,6 +111,12 @@ def _print_variants(rows: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.models:
+        from ..models import list_models
+
+        rows = list_models()
+        print(json.dumps(rows, indent=2)) if args.json else _print_models(rows)
+        return 0
     if args.variants:
         rows = variants()
         print(json.dumps(rows, indent=2)) if args.json else _print_variants(rows)
@@ -113,13 +125,15 @@ def run(args: argparse.Namespace) -> int:
         d = kernels()
         print(json.dumps(d, indent=2)) if args.json else _print_kernels(d)
         return 0
-    if not args.file:
-        raise CLIError("give a checkpoint file, or --kernels or --variants")
-    d = describe(args.file)
+    args.model = args.model or args.file
+    if not args.model:
+        raise CLIError("give a model (a checkpoint file or a name), or --models, --kernels or --variants")
+    d = describe(args)
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
     print(f"file:     {d['file']}")
+    print(f"family:   {d['family']}")
     print(f"arch:     {d['arch']}")
     print(f"variant:  {d['variant']}")
     print(f"task:     {d['task']}")

@@ -39,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ..runtime import tune_allocator
+    from ..utils.allocator import tune_allocator
 
     tune_allocator()
     try:

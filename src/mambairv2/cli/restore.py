@@ -9,18 +9,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..bundled import bundled_models
 from ..defaults import DEFAULT_TILE_OVERLAP
 from .errors import CLIError
+from .model_option import add_model_option, load_model_arg, resolve_model
 
-AUTHORS_WEIGHTS = ("the authors publish their checkpoints (e.g. MambaIRv2_lightSR_x2.pth, "
-                   "MambaIRv2_SR_x4.pth) through the GitHub releases and Google Drive links of "
-                   "https://github.com/csguoh/MambaIR; download one and pass --weights FILE "
-                   "(.pth as released, or a .safetensors from 'mambairv2 convert')")
 EPILOG = """examples:
-  mambairv2 restore photo.jpg -o out --weights MambaIRv2_lightSR_x2.pth
-  mambairv2 restore scans/ -r -o restored --weights model.safetensors --tile auto --ext png
-  mambairv2 restore "shots/*.png" -o out --weights model.pth --suffix _x2 --device cuda --dtype bfloat16
+  mambairv2 restore photo.jpg -o out                          # the bundled default (Light x4)
+  mambairv2 restore photo.jpg -o out --model MambaIRv2_lightSR_x2.pth
+  mambairv2 restore scans/ -r -o restored --model model.safetensors --tile auto --ext png
+  mambairv2 restore "shots/*.png" -o out --model model.pth --suffix _x2 --device cuda --dtype bfloat16
   mambairv2 restore photos/ -o out --json report.json          # per-file report for scripts
   torchrun --nproc_per_node 4 -m mambairv2 restore photos/ -o out   # 4 GPUs (or CPU ranks)
 
@@ -69,13 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (their image files; see --recursive) or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the restored images")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", metavar="FILE",
-                     help="checkpoint: any released MambaIRv2 .pth or a .safetensors from "
-                          "'mambairv2 convert' (the configuration is detected)")
-    names = ", ".join(bundled_models()) or "none"
-    src.add_argument("--model", metavar="NAME", help=f"a model bundled with the package (bundled: {names}); "
-                     "without --weights and --model, 'default' (this project's MambaIRv2-Light x4)")
+    add_model_option(p, extra=": any of the authors' MambaIR/MambaIRv2 checkpoints (github.com/csguoh/"
+                     "MambaIR), the configuration detected from its tensors")
     p.add_argument("-r", "--recursive", action="store_true", help="also restore images in subfolders "
                    "(the folder structure is kept under OUT_DIR)")
     p.add_argument("--tile", type=_tile_arg, default=None, metavar="N|auto",
@@ -112,39 +104,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.set_defaults(func=run)
     return p
-
-
-# -- model ---------------------------------------------------------------------------------------
-def _model_file(args: argparse.Namespace) -> Path:
-    if args.weights:  # checked even when every output exists already
-        from ..checkpoint import CheckpointError
-        from ..hub import resolve_weights  # a file, or an authors' checkpoint name already downloaded
-
-        if Path(args.weights).is_dir():
-            raise CLIError(f"--weights {args.weights}: is a folder")
-        try:
-            return resolve_weights(args.weights)
-        except CheckpointError as exc:
-            raise CLIError(f"--weights {exc}") from None
-    bundled = bundled_models()
-    name = args.model or ("default" if "default" in bundled else None)
-    if name is None:
-        raise CLIError(f"no model given and no bundled default model installed: {AUTHORS_WEIGHTS}")
-    if name in bundled:
-        return bundled[name]
-    names = ", ".join(bundled) or "none"
-    raise CLIError(f"no bundled model named {name!r} (bundled: {names}); or {AUTHORS_WEIGHTS}")
-
-
-def _load(path: Path, device, dtype):
-    from ..checkpoint import CheckpointError, load_model
-
-    try:
-        return load_model(path, device=device, dtype=dtype)
-    except CheckpointError as exc:
-        raise CLIError(str(exc)) from None
-    except (OSError, RuntimeError) as exc:
-        raise CLIError(f"{path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
 
 
 # -- printing ------------------------------------------------------------------------------------
@@ -205,16 +164,19 @@ def _checked_tile(args: argparse.Namespace, model, rep: "Reporter") -> None:
     """Applies the model family's default tiling where --tile is not given (MambaIR v1: the
     authors' test-time tiles), then validates --tile/--tile-overlap against the model's window,
     after rounding."""
-    from ..restore import check_tile
+    from ..inference.api import check_tile
 
-    tiling = getattr(getattr(model, "config", None), "tile_defaults", None)
+    from ..models import family_of
+
+    family = family_of(model)
+    tiling = family.tile_defaults(model.config)
     if args.tile is None and tiling is not None:
         args.tile = tiling["tile"]
         if args.tile_overlap == DEFAULT_TILE_OVERLAP:
             args.tile_overlap = tiling["tile_overlap"]
         rep.info(f"tile: {args.tile} px, overlap {args.tile_overlap} (the authors' test-time tiling "
-                 "for MambaIR v1 models; --tile N or --tile auto to change)")
-    window = int(getattr(getattr(model, "config", None), "window_size", 1))
+                 f"for {family.display} models; --tile N or --tile auto to change)")
+    window = family.pad_multiple(model.config)
     try:
         if isinstance(args.tile, int):
             check_tile(args.tile, args.tile_overlap, window)
@@ -222,16 +184,16 @@ def _checked_tile(args: argparse.Namespace, model, rep: "Reporter") -> None:
         raise CLIError(f"--tile {args.tile} --tile-overlap {args.tile_overlap}: {exc}") from None
 
 
-def _describe_model(model, model_path: Path, device, args: argparse.Namespace) -> str:
-    cfg = getattr(model, "config", None)
-    name = getattr(cfg, "arch", type(model).__name__)
-    scale = getattr(cfg, "upscale", "?")
-    chans = getattr(cfg, "in_chans", "?")
-    return f"model: {name} x{scale} ({chans}-channel input) from {model_path}, on {device}, {args.dtype}"
+def _describe_model(model, ref, device, args: argparse.Namespace) -> str:
+    from ..models import describe
+
+    info = describe(model)
+    return (f"model: {info.label}, {info.arch}, {info.in_chans}-channel input, from {ref.label}, "
+            f"on {device}, {args.dtype}")
 
 
 def _describe_memory(device) -> str:
-    from ..memory import memory_sources
+    from ..utils.memory import memory_sources
 
     sources = memory_sources(device)
     if not sources:
@@ -242,13 +204,13 @@ def _describe_memory(device) -> str:
 
 def _plan(args: argparse.Namespace, model, say) -> Dict[str, Any]:
     """Rank 0's plan: jobs (in order), inputs that matched nothing, or the error to raise."""
-    from ..restore_plan import collect_jobs, mark_existing, plan_outputs, prepare_output_folders
+    from ..inference.plan import collect_jobs, mark_existing, plan_outputs, prepare_output_folders
 
     out_dir = Path(args.output)
     jobs, missing = collect_jobs(args.inputs, args.recursive, out_dir)
     if not jobs and not missing:
         return {"error": "no input images"}
-    upscale = int(getattr(getattr(model, "config", None), "upscale", 2))
+    upscale = int(model.config.upscale)
     plan_outputs(jobs, out_dir, args.ext, args.suffix, args.overwrite, upscale)
     mark_existing(jobs, args.overwrite)
     if any(j.problem is None and j.skip is None for j in jobs):
@@ -278,7 +240,7 @@ def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: in
     """Restores ``jobs`` in order, reporting each; returns their results."""
     from tqdm import tqdm
 
-    from ..restore_files import RestoreOptions, restore_file
+    from ..inference.files import RestoreOptions, restore_file
 
     todo = sum(1 for j in jobs if j.problem is None and j.skip is None)
     bar = tqdm(total=todo, unit="img", desc="restore", disable=not (rep.bar_wanted and todo),
@@ -305,11 +267,11 @@ def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: in
     return results
 
 
-def _finish(results, missing, args: argparse.Namespace, model_path: Path, device, world: int,
+def _finish(results, missing, args: argparse.Namespace, ref, device, world: int,
             start: float) -> int:
     """Rank 0: the summary line and the --json report; the exit code."""
-    from ..atomic import atomic_write_bytes
-    from ..restore_files import summarize
+    from ..utils.atomic import atomic_write_bytes
+    from ..inference.files import summarize
 
     counts = summarize(results)
     counts["failed"] += len(missing)
@@ -318,7 +280,7 @@ def _finish(results, missing, args: argparse.Namespace, model_path: Path, device
             f"in {seconds:.1f} s" + (f"; outputs in {args.output}" if counts["restored"] else ""))
     print(line + (f" ({world} ranks)" if world > 1 else ""), file=sys.stderr)
     if args.json:
-        report = {"command": "restore", "model": str(model_path), "device": str(device),
+        report = {"command": "restore", "model": str(ref.path or ref.label), "device": str(device),
                   "ranks": world, "output_dir": str(args.output), "summary": dict(counts, seconds=round(seconds, 3)),
                   "files": [{"input": text, "status": "failed", "reason": reason} for text, reason in missing]
                   + [r.as_dict() for r in results]}
@@ -332,9 +294,9 @@ def _finish(results, missing, args: argparse.Namespace, model_path: Path, device
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devices import resolve_device, resolve_dtype
-    from ..restore_files import Ranks
-    from ..restore_plan import shard
+    from ..utils.devices import resolve_device, resolve_dtype
+    from ..utils.distributed import Ranks
+    from ..inference.plan import shard
 
     start = time.monotonic()
     _check_options(args)
@@ -345,16 +307,17 @@ def run(args: argparse.Namespace) -> int:
         dtype = resolve_dtype(args.dtype)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    model_path = _model_file(args)
+    from ..models import set_routing
+
+    ref = resolve_model(args)  # checked even when every output exists already
     ranks.share_cpu_threads()
     ranks.start()
     try:
-        model = _load(model_path, device, dtype)
-        if hasattr(model, "set_routing"):
-            model.set_routing(args.routing, args.seed)
+        _, model = load_model_arg(args, device, dtype)
+        set_routing(model, args.routing, args.seed)
         _checked_tile(args, model, rep)
         if ranks.rank == 0:
-            rep.info(_describe_model(model, model_path, device, args))
+            rep.info(_describe_model(model, ref, device, args))
             if args.tile == "auto":
                 rep.info(_describe_memory(device))
         plan = ranks.broadcast(_plan_on_rank0(args, model, rep, ranks))
@@ -378,6 +341,6 @@ def run(args: argparse.Namespace) -> int:
         merged.sort(key=lambda r: order.get(r.input, len(order)))
         if ranks.rank != 0:
             return 1 if any(r.status == "failed" for r in merged) or plan["missing"] else 0
-        return _finish(merged, plan["missing"], args, model_path, device, ranks.world, start)
+        return _finish(merged, plan["missing"], args, ref, device, ranks.world, start)
     finally:
         ranks.stop()

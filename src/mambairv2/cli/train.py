@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import CheckpointError
+    from ..models.checkpoint import CheckpointError
     from ..train.config import ConfigError, dump_config, load_config
     from ..train.data import DataError
 

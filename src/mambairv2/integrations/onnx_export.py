@@ -32,9 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import MambaIRv2
-from ..model.attention import window_partition
-from ..model.heads import HEADS
+from ..models.mambairv2 import MambaIRv2
+from ..models.mambairv2.attention import window_partition
+from ..models.layers.heads import HEADS
 from ..ops import implementation
 
 Tensor = torch.Tensor
@@ -273,7 +273,7 @@ def export_onnx(model: MambaIRv2, path: PathLike, *, opset: int = DEFAULT_OPSET,
     else the TorchScript tracer (sizes are traced, so the graph stays shape-generic)."""
     import onnx  # noqa: F401 - fail early with ImportError when the extra is missing
 
-    from ..atomic import atomic_path
+    from ..utils.atomic import atomic_path
 
     model = model.to(dtype=dtype, device="cpu")
     wrapper = prepare_for_export(model)

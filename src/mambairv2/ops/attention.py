@@ -13,8 +13,12 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .attention_compiled import (MAX_HEAD_DIM, attention_kernel_error, attention_kernel_native,
-                                 window_attention_compiled)
+from .attention_compiled import (
+    MAX_HEAD_DIM,
+    attention_kernel_error,
+    attention_kernel_native,
+    window_attention_compiled,
+)
 from .dispatch import Choice, Probe, selected
 
 Tensor = torch.Tensor

@@ -23,18 +23,11 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from ..utils.cache_dir import cache_dir
+
 # OpenMP first: the kernels then share PyTorch's thread pool (see kernel_parallel.h)
 _FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
               ["-O3", "-march=native", "-fno-math-errno"], ["-O3", "-fno-math-errno"])
-
-
-def cache_dir() -> Path:
-    """Where built kernels are kept."""
-    env = os.environ.get("MAMBAIRV2_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mambairv2"
 
 
 def _cpu_signature() -> str:

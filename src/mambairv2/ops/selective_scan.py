@@ -24,8 +24,7 @@ import torch
 from .dispatch import OPS, Choice, Probe, selected
 from .scan_chunked import selective_scan_chunked
 from .scan_common import ScanInputs
-from .scan_compiled import (MAX_RANK, MAX_STATE, kernel_available, kernel_error,
-                            selective_scan_compiled)
+from .scan_compiled import MAX_RANK, MAX_STATE, kernel_available, kernel_error, selective_scan_compiled
 from .scan_reference import selective_scan_reference
 from .scan_triton import selective_scan_triton, triton_available, triton_unavailable_reason
 

@@ -82,7 +82,7 @@ def list_images(folder: PathLike) -> Tuple[List[Path], List[Path]]:
     Raises:
         EvaluationError: the folder does not exist or is not a folder.
     """
-    from ..imageio import EXTENSIONS
+    from ..utils.imageio import EXTENSIONS
 
     folder = Path(folder)
     if not folder.exists():
@@ -114,7 +114,7 @@ def find_premade(lr_dir: Path, hr_path: Path, spec: TaskSpec) -> Path:
     Raises:
         EvaluationError: none or several candidates.
     """
-    from ..imageio import EXTENSIONS
+    from ..utils.imageio import EXTENSIONS
 
     stems = ([f"{hr_path.stem}x{spec.scale}"] if spec.task == "sr" else []) + [hr_path.stem]
     exts = ([".npy"] if spec.task == "denoise" else []) + sorted(set(EXTENSIONS))
@@ -132,7 +132,7 @@ def find_premade(lr_dir: Path, hr_path: Path, spec: TaskSpec) -> Path:
 def read_premade(path: Path, spec: TaskSpec, target: np.ndarray) -> np.ndarray:
     """Reads a pre-made input (image, 8 or 16 bits, or ``.npy`` float ``H×W×C`` RGB on the
     [0, 1] scale) as float32 ``H×W×C`` with the target's channels; checks its size."""
-    from ..imageio import ImageReadError, full_scale, read_image
+    from ..utils.imageio import ImageReadError, full_scale, read_image
 
     if path.suffix.lower() == ".npy":
         try:
@@ -218,16 +218,15 @@ def model_restorer(model: torch.nn.Module, protocol: str = "whole", self_ensembl
                    scale: Optional[int] = None, tile: Union[None, int, str] = None,
                    tile_overlap: Optional[int] = None) -> Restorer:
     """A MambaIRv2 model as a method: the whole image at once (``protocol="whole"``; with
-    ``tile``, in blended overlapping tiles to bound memory, see :func:`mambairv2.restore.restore_tensor`)
+    ``tile``, in blended overlapping tiles to bound memory, see :func:`mambairv2.inference.restore_tensor`)
     or the released ~200-px crops (``"official"``), optionally with the x8 self-ensemble (per crop)."""
-    from ..restore import DEFAULT_TILE_OVERLAP, restore_tensor
+    from ..inference.api import DEFAULT_TILE_OVERLAP, restore_tensor
 
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     if protocol == "official" and tile is not None:
         raise EvaluationError("tiles apply to the whole-image protocol, not the official crops")
-    cfg = getattr(model, "config", None)
-    s = int(scale if scale is not None else getattr(cfg, "upscale", 1))
+    s = int(scale if scale is not None else model.config.upscale)
     overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else int(tile_overlap)
 
     def forward(t: torch.Tensor) -> torch.Tensor:
@@ -261,7 +260,7 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
         EvaluationError: missing folder, no images, unreadable image, unusable pre-made input,
             or a method output of the wrong size.
     """
-    from ..imageio import ImageData, atomic_write_bytes, encode_image
+    from ..utils.imageio import ImageData, atomic_write_bytes, encode_image
 
     hr_dir = Path(hr_dir)
     if images is None:

@@ -85,7 +85,7 @@ def read_clean(path: PathLike, spec: TaskSpec) -> np.ndarray:
     Raises:
         EvaluationError: unreadable file (the reason in one line).
     """
-    from ..imageio import ImageReadError, read_image, to_8bit
+    from ..utils.imageio import ImageReadError, read_image, to_8bit
 
     try:
         px = to_8bit(read_image(path).pixels)

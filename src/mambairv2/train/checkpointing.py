@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
-from ..checkpoint import save_checkpoint
+from ..utils.atomic import atomic_path
+from ..models.checkpoint import save_checkpoint
 
 STATE_RE = re.compile(r"^(\d+)\.state$")
 

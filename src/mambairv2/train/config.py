@@ -294,27 +294,24 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
 
 
 def _check_model(cfg: Dict[str, Any]) -> None:
-    from ..config import MambaIRv2Config, variant_config
-
-    m = cfg["model"]
     try:
-        mc = variant_config(m["variant"], m["scale"], **dict(m["overrides"]))
+        mc = model_config(cfg)
     except TypeError as exc:
         raise ConfigError(f"model.overrides: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
-    assert isinstance(mc, MambaIRv2Config)
     task = cfg["data"]["task"]
     if task != "auto" and task != mc.task and not (task in ("denoise", "jpeg") and mc.upscale == 1):
         raise ConfigError(f"data.task {task!r} does not fit the model (a {mc.task} model)")
 
 
 def model_config(cfg: Mapping[str, Any]):
-    """The :class:`~mambairv2.config.MambaIRv2Config` a training config describes."""
-    from ..config import variant_config
+    """The network configuration a training config describes (any family's variant, see
+    ``mambairv2 info --variants``)."""
+    from ..models.registry import family_of_variant
 
     m = cfg["model"]
-    return variant_config(m["variant"], m["scale"], **dict(m["overrides"]))
+    return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **dict(m["overrides"]))
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:

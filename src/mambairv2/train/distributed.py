@@ -3,14 +3,14 @@ the trainer needs. Single-process runs go through the same functions (as no-ops)
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any, List
 
 import torch
 import torch.distributed as dist
 
-from ..devices import resolve_device
+from ..utils.devices import resolve_device
+from ..utils.distributed import Ranks
 
 
 @dataclass
@@ -33,9 +33,8 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Joins the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launch = Ranks.from_env()
+    world, rank, local_rank = launch.world, launch.rank, launch.local_rank
     dev = resolve_device(device, local_rank)
     if world > 1:
         if dev.type == "cuda":

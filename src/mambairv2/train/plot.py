@@ -7,7 +7,7 @@ from typing import List, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..atomic import atomic_path
+from ..utils.atomic import atomic_path
 from .logs import read_log
 
 Series = List[Tuple[float, float]]

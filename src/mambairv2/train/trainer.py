@@ -26,15 +26,28 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..model import MambaIRv2
-from ..model.assm import ASSM
+from ..models import family_of, use_routing_generator
 from . import distributed as D
-from .checkpointing import (find_resume_state, list_steps, load_state, rng_state, save_training_checkpoint,
-                            set_rng_state)
+from .checkpointing import (
+    find_resume_state,
+    list_steps,
+    load_state,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
 from ..protocol.task import TaskSpec
 from .config import ConfigError, accumulation, as_list, dump_config, model_config, task_of
-from .data import (DataError, InfiniteBatchSampler, SampleSpec, TrainDataset, list_images, lr_path_for, scan_images,
-                   worker_init)
+from .data import (
+    DataError,
+    InfiniteBatchSampler,
+    SampleSpec,
+    TrainDataset,
+    list_images,
+    lr_path_for,
+    scan_images,
+    worker_init,
+)
 from .ema import EMA
 from .logs import CSVLog, TensorBoard
 from .losses import build_loss
@@ -167,7 +180,8 @@ class Trainer:
 
         # model (same initialisation on every rank), then per-rank RNG streams
         seed_everything(cfg["seed"])
-        self.model = MambaIRv2(model_config(cfg)).to(self.device)
+        config = model_config(cfg)
+        self.model = family_of(config).build(config).to(self.device)
         m = cfg["model"]
         if m["init_from"] and self.resume_from is None:
             from .warmstart import warm_start
@@ -191,9 +205,7 @@ class Trainer:
             self.saved_step = self.step
 
         self.gumbel = torch.Generator(device=self.device)
-        for mod in self.model.modules():
-            if isinstance(mod, ASSM):
-                mod.generator = self.gumbel
+        use_routing_generator(self.model, self.gumbel)
         self.net: nn.Module = self.model
         if self.t["compile"]:
             self.net = torch.compile(self.net)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import torch
 
-from ..checkpoint import CheckpointError, read_state_dict
-from ..config import MambaIRv2Config, variant_name
-from ..model import MambaIRv2, detect_config
+from ..models import family_of, resolve
+from ..models.checkpoint import CheckpointError, read_state_dict
+from ..models.registry import detect
 
 
 @dataclass
@@ -48,21 +48,23 @@ def _names(keys: List[str], shown: int = 4) -> str:
     return ", ".join(keys[:shown]) + more
 
 
-def describe(config: MambaIRv2Config) -> str:
+def describe(config: Any) -> str:
     """``light x2``, ``denoise``, ``custom (embed_dim 16) x2``."""
-    name = variant_name(config)
+    name = family_of(config).variant_name(config)
     if name == "custom":
         name = f"custom (embed_dim {config.embed_dim}, depths {list(config.depths)})"
     return f"{name} x{config.upscale}" if config.task == "sr" else name
 
 
-def same_architecture(a: MambaIRv2Config, b: MambaIRv2Config) -> bool:
+def same_architecture(a: Any, b: Any) -> bool:
     """Whether two configs differ at most in the SR scale (the upsampling head)."""
+    if family_of(a) is not family_of(b):
+        return False
     return a.replace(upscale=1, upsampler="") == b.replace(upscale=1, upsampler="") if (
         a.task == "sr" and b.task == "sr") else a == b
 
 
-def warm_start(model: MambaIRv2, path: str, strict: bool = False, partial: bool = False,
+def warm_start(model: torch.nn.Module, path: str, strict: bool = False, partial: bool = False,
                verbose: bool = True) -> WarmStartReport:
     """Copies the tensors of checkpoint ``path`` into ``model`` (see the module docstring).
 
@@ -70,15 +72,15 @@ def warm_start(model: MambaIRv2, path: str, strict: bool = False, partial: bool 
         CheckpointError: unreadable file; a file of another variant without ``partial``;
             with ``strict``, any missing, unexpected or reshaped tensor; nothing fits.
     """
-    sd, _ = read_state_dict(path)
+    sd, _ = read_state_dict(resolve(path, variants=False).path)  # a file or a downloaded name
     try:
-        source = detect_config(sd)
+        source = detect(sd, str(path))
     except CheckpointError:
         source = None
     if source is not None and not partial and not same_architecture(source, model.config):
         raise CheckpointError(f"model.init_from {path} holds a {describe(source)} model, but the config "
                               f"trains a {describe(model.config)} model; point init_from at a "
-                              f"{variant_name(model.config)} checkpoint, or set model.init_partial=true "
+                              f"{describe(model.config)} checkpoint, or set model.init_partial=true "
                               "to load the tensors that fit")
     own = model.state_dict()
     fits: Dict[str, torch.Tensor] = {k: v for k, v in sd.items()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .atomic import check_writable, remove_stale_parts
-from .imageio import EXTENSIONS, is_image_file
+from ..utils.atomic import check_writable, remove_stale_parts
+from ..utils.imageio import EXTENSIONS, is_image_file
 
 HIDDEN_PREFIX = "."
 
@@ -45,7 +45,7 @@ def is_inside(path: Path, folder: str) -> bool:
 
 
 def scan_folder(folder: Path, recursive: bool, out_dir: str) -> List[Path]:
-    """Image files of ``folder`` (see :func:`mambairv2.imageio.is_image_file`), sorted; hidden
+    """Image files of ``folder`` (see :func:`mambairv2.utils.imageio.is_image_file`), sorted; hidden
     files are left out, and so is the output folder when it is a subfolder (earlier outputs are
     not inputs). Symlinked folders are not followed (no loops); broken links and link loops with
     an image name are kept, to be reported."""

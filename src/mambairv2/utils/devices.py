@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .errors import MambaIRv2Error
+from ..errors import MambaIRv2Error
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

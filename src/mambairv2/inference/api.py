@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .defaults import DEFAULT_TILE_OVERLAP
-from .model.network import mirror_pad
+from ..defaults import DEFAULT_TILE_OVERLAP
+from ..models.layers.stem import mirror_pad
 from .ensemble import self_ensemble as _self_ensemble
 
 Tensor = torch.Tensor
@@ -33,8 +33,8 @@ _AUTO_MEMORY_FRACTION = 0.5
 
 # -- memory ---------------------------------------------------------------------------------------
 def free_memory_bytes(device: Union[str, torch.device]) -> int:
-    """Memory this process may still use on ``device``: see :func:`mambairv2.memory.usable_memory_bytes`."""
-    from .memory import usable_memory_bytes
+    """Memory this process may still use on ``device``: see :func:`mambairv2.utils.memory.usable_memory_bytes`."""
+    from ..utils.memory import usable_memory_bytes
 
     return usable_memory_bytes(device)
 
@@ -76,7 +76,7 @@ def auto_tile_size(model: torch.nn.Module, height: int, width: int, self_ensembl
                    tile_overlap: int = DEFAULT_TILE_OVERLAP) -> Optional[int]:
     """Tile size (input pixels, a multiple of the window) whose working memory fits in half of
     what this process may still use on the model's device (free RAM or GPU memory, cgroup and
-    ``ulimit -v`` limits; see :mod:`mambairv2.memory`) after the whole-image buffers, or None
+    ``ulimit -v`` limits; see :mod:`mambairv2.utils.memory`) after the whole-image buffers, or None
     when the whole image fits. Never below :func:`min_tile`."""
     device, _ = _model_device_dtype(model)
     free = free_memory_bytes(device) if free_bytes is None else free_bytes
@@ -437,7 +437,7 @@ def restore(model: torch.nn.Module, image: Any, tile: TileArg = None,
 def _restore_pil(model: torch.nn.Module, image: Any, kwargs: dict) -> Any:
     """A Pillow image restored as the command line does: upright (EXIF orientation applied),
     ICC profile kept, EXIF kept with its orientation reset."""
-    from .imageio import apply_orientation, array_to_pil, exif_orientation, pil_to_array
+    from ..utils.imageio import apply_orientation, array_to_pil, exif_orientation, pil_to_array
 
     arr, keep_icc = pil_to_array(image)
     exif, orientation = exif_orientation(image)

@@ -7,13 +7,20 @@ from typing import Dict, Mapping
 
 import torch
 
-from ..config import MambaIRv2Config
-from ..errors import CheckpointError
-from .heads import detect_head
+from .config import MambaIRv2Config
+from ...errors import CheckpointError
+from ..layers.heads import detect_head
 
 
-def detect_config(sd: Mapping[str, torch.Tensor]) -> MambaIRv2Config:
-    """Infers the full network configuration from a state dict's keys and shapes."""
+def owns_state_dict(sd: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``sd`` looks like MambaIRv2's: attentive layers with window attention."""
+    return any(k.startswith("layers.") and ".residual_group.layers." in k and k.endswith(".wqkv.weight")
+               for k in sd)
+
+
+def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") -> MambaIRv2Config:
+    """Infers the full network configuration from a state dict's keys and shapes (``source``
+    names the file in messages of callers; detection messages are about the tensors)."""
     required = ("conv_first.weight", "patch_embed.norm.weight", "layers.0.residual_group.layers.0.wqkv.weight")
     missing = [k for k in required if k not in sd]
     if missing:

@@ -10,7 +10,7 @@ downloads, progress bars, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``. Ever
 is checked before it is used: its SHA-256 must equal the hub's ETag where that is an LFS
 SHA-256, and :func:`mambairv2.load_model` must load it (configuration detected). What passed is
 recorded, with the SHA-256, in ``downloads.json`` in the mambairv2 cache folder
-(``$MAMBAIRV2_CACHE``, default ``~/.cache/mambairv2``).
+(:func:`mambairv2.utils.cache_dir.cache_dir`).
 
 Only :func:`download` downloads. :func:`resolve_weights` (what ``--weights NAME`` uses) returns an
 existing path unchanged and otherwise looks a name up in the local hub cache only.
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from .atomic import atomic_path
-from .errors import CheckpointError, MambaIRv2Error
+from ..utils.atomic import atomic_path
+from ..errors import CheckpointError, MambaIRv2Error
+from ..utils.cache_dir import cache_dir
+from .checkpoint import load_file
+from .registry import describe
 
 REPO_ID = "cguoh/MambaIR"
 FOLDER = "MambaIRv2_ckpt"
@@ -69,11 +71,6 @@ def _hf():
     except ImportError:
         raise HubError("huggingface_hub is not installed: pip install 'mambairv2[hub]'") from None
     return huggingface_hub
-
-
-def cache_dir() -> Path:
-    """mambairv2's own cache folder (the record of verified downloads lives there)."""
-    return Path(os.environ.get("MAMBAIRV2_CACHE") or Path.home() / ".cache" / "mambairv2")
 
 
 def record_path() -> Path:
@@ -162,9 +159,6 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
 
 
 def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: Optional[str]) -> Downloaded:
-    from .checkpoint import load_model
-    from .config import variant_name
-
     sha = sha256_of(local)
     etag = _cached_etag(local)
     problem = None
@@ -172,17 +166,17 @@ def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: 
         problem = f"SHA-256 {sha} differs from the hub's {etag}"
     else:
         try:
-            config = load_model(local).config
+            info = describe(load_file(local))
         except CheckpointError as exc:
-            problem = f"not a loadable MambaIRv2 checkpoint ({exc})"
+            problem = f"not a loadable MambaIR/MambaIRv2 checkpoint ({exc})"
     if problem:
         _evict(local)
         raise HubError(f"{repo_file}: downloaded file rejected and removed from the cache: {problem}")
     # huggingface_hub's layout: …/snapshots/<commit>/<path in the repository>
     commit = next((p.name for p in local.parents if p.parent.name == "snapshots"), revision)
     item = Downloaded(name=name_of(repo_file), path=local, repo_file=f"{repo_id}/{repo_file}",
-                      revision=commit, sha256=sha, size=local.stat().st_size, arch=config.arch,
-                      variant=variant_name(config), scale=config.upscale, task=config.task)
+                      revision=commit, sha256=sha, size=local.stat().st_size, arch=info.arch,
+                      variant=info.variant, scale=info.scale, task=info.task)
     _record(item)
     return item
 
@@ -232,36 +226,27 @@ def _record(item: Downloaded) -> None:
         tmp.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
 
 
-def resolve_weights(spec: Union[str, "os.PathLike[str]"], repo_id: str = REPO_ID) -> Path:
-    """The checkpoint file meant by ``spec`` (what ``--weights`` accepts).
+def cached_checkpoint(name: str, repo_id: str = REPO_ID) -> Optional[Path]:
+    """The local file of an authors' checkpoint fetched earlier with :func:`download`, or None
+    when it is not in the cache. Never touches the network; a cached file must still match the
+    SHA-256 recorded when it was downloaded.
 
-    An existing path is returned as is. Otherwise ``spec`` is taken as an authors' checkpoint
-    name (``mambairv2_lightSR_x4``) and looked up in the local hub cache, without any network
-    access; a cached file must still match the SHA-256 recorded when it was downloaded. Raises
-    CheckpointError (``no such file``, or what to run to download the name)."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    text = str(spec)
-    if "/" in text or os.sep in text or not _NAME.match(text):
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        hf = _hf()
-    except HubError:
-        raise CheckpointError(f"{path}: no such file (authors' checkpoints by name need "
-                              f"pip install 'mambairv2[hub]')") from None
-    for repo_file in _candidates(text):
+    Raises:
+        HubError: ``name`` is not a checkpoint name, or huggingface_hub is not installed.
+        CheckpointError: the cached file was not verified by ``mambairv2 download``.
+    """
+    hf = _hf()
+    for repo_file in _candidates(name):
         try:
             local = Path(hf.hf_hub_download(repo_id, repo_file, local_files_only=True))
         except Exception:  # noqa: BLE001 - not cached (or no such name)
             continue
         known = read_records().get(name_of(repo_file))
         if known is None or known.get("sha256") != sha256_of(local):
-            raise CheckpointError(f"{text}: the cached {repo_file} was not verified by "
-                                  f"'mambairv2 download {text}'; run it")
+            raise CheckpointError(f"{name}: the cached {repo_file} was not verified by "
+                                  f"'mambairv2 download {name}'; run it")
         return local
-    raise CheckpointError(f"{path}: no such file, nor an authors' checkpoint in the local cache "
-                          f"('mambairv2 download --list' shows the names, 'mambairv2 download NAME' fetches one)")
+    return None
 
 
 def _reason(exc: Optional[BaseException]) -> str:

@@ -16,11 +16,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .atomic import atomic_path
-from .config import MambaIRv2Config
-from .errors import CheckpointError
-from .model import MambaIRv2, detect_config
-from .model.mambair_v1 import V1_ARCH, MambaIR, MambaIRConfig, detect_v1_config, is_v1_state_dict
+from ..errors import CheckpointError
+from ..utils.atomic import atomic_path
+from .registry import config_from_stored, detect, family_of
 
 PathLike = Union[str, os.PathLike]
 StateDict = Dict[str, torch.Tensor]
@@ -32,9 +30,7 @@ def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]
     """Tensors of a checkpoint file and, for our ``.safetensors``, the stored configuration."""
     path = Path(path)
     if not path.exists():
-        from .hub import resolve_weights  # an authors' checkpoint name, from the local hub cache
-
-        path = resolve_weights(path)  # CheckpointError "no such file" when it is not one either
+        raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
@@ -119,11 +115,11 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def build_and_load(sd: Mapping[str, torch.Tensor], config: MambaIRv2Config, source: str = "state dict",
-                   dtype: torch.dtype = torch.float32) -> MambaIRv2:
+def build_and_load(sd: Mapping[str, torch.Tensor], config: Any, source: str = "state dict",
+                   dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A ``dtype`` model of ``config`` with ``sd`` loaded strictly (cast once, from the file's
     dtype to ``dtype``); mismatches become a CheckpointError."""
-    model = (MambaIR if isinstance(config, MambaIRConfig) else MambaIRv2)(config).to(dtype)
+    model = family_of(config).build(config).to(dtype)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -141,9 +137,10 @@ def build_and_load(sd: Mapping[str, torch.Tensor], config: MambaIRv2Config, sour
     return model
 
 
-def load_model(path: PathLike, device: Union[str, torch.device] = "cpu",
-               dtype: Optional[torch.dtype] = None) -> MambaIRv2:
-    """Loads a checkpoint (configuration inferred) strictly; returns the model in eval mode.
+def load_file(path: PathLike, device: Union[str, torch.device] = "cpu",
+              dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
+    """Loads a checkpoint file (configuration inferred) strictly; returns the model in eval mode.
+    Names (bundled, authors' checkpoints) are resolved by :func:`mambairv2.models.load_model`.
 
     Args:
         path: ``.pth`` (BasicSR: ``params_ema`` preferred, then ``params``, or a bare state dict)
@@ -155,25 +152,19 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu",
             pickled objects) or of another architecture.
     """
     sd, stored = read_state_dict(path)
-    if stored is None:  # MambaIR (v1) family or MambaIRv2
-        config = detect_v1_config(sd, str(path)) if is_v1_state_dict(sd) else detect_config(sd)
-    else:
-        config = _stored_config(stored, path)
+    config = detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
     return model.to(device=device).eval()
 
 
-def _stored_config(stored: Mapping[str, Any], path: PathLike) -> MambaIRv2Config:
-    try:
-        if stored.get("arch") == V1_ARCH:  # written by a MambaIR (v1) model
-            return MambaIRConfig.from_dict(stored)
-        return MambaIRv2Config.from_dict(stored)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid stored configuration ({_short(exc)})") from None
+def read_config(path: PathLike) -> Any:
+    """The configuration of a checkpoint file (stored, or detected from its tensors)."""
+    sd, stored = read_state_dict(path)
+    return detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
 
 
 # -- writing ---------------------------------------------------------------------------------
-def save_safetensors(model: MambaIRv2, path: PathLike) -> Path:
+def save_safetensors(model: torch.nn.Module, path: PathLike) -> Path:
     """Writes the weights and the configuration (header metadata) atomically."""
     from safetensors.torch import save_file
 

@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..ops import linear, window_attention
+from ...ops import linear, window_attention
 
 Tensor = torch.Tensor
 

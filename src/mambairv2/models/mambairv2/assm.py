@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import LayerNorm, conv_gate, linear, linear_act, selective_scan, sgn_order, sgn_route
-from .ffn import image_to_tokens, tokens_to_image
+from ...ops import LayerNorm, conv_gate, linear, linear_act, selective_scan, sgn_order, sgn_route
+from ..layers.layout import image_to_tokens, tokens_to_image
 
 Tensor = torch.Tensor
 

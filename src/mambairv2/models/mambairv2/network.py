@@ -6,42 +6,16 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..config import MambaIRv2Config
-from ..ops import LayerNorm
+from ...ops import LayerNorm
+from ..layers.heads import HEADS
+from ..layers.layout import image_to_tokens, tokens_to_image
+from ..layers.stem import RGB_MEAN, PatchEmbedNorm, init_weights, mirror_pad
 from .assm import ASSM, ROUTING_MODES
 from .attention import WindowPlan, relative_position_index, window_plan
 from .blocks import ResidualGroup
-from .ffn import image_to_tokens, tokens_to_image
-from .heads import HEADS
+from .config import MambaIRv2Config
 
 Tensor = torch.Tensor
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
-    """Pads ``x`` (…×H×W) to ``h×w`` by appending the image flipped along each axis, as released.
-
-    Where the released padding breaks (an image shorter than half the padded size) the
-    [x, flip(x), x, flip(x), …] pattern is simply continued, which equals the released result
-    wherever that one worked."""
-    for dim, target in ((-2, h), (-1, w)):
-        size = x.shape[dim]
-        if target > size:
-            reps = -(-target // size)
-            parts = [x if i % 2 == 0 else torch.flip(x, [dim]) for i in range(reps)]
-            x = torch.cat(parts, dim).narrow(dim, 0, target)
-    return x
-
-
-class PatchEmbedNorm(nn.Module):
-    """Holds the LayerNorm applied to the tokens after ``conv_first`` (released ``patch_embed``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = LayerNorm(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x)
 
 
 class MambaIRv2(nn.Module):
@@ -85,7 +59,7 @@ class MambaIRv2(nn.Module):
                 nn.Conv2d(d // 4, d, 3, 1, 1))
         HEADS[c.upsampler].build(self, c.embed_dim, c.in_chans, c.upscale)
         self._plans: Dict[Tuple, Tuple[WindowPlan, WindowPlan]] = {}
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     # -- routing -------------------------------------------------------------------------
     def set_routing(self, mode: str = "argmax", seed: Optional[int] = None) -> "MambaIRv2":
@@ -139,14 +113,3 @@ class MambaIRv2(nn.Module):
         x = x / self.img_range + mean
         s = self.upscale
         return x[..., : h0 * s, : w0 * s]
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Released initialisation: Linear trunc-normal(0.02) with zero bias, LayerNorm 1/0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_bytes  # noqa: F401 - re-exported: imageio's writes go through it
-from .defaults import DEFAULT_MAX_PIXELS
-from .errors import MambaIRv2Error
+from ..defaults import DEFAULT_MAX_PIXELS
+from ..errors import MambaIRv2Error
 
 PathLike = Union[str, os.PathLike]
 

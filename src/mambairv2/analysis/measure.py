@@ -10,16 +10,16 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .model import MambaIRv2
+
 
 Tensor = torch.Tensor
 
 
-def count_macs(model: MambaIRv2, x: Tensor) -> Dict[str, float]:
+def count_macs(model: torch.nn.Module, x: Tensor) -> Dict[str, float]:
     """MACs of one inference forward of ``x``'s shape, from the one counter
     (:func:`mambairv2.analysis.complexity.count_complexity`): ``total`` as the paper counts
     (comparable with its tables), ``all`` (every arithmetic operation) and ``scan``."""
-    from .analysis.complexity import count_complexity
+    from .complexity import count_complexity
 
     c = count_complexity(model, (x.shape[2], x.shape[3]), batch=x.shape[0])
     return {"total": c.macs_paper, "all": c.macs_all, "scan": c.by_module["scan"].macs_paper}

@@ -1,19 +1,18 @@
 """Restoring image files one by one: read, restore, encode, write atomically, and a
 :class:`FileResult` per file (sizes, seconds, the tile used, or why it failed), never an
-exception for a bad file. Also the ranks of a ``torchrun`` launch (:class:`Ranks`).
+exception for a bad file.
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .restore_plan import Job
+from ..models import set_routing
+from .plan import Job
 
 #: How long a rank waits for the others at the final gather (big batches on slow ranks).
-GATHER_TIMEOUT = timedelta(days=7)
 
 
 @dataclass
@@ -52,8 +51,8 @@ class FileResult:
 
 def failure_reason(exc: BaseException) -> str:
     """One line saying why restoring a file failed."""
-    from .imageio import ImageReadError, ImageWriteError
-    from .restore import is_out_of_memory
+    from ..utils.imageio import ImageReadError, ImageWriteError
+    from .api import is_out_of_memory
 
     text = " ".join(str(exc).split())
     if isinstance(exc, (ImageReadError, ImageWriteError)):
@@ -114,17 +113,17 @@ def _restore_and_write(model, job: Job, options: RestoreOptions, result: FileRes
     import numpy as np
     import torch
 
-    from .atomic import atomic_write_bytes
-    from .imageio import encode_image, format_for_name, full_scale, read_image, with_pixels
-    from .restore import restore_tensor
+    from ..utils.atomic import atomic_write_bytes
+    from ..utils.imageio import encode_image, format_for_name, full_scale, read_image, with_pixels
+    from .api import restore_tensor
 
     image = read_image(job.src, max_pixels=options.max_pixels)
     result.size_in = image.size
     px = image.pixels
     peak = full_scale(px)
     x = torch.from_numpy(px.astype(np.float32) / peak).permute(2, 0, 1)[None]
-    if options.routing == "gumbel" and hasattr(model, "set_routing"):
-        model.set_routing("gumbel", options.seed)  # the same noise for every image
+    if options.routing == "gumbel":
+        set_routing(model, "gumbel", options.seed)  # the same noise for every image
     y = restore_tensor(model, x, tile=options.tile, tile_overlap=options.tile_overlap,
                        self_ensemble=options.self_ensemble, progress=options.progress, on_tile=on_tile)
     out_px = np.rint(y[0].permute(1, 2, 0).numpy() * peak).astype(px.dtype)
@@ -141,91 +140,3 @@ def summarize(results: Sequence[FileResult]) -> Dict[str, int]:
     for r in results:
         counts[r.status] += 1
     return counts
-
-
-# -- ranks of a torchrun launch --------------------------------------------------------------------
-@dataclass
-class Ranks:
-    """This process's place in a ``torchrun`` launch (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-    ``LOCAL_WORLD_SIZE``); one rank when not launched that way."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-    _group: bool = False
-
-    @classmethod
-    def from_env(cls) -> "Ranks":
-        def num(name: str, default: int) -> int:
-            try:
-                return int(os.environ.get(name, default))
-            except ValueError:
-                return default
-
-        world = num("WORLD_SIZE", 1)
-        if world <= 1:
-            return cls()
-        local_world = num("LOCAL_WORLD_SIZE", world)
-        return cls(num("RANK", 0), world, num("LOCAL_RANK", 0), local_world)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def start(self) -> None:
-        """Joins the gloo process group (collectives of small Python objects only)."""
-        if not self.distributed or self._group:
-            return
-        import torch.distributed as dist
-
-        dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
-        self._group = True
-
-    def stop(self) -> None:
-        if self._group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self._group = False
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if not self._group:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj: Any) -> List[Any]:
-        """Every rank's ``obj``, in rank order, on every rank."""
-        if not self._group:
-            return [obj]
-        import torch.distributed as dist
-
-        out: List[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def device(self, name: str) -> str:
-        """The device for this rank: ``auto`` and ``cuda`` → this rank's own GPU
-        (``cuda:LOCAL_RANK``) when there are GPUs (``auto``: else the CPU); others unchanged."""
-        if not self.distributed or name not in ("auto", "cuda"):
-            return name
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return "cpu" if name == "auto" else name
-
-    def share_cpu_threads(self) -> None:
-        """Splits the CPU cores among the ranks of this machine. torchrun sets OMP_NUM_THREADS=1
-        unless told otherwise; another value is the user's and is kept."""
-        if not self.distributed or os.environ.get("OMP_NUM_THREADS", "1") != "1":
-            return
-        import torch
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores // max(1, self.local_world)))

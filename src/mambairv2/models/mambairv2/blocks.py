@@ -8,8 +8,9 @@ import torch.nn as nn
 
 from .assm import ASSM
 from .attention import WindowAttention, WindowPlan
-from .ffn import ConvFFN, GatedMLP, image_to_tokens, tokens_to_image
-from ..ops import LayerNorm, linear
+from ..layers.layout import image_to_tokens, tokens_to_image
+from .ffn import ConvFFN, GatedMLP
+from ...ops import LayerNorm, linear
 
 Tensor = torch.Tensor
 Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift

@@ -4,172 +4,28 @@ and a channel-attention block (CAB), with learnable skip scales.
 
 Parameter names and shapes equal the authors' ``basicsr/archs/mambair_arch.py`` (csguoh/MambaIR
 33d7b34), so their state dicts load strictly. The configuration is recovered from a state dict by
-:func:`detect_v1_config`. Inference is exact to the authors' computation; training-only pieces
+:func:`~mambairv2.models.mambair.detect.detect_v1_config`. Inference is exact to the authors' computation; training-only pieces
 (DropPath) are not modelled.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError
-from ..ops import LayerNorm, conv_act, selective_scan
-from .ffn import image_to_tokens, tokens_to_image
-from .heads import HEADS, detect_head
-from .network import RGB_MEAN, PatchEmbedNorm, _init_weights  # shared with MambaIRv2
+from ...ops import LayerNorm, conv_act, selective_scan
+from ..layers.heads import HEADS
+from ..layers.layout import image_to_tokens, tokens_to_image
+from ..layers.stem import RGB_MEAN, PatchEmbedNorm, init_weights
+from .config import MambaIRConfig
 
 Tensor = torch.Tensor
-V1_ARCH = "MambaIR"
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
 DIRECTIONS = 4  # row-major, column-major, and both reversed
 
 
-# -- configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MambaIRConfig:
-    """Hyper-parameters of one MambaIR (v1) network: the authors' ``network_g`` keys that change
-    the network. The light CAB is chosen by ``upsampler == "pixelshuffledirect"``, as released."""
-
-    embed_dim: int = 60
-    d_state: int = 16
-    depths: Tuple[int, ...] = (6, 6, 6, 6)
-    mlp_ratio: float = 2.0
-    upscale: int = 1
-    in_chans: int = 3
-    img_range: float = 1.0
-    upsampler: str = ""
-    resi_connection: str = "1conv"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
-        object.__setattr__(self, "img_range", float(self.img_range))
-        if not self.depths or min(self.depths) < 1:
-            raise ValueError(f"depths must be positive, got {self.depths}")
-        if self.upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
-        if self.resi_connection not in ("1conv", "3conv"):
-            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
-        if self.upsampler == "" and self.upscale != 1:
-            raise ValueError("upsampler '' (denoise/JPEG) needs upscale 1")
-        if self.upsampler == "pixelshuffle" and self.upscale not in (2, 3, 4, 8):
-            raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
-        if self.upsampler and self.upscale < 2:
-            raise ValueError(f"upsampler {self.upsampler!r} needs upscale >= 2")
-        if self.embed_dim < 30:
-            raise ValueError("embed_dim must be at least 30 (channel attention squeezes by 30)")
-
-    @property
-    def arch(self) -> str:
-        """The authors' class name."""
-        return V1_ARCH
-
-    @property
-    def light(self) -> bool:
-        """Whether the blocks use the light CAB (released rule: the direct pixel-shuffle head)."""
-        return self.upsampler == "pixelshuffledirect"
-
-    @property
-    def d_inner(self) -> int:
-        """Channels of the scan (per direction), as released: ``int(mlp_ratio · embed_dim)``."""
-        return int(self.mlp_ratio * self.embed_dim)
-
-    @property
-    def task(self) -> str:
-        """``sr``, ``denoise`` (colour, upscale 1) or ``jpeg`` (grayscale, upscale 1)."""
-        if self.upscale > 1:
-            return "sr"
-        return "denoise" if self.in_chans == 3 else "jpeg"
-
-    @property
-    def tile_defaults(self) -> Dict[str, int]:
-        """Tiling the authors' test code (``MambaIRModel.test``) applies to every v1 model: each
-        side of an image of 200 px or more is cut into ``size // 200 + 1`` tiles (at most ~200
-        px) overlapping by a tenth of a tile. The real-world SR model (``mambair`` x4) is meant
-        for large photos, where it also bounds memory. ``tile`` and ``tile_overlap`` in input
-        pixels, as ``restore`` takes them."""
-        return {"tile": 200, "tile_overlap": 20}
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The fields, plus ``arch`` (so a stored configuration says which family it is)."""
-        d = dataclasses.asdict(self)
-        d["depths"] = list(self.depths)
-        return {"arch": V1_ARCH, **d}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MambaIRConfig":
-        """From :meth:`to_dict` output; unknown keys are an error."""
-        d = dict(d)
-        if d.pop("arch", V1_ARCH) != V1_ARCH:
-            raise ValueError(f"not a {V1_ARCH} configuration")
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    @classmethod
-    def from_network_g(cls, network_g: Mapping[str, Any]) -> "MambaIRConfig":
-        """From an authors' option-file ``network_g``. Keys the released class ignores or that do
-        not change the network (``type``, ``img_size``, ``patch_size``, ``window_size``, ...) are
-        dropped, as the released class does."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in network_g.items() if k in names})
-
-    def replace(self, **changes: Any) -> "MambaIRConfig":
-        return dataclasses.replace(self, **changes)
-
-
-_LIGHT = dict(embed_dim=60, d_state=10, depths=(6,) * 4, mlp_ratio=1.2, upsampler="pixelshuffledirect")
-_CLASSIC = dict(embed_dim=180, d_state=16, depths=(6,) * 6, mlp_ratio=2.0, upsampler="pixelshuffle")
-_RESTORATION = dict(_CLASSIC, mlp_ratio=1.2, upsampler="", upscale=1)
-
-#: The released MambaIR (v1) configurations: name → config fields (SR scale given separately).
-#: ``mambair`` x4 is also the architecture of the released real-world SR model (MambaIR-real).
-V1_VARIANTS: Dict[str, Dict[str, Any]] = {
-    "mambair-light": _LIGHT,
-    "mambair": _CLASSIC,
-    "mambair-denoise": dict(_RESTORATION, in_chans=3),
-    "mambair-jpeg": dict(_RESTORATION, in_chans=1),
-}
-V1_SR_VARIANTS = ("mambair-light", "mambair")
-
-
-def v1_variant_config(name: str, scale: int = 4, **overrides: Any) -> MambaIRConfig:
-    """Config of a released v1 variant (``mambair-light``, ``mambair`` (classic SR),
-    ``mambair-denoise``, ``mambair-jpeg``)."""
-    if name not in V1_VARIANTS:
-        raise ValueError(f"unknown MambaIR variant {name!r}; choose one of {', '.join(V1_VARIANTS)}")
-    fields = dict(V1_VARIANTS[name])
-    if name in V1_SR_VARIANTS:
-        if scale not in (2, 3, 4):
-            raise ValueError(f"the released {name} models exist for scale 2, 3 and 4, got {scale}")
-        fields["upscale"] = scale
-    fields.update(overrides)
-    return MambaIRConfig(**fields)
-
-
-def v1_variant_name(config: MambaIRConfig) -> str:
-    """The released v1 variant a config equals (ignoring the scale of SR variants), or ``custom``."""
-    for name, fields in V1_VARIANTS.items():
-        probe = dict(fields)
-        if name in V1_SR_VARIANTS:
-            probe["upscale"] = config.upscale
-        try:
-            if MambaIRConfig(**probe) == config:
-                return name
-        except ValueError:
-            continue
-    return "custom"
-
-
-# -- network ---------------------------------------------------------------------------------
 class SS2D(nn.Module):
     """2D selective scan (released name ``self_attention``): in-projection to ``x`` and a gate
     ``z``, depthwise conv + SiLU, one selective scan over the four directions (one batched call,
@@ -374,7 +230,7 @@ class MambaIR(nn.Module):
         self.norm = LayerNorm(c.embed_dim)
         self.conv_after_body = residual_conv(c.embed_dim, c.resi_connection)
         HEADS[c.upsampler].build(self, c.embed_dim, c.in_chans, c.upscale)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         size = (x.shape[2], x.shape[3])
@@ -394,73 +250,3 @@ class MambaIR(nn.Module):
         return x / self.img_range + mean
 
 
-# -- configuration from a state dict ---------------------------------------------------------
-_SCAN_KEY = "self_attention.A_logs"
-_BLOCK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
-_CAB = "layers.0.residual_group.blocks.0.conv_blk.cab."
-_RELEASED_LIGHT = "the light weights the authors link since 2024-11-07 load"
-
-
-def is_v1_state_dict(sd: Mapping[str, Tensor]) -> bool:
-    """Whether ``sd`` belongs to the MambaIR (v1) family: its VSS blocks' ``self_attention``
-    scan (also true of the versions recognised but not supported, see :func:`detect_v1_config`)."""
-    return any(k.endswith(_SCAN_KEY) for k in sd)
-
-
-def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> MambaIRConfig:
-    """Infers a MambaIR (v1) configuration from a state dict's keys and shapes.
-
-    Recognised but not supported (a one-line :class:`~mambairv2.errors.CheckpointError`
-    saying what the file is): the real-image denoising U-Net ``MambaIRUNet`` and the light SR
-    checkpoints linked before 2024-11-07 (block layouts of commits 06dc6cd and 3ad5892).
-    ``img_range`` is not stored; the released value 1.0 is assumed.
-    """
-    def fail(message: str) -> None:
-        raise CheckpointError(f"{source}: {message}")
-
-    n = sum(int(t.numel()) for t in sd.values())
-    if any(k.startswith("encoder_level1.") for k in sd) and "patch_embed.proj.weight" in sd:
-        fail(f"MambaIRUNet (MambaIR's real-image denoising U-Net, {n:,} parameters): recognised, "
-             "not supported (MambaIR's SR, colour-denoising and JPEG networks are)")
-    marker = "layers.0.residual_group.blocks.0." + _SCAN_KEY
-    missing = [k for k in ("conv_first.weight", "patch_embed.norm.weight", marker) if k not in sd]
-    if missing:
-        fail(f"not a MambaIR state dict: missing {', '.join(missing)} (first keys: {', '.join(list(sd)[:3])})")
-    embed_dim, in_chans = (int(v) for v in sd["conv_first.weight"].shape[:2])
-    try:
-        upsampler, upscale = detect_head(sd, in_chans)
-    except ValueError as exc:
-        fail(f"not a MambaIR state dict: {exc}")
-    if _CAB + "1.attention.1.weight" in sd:
-        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published before 2024-03-19 "
-             f"(commit 3ad5892: CAB = depthwise 3×3 + channel attention; {n:,} parameters): recognised, "
-             f"not supported ({_RELEASED_LIGHT})")
-    light = _CAB + "5.attention.1.weight" in sd
-    if not light and _CAB + "3.attention.1.weight" not in sd:
-        fail("not a MambaIR state dict: unknown channel-attention block layout")
-    if upsampler == "pixelshuffledirect" and not light:
-        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published 2024-03-19..2024-11-07 "
-             f"(commit 06dc6cd: classic CAB with a 3×3 conv to embed_dim/6, d_state 16, mlp_ratio 1.5; "
-             f"{n:,} parameters): recognised, not supported ({_RELEASED_LIGHT})")
-    depth_of: Dict[int, int] = {}
-    for key in sd:
-        m = _BLOCK.match(key)
-        if m:
-            g, j = int(m.group(1)), int(m.group(2))
-            depth_of[g] = max(depth_of.get(g, 0), j + 1)
-    groups = sorted(depth_of)
-    if groups != list(range(len(groups))):
-        fail(f"group indices are not contiguous: {groups}")
-    scan_channels, d_state = (int(v) for v in sd[marker].shape)
-    d_inner = scan_channels // DIRECTIONS
-    ratio = d_inner / embed_dim
-    if int(ratio * embed_dim) != d_inner:  # released rule: d_inner = int(mlp_ratio · embed_dim)
-        ratio = math.nextafter(ratio, math.inf)
-    resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
-    try:
-        return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=tuple(depth_of[g] for g in groups),
-                             mlp_ratio=ratio, upscale=upscale, in_chans=in_chans, upsampler=upsampler,
-                             resi_connection=resi)
-    except ValueError as exc:
-        fail(f"inconsistent MambaIR state dict: {exc}")
-    raise AssertionError("unreachable")

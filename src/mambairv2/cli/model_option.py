@@ -1,0 +1,66 @@
+"""The one model option every command that takes a model shares: ``--model NAME`` (aliases
+``--weights`` and ``--variant``), resolved by :func:`mambairv2.models.resolve`."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional, Tuple
+
+from .errors import CLIError
+
+KINDS_HELP = ("a checkpoint file (.pth/.safetensors), a bundled model (default), a downloaded "
+              "authors' checkpoint name")
+
+
+def add_model_option(p: argparse.ArgumentParser, default: Optional[str] = "default",
+                     variants: bool = False, extra: str = "") -> None:
+    """Adds ``--model`` (with ``--weights``/``--variant`` as aliases) to ``p``."""
+    kinds = KINDS_HELP + (", or a variant name for random weights (light, base, mambair-light, …)"
+                          if variants else "")
+    default_text = f" (default: {default})" if default else ""
+    p.add_argument("--model", "--weights", "--variant", dest="model", default=default, metavar="NAME",
+                   help=f"{kinds}{default_text}{extra}; 'mambairv2 info --models' lists them")
+
+
+def resolve_model(args: argparse.Namespace, variants: bool = False):
+    """The :class:`~mambairv2.models.catalog.ModelRef` of ``args.model``."""
+    from ..models import resolve
+    from ..models.checkpoint import CheckpointError
+
+    if not args.model:
+        raise CLIError("no model given: pass --model NAME ('mambairv2 info --models' lists them)")
+    try:
+        return resolve(args.model, variants=variants)
+    except CheckpointError as exc:
+        raise CLIError(f"--model {exc}") from None
+
+
+def load_model_arg(args: argparse.Namespace, device: Any = "cpu", dtype: Any = None,
+                   variants: bool = False, scale: int = 4) -> Tuple[Any, Any]:
+    """``(ref, model)`` for ``args.model``: loaded strictly (or built, for a variant), eval mode."""
+    from ..models.checkpoint import CheckpointError
+
+    ref = resolve_model(args, variants)
+    try:
+        return ref, ref.load(device=device, dtype=dtype, scale=scale)
+    except CheckpointError:
+        raise
+    except ValueError as exc:  # a variant at a scale it does not have
+        raise CLIError(f"--model {args.model}: {exc}") from None
+    except (OSError, RuntimeError) as exc:
+        raise CLIError(f"{ref.label}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+
+
+def add_model_argument(p: argparse.ArgumentParser, variants: bool = False) -> None:
+    """A positional ``MODEL`` that ``--model NAME`` (``--weights``) may give instead."""
+    kinds = KINDS_HELP + (", or a variant name (random weights)" if variants else "")
+    p.add_argument("model_positional", nargs="?", metavar="MODEL", help=kinds)
+    p.add_argument("--model", "--weights", dest="model", default=None, metavar="NAME",
+                   help="the same as MODEL; 'mambairv2 info --models' lists the names")
+
+
+def model_from_args(args: argparse.Namespace) -> None:
+    """Folds the positional ``MODEL`` into ``args.model`` (one of the two, not both)."""
+    pos = getattr(args, "model_positional", None)
+    if pos and args.model and pos != args.model:
+        raise CLIError(f"two models given ({pos} and --model {args.model}); give one")
+    args.model = args.model or pos

@@ -1,0 +1,148 @@
+"""Configuration of a MambaIR (v1) network and the released variants."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Tuple
+
+V1_ARCH = "MambaIR"
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
+
+
+@dataclass(frozen=True)
+class MambaIRConfig:
+    """Hyper-parameters of one MambaIR (v1) network: the authors' ``network_g`` keys that change
+    the network. The light CAB is chosen by ``upsampler == "pixelshuffledirect"``, as released."""
+
+    embed_dim: int = 60
+    d_state: int = 16
+    depths: Tuple[int, ...] = (6, 6, 6, 6)
+    mlp_ratio: float = 2.0
+    upscale: int = 1
+    in_chans: int = 3
+    img_range: float = 1.0
+    upsampler: str = ""
+    resi_connection: str = "1conv"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+        object.__setattr__(self, "img_range", float(self.img_range))
+        if not self.depths or min(self.depths) < 1:
+            raise ValueError(f"depths must be positive, got {self.depths}")
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
+        if self.resi_connection not in ("1conv", "3conv"):
+            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
+        if self.upsampler == "" and self.upscale != 1:
+            raise ValueError("upsampler '' (denoise/JPEG) needs upscale 1")
+        if self.upsampler == "pixelshuffle" and self.upscale not in (2, 3, 4, 8):
+            raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
+        if self.upsampler and self.upscale < 2:
+            raise ValueError(f"upsampler {self.upsampler!r} needs upscale >= 2")
+        if self.embed_dim < 30:
+            raise ValueError("embed_dim must be at least 30 (channel attention squeezes by 30)")
+
+    @property
+    def arch(self) -> str:
+        """The authors' class name."""
+        return V1_ARCH
+
+    @property
+    def light(self) -> bool:
+        """Whether the blocks use the light CAB (released rule: the direct pixel-shuffle head)."""
+        return self.upsampler == "pixelshuffledirect"
+
+    @property
+    def d_inner(self) -> int:
+        """Channels of the scan (per direction), as released: ``int(mlp_ratio · embed_dim)``."""
+        return int(self.mlp_ratio * self.embed_dim)
+
+    @property
+    def task(self) -> str:
+        """``sr``, ``denoise`` (colour, upscale 1) or ``jpeg`` (grayscale, upscale 1)."""
+        if self.upscale > 1:
+            return "sr"
+        return "denoise" if self.in_chans == 3 else "jpeg"
+
+    @property
+    def tile_defaults(self) -> Dict[str, int]:
+        """Tiling the authors' test code (``MambaIRModel.test``) applies to every v1 model: each
+        side of an image of 200 px or more is cut into ``size // 200 + 1`` tiles (at most ~200
+        px) overlapping by a tenth of a tile. The real-world SR model (``mambair`` x4) is meant
+        for large photos, where it also bounds memory. ``tile`` and ``tile_overlap`` in input
+        pixels, as ``restore`` takes them."""
+        return {"tile": 200, "tile_overlap": 20}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields, plus ``arch`` (so a stored configuration says which family it is)."""
+        d = dataclasses.asdict(self)
+        d["depths"] = list(self.depths)
+        return {"arch": V1_ARCH, **d}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MambaIRConfig":
+        """From :meth:`to_dict` output; unknown keys are an error."""
+        d = dict(d)
+        if d.pop("arch", V1_ARCH) != V1_ARCH:
+            raise ValueError(f"not a {V1_ARCH} configuration")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_network_g(cls, network_g: Mapping[str, Any]) -> "MambaIRConfig":
+        """From an authors' option-file ``network_g``. Keys the released class ignores or that do
+        not change the network (``type``, ``img_size``, ``patch_size``, ``window_size``, ...) are
+        dropped, as the released class does."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in network_g.items() if k in names})
+
+    def replace(self, **changes: Any) -> "MambaIRConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_LIGHT = dict(embed_dim=60, d_state=10, depths=(6,) * 4, mlp_ratio=1.2, upsampler="pixelshuffledirect")
+_CLASSIC = dict(embed_dim=180, d_state=16, depths=(6,) * 6, mlp_ratio=2.0, upsampler="pixelshuffle")
+_RESTORATION = dict(_CLASSIC, mlp_ratio=1.2, upsampler="", upscale=1)
+
+#: The released MambaIR (v1) configurations: name → config fields (SR scale given separately).
+#: ``mambair`` x4 is also the architecture of the released real-world SR model (MambaIR-real).
+V1_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "mambair-light": _LIGHT,
+    "mambair": _CLASSIC,
+    "mambair-denoise": dict(_RESTORATION, in_chans=3),
+    "mambair-jpeg": dict(_RESTORATION, in_chans=1),
+}
+V1_SR_VARIANTS = ("mambair-light", "mambair")
+
+
+def v1_variant_config(name: str, scale: int = 4, **overrides: Any) -> MambaIRConfig:
+    """Config of a released v1 variant (``mambair-light``, ``mambair`` (classic SR),
+    ``mambair-denoise``, ``mambair-jpeg``)."""
+    if name not in V1_VARIANTS:
+        raise ValueError(f"unknown MambaIR variant {name!r}; choose one of {', '.join(V1_VARIANTS)}")
+    fields = dict(V1_VARIANTS[name])
+    if name in V1_SR_VARIANTS:
+        if scale not in (2, 3, 4):
+            raise ValueError(f"the released {name} models exist for scale 2, 3 and 4, got {scale}")
+        fields["upscale"] = scale
+    fields.update(overrides)
+    return MambaIRConfig(**fields)
+
+
+def v1_variant_name(config: MambaIRConfig) -> str:
+    """The released v1 variant a config equals (ignoring the scale of SR variants), or ``custom``."""
+    for name, fields in V1_VARIANTS.items():
+        probe = dict(fields)
+        if name in V1_SR_VARIANTS:
+            probe["upscale"] = config.upscale
+        try:
+            if MambaIRConfig(**probe) == config:
+                return name
+        except ValueError:
+            continue
+    return "custom"
+
+

@@ -1,0 +1,85 @@
+"""The MambaIR (v1) configuration of a state dict, read from its keys and shapes alone."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, Mapping
+
+import torch
+
+from ...errors import CheckpointError
+from ..layers.heads import detect_head
+from .config import MambaIRConfig
+from .network import DIRECTIONS
+
+Tensor = torch.Tensor
+
+_SCAN_KEY = "self_attention.A_logs"
+_BLOCK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
+_CAB = "layers.0.residual_group.blocks.0.conv_blk.cab."
+_RELEASED_LIGHT = "the light weights the authors link since 2024-11-07 load"
+
+
+def is_v1_state_dict(sd: Mapping[str, Tensor]) -> bool:
+    """Whether ``sd`` belongs to the MambaIR (v1) family: its VSS blocks' ``self_attention``
+    scan (also true of the versions recognised but not supported, see :func:`detect_v1_config`)."""
+    return any(k.endswith(_SCAN_KEY) for k in sd)
+
+
+def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> MambaIRConfig:
+    """Infers a MambaIR (v1) configuration from a state dict's keys and shapes.
+
+    Recognised but not supported (a one-line :class:`~mambairv2.errors.CheckpointError`
+    saying what the file is): the real-image denoising U-Net ``MambaIRUNet`` and the light SR
+    checkpoints linked before 2024-11-07 (block layouts of commits 06dc6cd and 3ad5892).
+    ``img_range`` is not stored; the released value 1.0 is assumed.
+    """
+    def fail(message: str) -> None:
+        raise CheckpointError(f"{source}: {message}")
+
+    n = sum(int(t.numel()) for t in sd.values())
+    if any(k.startswith("encoder_level1.") for k in sd) and "patch_embed.proj.weight" in sd:
+        fail(f"MambaIRUNet (MambaIR's real-image denoising U-Net, {n:,} parameters): recognised, "
+             "not supported (MambaIR's SR, colour-denoising and JPEG networks are)")
+    marker = "layers.0.residual_group.blocks.0." + _SCAN_KEY
+    missing = [k for k in ("conv_first.weight", "patch_embed.norm.weight", marker) if k not in sd]
+    if missing:
+        fail(f"not a MambaIR state dict: missing {', '.join(missing)} (first keys: {', '.join(list(sd)[:3])})")
+    embed_dim, in_chans = (int(v) for v in sd["conv_first.weight"].shape[:2])
+    try:
+        upsampler, upscale = detect_head(sd, in_chans)
+    except ValueError as exc:
+        fail(f"not a MambaIR state dict: {exc}")
+    if _CAB + "1.attention.1.weight" in sd:
+        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published before 2024-03-19 "
+             f"(commit 3ad5892: CAB = depthwise 3×3 + channel attention; {n:,} parameters): recognised, "
+             f"not supported ({_RELEASED_LIGHT})")
+    light = _CAB + "5.attention.1.weight" in sd
+    if not light and _CAB + "3.attention.1.weight" not in sd:
+        fail("not a MambaIR state dict: unknown channel-attention block layout")
+    if upsampler == "pixelshuffledirect" and not light:
+        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published 2024-03-19..2024-11-07 "
+             f"(commit 06dc6cd: classic CAB with a 3×3 conv to embed_dim/6, d_state 16, mlp_ratio 1.5; "
+             f"{n:,} parameters): recognised, not supported ({_RELEASED_LIGHT})")
+    depth_of: Dict[int, int] = {}
+    for key in sd:
+        m = _BLOCK.match(key)
+        if m:
+            g, j = int(m.group(1)), int(m.group(2))
+            depth_of[g] = max(depth_of.get(g, 0), j + 1)
+    groups = sorted(depth_of)
+    if groups != list(range(len(groups))):
+        fail(f"group indices are not contiguous: {groups}")
+    scan_channels, d_state = (int(v) for v in sd[marker].shape)
+    d_inner = scan_channels // DIRECTIONS
+    ratio = d_inner / embed_dim
+    if int(ratio * embed_dim) != d_inner:  # released rule: d_inner = int(mlp_ratio · embed_dim)
+        ratio = math.nextafter(ratio, math.inf)
+    resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
+    try:
+        return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=tuple(depth_of[g] for g in groups),
+                             mlp_ratio=ratio, upscale=upscale, in_chans=in_chans, upsampler=upsampler,
+                             resi_connection=resi)
+    except ValueError as exc:
+        fail(f"inconsistent MambaIR state dict: {exc}")
+    raise AssertionError("unreachable")

@@ -1,0 +1,126 @@
+"""The architecture families, listed once, and the questions every door asks about a model:
+which family (of a config, a model, a state dict or a stored configuration), a fresh network of
+a variant, and a plain description. This is the only place where MambaIR and MambaIRv2 differ."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
+
+import torch
+
+from ..errors import CheckpointError
+from .family import Family
+from .mambair import FAMILY as MAMBAIR
+from .mambairv2 import FAMILY as MAMBAIRV2
+
+#: every family, newest first (the first whose key test accepts a state dict reads it)
+FAMILIES: Tuple[Family, ...] = (MAMBAIRV2, MAMBAIR)
+#: every variant name ``create_model`` takes, MambaIRv2's first
+MODEL_NAMES: Tuple[str, ...] = tuple(n for f in FAMILIES for n in f.variants)
+
+
+def family_of(thing: Any) -> Family:
+    """The family of a network, a config, a state dict or a stored configuration dict."""
+    config = getattr(thing, "config", thing)
+    for family in FAMILIES:
+        if isinstance(config, (family.config_class, family.network_class)):
+            return family
+    if isinstance(thing, Mapping):
+        if "arch" in thing and not any(isinstance(v, torch.Tensor) for v in thing.values()):
+            for family in FAMILIES:
+                if thing["arch"] in family.arch_names:
+                    return family
+            return MAMBAIRV2  # our older MambaIRv2 safetensors store no "arch"
+        if not any(isinstance(v, torch.Tensor) for v in thing.values()):
+            return MAMBAIRV2
+        for family in FAMILIES:
+            if family.owns(thing):
+                return family
+        return MAMBAIRV2  # its detection says what is missing
+    raise TypeError(f"not a MambaIR/MambaIRv2 model, config or state dict: {type(thing).__name__}")
+
+
+def part_classes(name: str) -> Tuple[type, ...]:
+    """Every family's class of a hooked part (``ASSM``, ``SelectiveScan``, ``WindowAttention``),
+    for ``isinstance`` tests of the paper analyses; empty when no family has one."""
+    return tuple(f.parts[name] for f in FAMILIES if name in f.parts)
+
+
+def family_of_variant(name: str) -> Family:
+    """The family that declares variant ``name``; ValueError listing every variant otherwise."""
+    for family in FAMILIES:
+        if name in family.variants:
+            return family
+    raise ValueError(f"unknown variant {name!r}; variants: {', '.join(MODEL_NAMES)}")
+
+
+def create_model(name: str, scale: int = 4, **overrides: Any) -> torch.nn.Module:
+    """A freshly initialised network of a paper variant (train mode, as ``nn.Module`` starts).
+
+    MambaIRv2: ``light``, ``small``, ``base``, ``large`` (SR, ``scale`` 2/3/4), ``denoise``
+    (colour) and ``jpeg`` (grayscale). MambaIR (v1): ``mambair-light`` and ``mambair`` (classic;
+    also the real-world SR model's architecture at x4) with ``scale`` 2/3/4, ``mambair-denoise``
+    and ``mambair-jpeg``. ``overrides`` are fields of the family's config class.
+    """
+    family = family_of_variant(name)
+    return family.build(family.variant_config(name, scale, **overrides))
+
+
+def detect(sd: Mapping[str, torch.Tensor], source: str = "state dict") -> Any:
+    """The configuration of a state dict, by the family that owns it (CheckpointError otherwise)."""
+    return family_of(sd).detect(sd, source)
+
+
+def config_from_stored(stored: Mapping[str, Any], source: str = "file") -> Any:
+    """The configuration a checkpoint stored in its header."""
+    try:
+        return family_of(stored).config_from_dict(stored)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid stored configuration ({exc})") from None
+
+
+def set_routing(model: torch.nn.Module, mode: str = "argmax", seed: Optional[int] = None) -> torch.nn.Module:
+    """Eval-mode routing for families that route (MambaIRv2's SGN); others have none to set."""
+    if family_of(model).routing:
+        model.set_routing(mode, seed)
+    return model
+
+
+def use_routing_generator(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Makes every routing layer draw its Gumbel noise from ``generator`` (training re-seeds it
+    per step, so a resumed run draws the same noise); nothing for families that do not route."""
+    assm = family_of(model).parts.get("ASSM")
+    if assm is None:
+        return
+    for mod in model.modules():
+        if isinstance(mod, assm):
+            mod.generator = generator
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a person wants to know about a network."""
+
+    family: str        # "MambaIRv2" / "MambaIR"
+    arch: str          # the authors' class name
+    variant: str       # paper variant or "custom"
+    task: str          # "sr", "denoise", "jpeg"
+    scale: int
+    in_chans: int
+    pad_multiple: int
+    params: int
+
+    @property
+    def label(self) -> str:
+        """``MambaIRv2 light x4`` / ``MambaIR mambair x4 (custom)``-style label."""
+        scale = f" x{self.scale}" if self.task == "sr" else ""
+        return f"{self.family} {self.variant}{scale} ({self.task})"
+
+
+def describe(model: torch.nn.Module) -> ModelInfo:
+    """The :class:`ModelInfo` of a network of any family."""
+    family = family_of(model)
+    c = model.config
+    return ModelInfo(family=family.display, arch=c.arch, variant=family.variant_name(c), task=c.task,
+                     scale=int(c.upscale), in_chans=int(c.in_chans), pad_multiple=family.pad_multiple(c),
+                     params=sum(p.numel() for p in model.parameters()))
