@@ -63,7 +63,7 @@ def test_list_download_offline_and_weights_by_name(files, tmp_path):
         r = cli(online, "download", "damaged_x2", tmp=tmp_path)
         assert r.returncode == 1 and "rejected" in r.stderr and "SHA-256" in r.stderr, r.stderr
         r = cli(online, "download", "notes_x4", tmp=tmp_path)
-        assert r.returncode == 1 and "not a loadable MambaIRv2 checkpoint" in r.stderr, r.stderr
+        assert r.returncode == 1 and "not a loadable MambaIR/MambaIRv2 checkpoint" in r.stderr, r.stderr
         blobs = list((tmp_path / "hf").rglob("blobs/*"))
         assert len(blobs) == 1  # only the verified file stays in the cache
         served = len(hub.requests)
@@ -81,20 +81,19 @@ def test_list_download_offline_and_weights_by_name(files, tmp_path):
         assert len(hub.requests) == served
 
 
-def test_resolve_weights_in_process(files, tmp_path, monkeypatch):
-    from mambairv2.models import hub
-    from mambairv2.models import CheckpointError
+def test_names_resolve_in_process(files, tmp_path, monkeypatch):
+    from mambairv2.models import CheckpointError, resolve
 
     existing = shared_path("golden", "light_x2.pth")
-    assert hub.resolve_weights(existing) == existing  # a path is returned as is
+    assert resolve(existing).path == existing  # a path is returned as is
     monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(tmp_path / "mc"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     import huggingface_hub.constants as c
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    with pytest.raises(CheckpointError, match="no such file, nor an authors' checkpoint"):
-        hub.resolve_weights("mambairv2_lightSR_x2")
+    with pytest.raises(CheckpointError, match="unknown model 'mambairv2_lightSR_x2'.*mambairv2 download"):
+        resolve("mambairv2_lightSR_x2")
     with pytest.raises(CheckpointError, match="no such file$"):
-        hub.resolve_weights("some/dir/missing.pth")
+        resolve("some/dir/missing.pth")
 
 
 def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):

@@ -5,7 +5,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image
 from mambairv2.utils import imageio
 from mambairv2.cli import restore as restore_cli
 from mambairv2.cli.main import main
+from mambairv2.models.mambairv2 import MambaIRv2Config
 from conftest import shared_path
 
 
@@ -26,8 +26,9 @@ class Nearest(nn.Module):
 
     def __init__(self, scale: int = 2, in_chans: int = 3) -> None:
         super().__init__()
-        self.config = types.SimpleNamespace(upscale=scale, in_chans=in_chans, window_size=16,
-                                            arch="Nearest")
+        # a real MambaIRv2 configuration (the doors ask its family), computed by nearest upscaling
+        self.config = MambaIRv2Config(upscale=scale, in_chans=in_chans,
+                                      upsampler="pixelshuffledirect" if scale > 1 else "")
         self.p = nn.Parameter(torch.zeros(()))
         self.scale = scale
         self.routing = None
@@ -44,9 +45,16 @@ class Nearest(nn.Module):
 @pytest.fixture
 def double(monkeypatch):
     """Makes ``--weights`` load a Nearest double instead of a checkpoint."""
+    from mambairv2.models.catalog import ModelRef
+
     holder = {"model": Nearest()}
-    monkeypatch.setattr(restore_cli, "_load", lambda path, device, dtype: holder["model"])
-    monkeypatch.setattr(restore_cli, "_model_file", lambda args: Path(args.weights or "bundled"))
+
+    def ref(args, variants=False):
+        return ModelRef(args.model, "file", path=Path(args.model))
+
+    monkeypatch.setattr(restore_cli, "resolve_model", ref)
+    monkeypatch.setattr(restore_cli, "load_model_arg",
+                        lambda args, device, dtype: (ref(args), holder["model"]))
     return holder
 
 
@@ -252,13 +260,15 @@ def test_routing_and_seed_reach_the_model(tmp_path, double):
 
 # -- user errors -----------------------------------------------------------------------------------
 def test_missing_weights_says_where_to_get_them(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(restore_cli, "bundled_models", lambda: {})  # an install without weights
+    from mambairv2.models import catalog
+
+    monkeypatch.setattr(catalog, "bundled_models", lambda: {})  # an install without weights
     _png(tmp_path / "a.png", 4, 4)
     assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "github.com/csguoh/MambaIR" in err and "--weights" in err
+    assert err.startswith("error: ") and "github.com/csguoh/MambaIR" in err and "unknown model 'default'" in err
     assert _run(str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "nope") == 2
-    assert "no bundled model named 'nope'" in capsys.readouterr().err
+    assert "unknown model 'nope'" in capsys.readouterr().err
 
 
 def test_without_weights_the_bundled_default_model_restores(tmp_path):

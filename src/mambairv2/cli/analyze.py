@@ -197,7 +197,7 @@ def run_erf(args: argparse.Namespace) -> int:
     if len({tuple(x.shape[-2:]) for x in images}) > 1:  # aggregate over a common centre crop
         images = [centre_crop(x, side) for x in images]
     erf = effective_receptive_field(model, images, progress=True)
-    _save(erf_figure(erf, images, args.weights), args.output)
+    _save(erf_figure(erf, images, args.model), args.output)
     return 0
 
 

@@ -145,7 +145,7 @@ def _method(args: argparse.Namespace, label: str, model, spec):
 
     if model is None:
         if args.task not in BASELINES[label]:
-            raise CLIError(f"--baseline {label} is for for --task {' / '.join(BASELINES[label])}, "
+            raise CLIError(f"--baseline {label} is a baseline for --task {' / '.join(BASELINES[label])}, "
                            f"not {args.task}")
         if args.self_ensemble or args.protocol != "whole" or args.tile is not None:
             raise CLIError(f"--self-ensemble, --protocol and --tile apply to models, not the {label} baseline")

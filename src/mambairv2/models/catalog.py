@@ -85,10 +85,8 @@ class ModelRef:
 def bundled_models() -> Dict[str, Path]:
     """Name → weights file of every bundled model (aliases included, only installed files)."""
     files = {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))} if WEIGHTS_DIR.is_dir() else {}
-    for alias, stem in ALIASES.items():
-        if stem in files:
-            files.setdefault(alias, files[stem])
-    return files
+    aliases = {alias: files[stem] for alias, stem in ALIASES.items() if stem in files}
+    return {**aliases, **{k: v for k, v in files.items() if k not in aliases}}
 
 
 def bundled_path(name: str) -> Path:
@@ -165,7 +163,8 @@ def _unknown(text: str, bundled: Dict[str, Path], variants: bool) -> str:
         kinds.append(f"a variant ({', '.join(_variant_names())})")
     kinds.append("an authors' checkpoint downloaded with 'mambairv2 download NAME' "
                  f"({', '.join(_downloaded()) or 'none yet'}; 'mambairv2 download --list' shows them)")
-    return f"unknown model {text!r}: not " + ", ".join(kinds[:-1]) + " nor " + kinds[-1]
+    return (f"unknown model {text!r}: not " + ", ".join(kinds[:-1]) + " nor " + kinds[-1]
+            + "; the authors publish their checkpoints at github.com/csguoh/MambaIR")
 
 
 def _downloaded() -> List[str]:
