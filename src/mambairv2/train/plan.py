@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping
 
-from .config import ConfigError, accumulation, as_list, model_config, task_of
+from .config import ConfigError, accumulation, as_list, changed_fields, model_config, task_of
 
 #: Process counts shown in the batch plan (the authors use 8 GPUs, 2 for the light models).
 PLANNED_RANKS = (1, 2, 4, 8)
@@ -93,4 +93,6 @@ def describe_plan(cfg: Mapping[str, Any], world_size: int = 1) -> str:
     else:
         lines.append("validation: off")
     lines.append(f"checkpoints: every {t['save_every']} steps (keep {t['keep_checkpoints'] or 'all'})")
+    lines.append("set apart from the defaults:")
+    lines += [f"  {line}" for line in changed_fields(cfg)]
     return "\n".join(lines) + "\n"
