@@ -73,6 +73,91 @@ def _paths(v: Any) -> Optional[str]:
     return None
 
 
+def _range(lo: float, hi: float) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if (len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                or not lo <= v[0] <= v[1] <= hi):
+            return f"expected [low, high] with {_num(lo)} ≤ low ≤ high ≤ {_num(hi)}, got {v!r}"
+        return None
+    return check
+
+
+def _probs(n: int) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if ((n and len(v) != n) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)
+                or abs(sum(v) - 1) > 1e-6):
+            return f"expected {n or 'some'} probabilities that sum to 1, got {v!r}"
+        return None
+    return check
+
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+
+def _subset(allowed: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if not v or any(x not in allowed for x in v):
+            return f"expected a list drawn from {', '.join(allowed)}, got {v!r}"
+        return None
+    return check
+
+
+def _kernel_range(v: List[Any]) -> Optional[str]:
+    if len(v) != 2 or not all(isinstance(x, int) and x % 2 == 1 and x >= 3 for x in v) or v[0] > v[1]:
+        return f"expected [smallest, largest] odd kernel sizes ≥ 3, got {v!r}"
+    return None
+
+
+def _realsr_fields() -> Dict[str, "Field"]:
+    """Real-ESRGAN's second-order degradation model (its train_realesrnet_x4plus.yml values)."""
+    out: Dict[str, Field] = {}
+    for n, stage in (("", "first"), ("2", "second")):
+        kernel_default = [0.2, 3.0] if not n else [0.2, 1.5]
+        out.update({
+            f"realsr.kernel_list{n}": Field(list(KERNEL_KINDS), f"{stage} blur: kernel kinds", check=_subset(KERNEL_KINDS)),
+            f"realsr.kernel_prob{n}": Field([0.45, 0.25, 0.12, 0.03, 0.12, 0.03], f"{stage} blur: probability of "
+                                            "each kernel kind", check=_probs(0)),
+            f"realsr.sinc_prob{n}": Field(0.1, f"{stage} blur: probability of a sinc kernel instead", ge=0, le=1),
+            f"realsr.blur_sigma{n}": Field(kernel_default, f"{stage} blur: Gaussian sigma range (pixels)",
+                                           check=_range(0.01, 100)),
+            f"realsr.betag_range{n}": Field([0.5, 4.0], f"{stage} blur: generalized-Gaussian shape range",
+                                            check=_range(0.01, 100)),
+            f"realsr.betap_range{n}": Field([1.0, 2.0], f"{stage} blur: plateau shape range", check=_range(0.01, 100)),
+            f"realsr.resize_prob{n}": Field([0.2, 0.7, 0.1] if not n else [0.3, 0.4, 0.3],
+                                            f"{stage} resize: probabilities of up, down, keep", check=_probs(3)),
+            f"realsr.resize_range{n}": Field([0.15, 1.5] if not n else [0.3, 1.2], f"{stage} resize: scale range",
+                                             check=_range(0.01, 100)),
+            f"realsr.gaussian_noise_prob{n}": Field(0.5, f"{stage} noise: probability of Gaussian (else Poisson)",
+                                                    ge=0, le=1),
+            f"realsr.noise_range{n}": Field([1.0, 30.0] if not n else [1.0, 25.0],
+                                            f"{stage} noise: Gaussian sigma range (0-255 scale)", check=_range(0, 255)),
+            f"realsr.poisson_scale_range{n}": Field([0.05, 3.0] if not n else [0.05, 2.5],
+                                                    f"{stage} noise: Poisson scale range", check=_range(0, 100)),
+            f"realsr.gray_noise_prob{n}": Field(0.4, f"{stage} noise: probability of gray noise", ge=0, le=1),
+            f"realsr.jpeg_range{n}": Field([30.0, 95.0], f"{stage} JPEG: quality range", check=_range(1, 100)),
+        })
+        if not n:
+            out["realsr.second_blur_prob"] = Field(0.8, "second stage: probability of its blur", ge=0, le=1)
+    out.update({
+        "realsr.kernel_range": Field([7, 21], "blur and sinc kernel sizes: the odd sizes in [smallest, largest]",
+                                     check=_kernel_range),
+        "realsr.final_sinc_prob": Field(0.8, "probability of the final sinc filter", ge=0, le=1),
+        "realsr.final_resize_first_prob": Field(0.5, "probability of resize + sinc before the last JPEG (else after)",
+                                                ge=0, le=1),
+        "realsr.resize_modes": Field(list(RESIZE_MODES), "interpolation modes (equally likely)",
+                                     check=_subset(RESIZE_MODES)),
+        "realsr.gt_usm": Field(True, "sharpen the ground truth (USM): the degradation's input and the pixel / "
+                                     "perceptual target"),
+        "realsr.usm_radius": Field(50, "USM: Gaussian size (BasicSR's radius; made odd: 50 → 51)", gt=0),
+        "realsr.usm_weight": Field(0.5, "USM: weight of the residual", ge=0),
+        "realsr.usm_threshold": Field(10.0, "USM: residual threshold (0-255 scale)", ge=0),
+        "realsr.dump_every": Field(0, "write the LR/GT of the first batch every N steps to <output>/degraded "
+                                      "(0: never)", ge=0),
+    })
+    return out
+
+
 F = Field
 #: Every configuration key (dotted), declared once: default, type, choices or bounds, doc.
 FIELDS: Dict[str, Field] = {
@@ -90,7 +175,8 @@ FIELDS: Dict[str, Field] = {
                                   "tensor whose name and shape match"),
     "model.init_partial": F(False, "true: allow init_from of another variant (the tensors that fit)"),
     # data
-    "data.task": F("auto", "auto (from the model) | sr | denoise | jpeg", choices=("auto", "sr", "denoise", "jpeg")),
+    "data.task": F("auto", "auto (from the model) | sr | realsr (real-world SR: the realsr.* degradations) | "
+                           "denoise | jpeg", choices=("auto", "sr", "realsr", "denoise", "jpeg")),
     "data.train_root": F(None, "HR folder, or a list of folders", optional=(str, list), check=_paths),
     "data.train_lr_root": F(None, "optional folder of pre-made LR images (SR)", optional=(str,)),
     "data.lr_template": F("{name}x{scale}{ext}", "LR file name for HR '{name}{ext}' (DIV2K)"),
@@ -149,6 +235,7 @@ FIELDS: Dict[str, Field] = {
     "train.debug_signal_in_validation": F("", "tests: \"TERM@10\" / \"KILL@10\": the process signals itself "
                                               "during the validation of step 10"),
 }
+FIELDS.update(_realsr_fields())
 del F
 
 
@@ -320,6 +407,11 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
             node = node[part]
         node[parts[-1]] = _check_value(key, node[parts[-1]])
     _check_model(cfg)
+    r = cfg["realsr"]
+    for n in ("", "2"):
+        if len(r[f"kernel_list{n}"]) != len(r[f"kernel_prob{n}"]):
+            raise ConfigError(f"realsr.kernel_prob{n}: one probability per kernel of realsr.kernel_list{n} "
+                              f"({len(r[f'kernel_list{n}'])}), got {len(r[f'kernel_prob{n}'])}")
     if cfg["val"]["protocol"] == "official" and cfg["val"]["tile"]:
         raise ConfigError("val.tile applies to val.protocol whole (the official protocol has its own crops)")
     if cfg["output_dir"] is None:
