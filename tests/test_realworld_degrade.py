@@ -218,3 +218,25 @@ def test_degrade_one_follows_its_draw():
     lq = degrade_one(hr, 4, o, seed=5)
     ref = torch.nn.functional.avg_pool2d(hr, 4)
     assert (lq - ref).abs().max() < 0.03
+
+
+def test_degrade_cli_writes_the_training_lr(tmp_path, capsys):
+    from _train_tiny import make_images
+    from mambairv2.cli.main import main
+
+    hr = make_images(tmp_path / "hr", count=2, size=64)
+    argv = ["degrade", "--task", "realsr", "--scale", "4", "--hr-dir", str(hr)]
+    assert main(argv + ["--seed", "7", "--out", str(tmp_path / "a")]) == 0
+    assert main(argv + ["--seed", "7", "--out", str(tmp_path / "b")]) == 0
+    assert main(argv + ["--seed", "8", "--out", str(tmp_path / "c")]) == 0
+    a = sorted((tmp_path / "a").iterdir())
+    assert [p.name for p in a] == ["img00x4.png", "img01x4.png"]
+    for p in a:
+        assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes()
+        assert p.read_bytes() != (tmp_path / "c" / p.name).read_bytes()
+        assert Image.open(p).size == (16, 16)
+    capsys.readouterr()
+    assert main(["degrade", "--task", "realsr", "--hr-dir", str(hr), "--out", str(tmp_path / "d")]) == 2
+    assert "needs --scale" in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "e"), "--set", "train.lr=1"]) == 2
+    assert "only realsr.*" in capsys.readouterr().err

@@ -18,7 +18,7 @@ Differences from Real-ESRGAN, on purpose:
   reflect padding touches the patch border.
 - JPEG is the torch model of :func:`~.realworld_kernels.jpeg` (as DiffJPEG; not libjpeg).
 
-Scalar parameters come from a CPU generator, so they are identical on every device; noise is
+Scalar parameters come from a NumPy generator, so they are identical on every device; noise is
 drawn on the tensors' device (CPU: bit-exact for a seed; CUDA: the CUDA generator's own stream,
 so GPU bytes differ from CPU bytes).
 """
@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,27 +85,35 @@ class SampleDraw:
 
 
 class _Draw:
-    """Scalars from a seeded CPU generator."""
+    """Scalars from a generator seeded with the sample's seed (NumPy's PCG64: every bit of a
+    64-bit seed counts, and its stream is the same on every platform)."""
 
     def __init__(self, seed: int) -> None:
-        self.g = torch.Generator().manual_seed(int(seed) & 0x7FFFFFFFFFFFFFFF)
+        self.rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
 
     def uniform(self, lo: float, hi: float) -> float:
-        return float(lo) + (float(hi) - float(lo)) * float(torch.rand((), generator=self.g, dtype=torch.float64))
+        return float(lo) + (float(hi) - float(lo)) * float(self.rng.random())
 
     def chance(self, p: float) -> bool:
-        return float(torch.rand((), generator=self.g, dtype=torch.float64)) < p
+        return float(self.rng.random()) < p
 
     def choice(self, items: Sequence[Any], probs: Optional[Sequence[float]] = None) -> Any:
         if probs is None:
-            return items[int(torch.randint(len(items), (), generator=self.g))]
-        u = float(torch.rand((), generator=self.g, dtype=torch.float64)) * float(sum(probs))
+            return items[int(self.rng.integers(len(items)))]
+        u = float(self.rng.random()) * float(sum(probs))
         acc = 0.0
         for item, p in zip(items, probs):
             acc += p
             if u < acc:
                 return item
         return items[-1]
+
+
+def noise_seed(seed: int) -> int:
+    """The seed of a sample's noise generator on its device (torch's CPU generator keeps only 32
+    bits of a seed: the sample seed is hashed first so that every bit of it counts)."""
+    return int(np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF).generate_state(1, np.uint64)[0]
+               & 0x7FFFFFFFFFFFFFFF)
 
 
 def _kernel_sizes(o: Mapping[str, Any]) -> List[int]:
@@ -198,7 +207,7 @@ def degrade_one(hr: Tensor, scale: int, options: Mapping[str, Any], seed: int,
     (W//scale), on 8-bit levels."""
     draw = draw or draw_sample(seed, options)
     h, w = hr.shape[-2:]
-    gen = torch.Generator(device=hr.device).manual_seed((int(seed) * 2654435761 + 97) & 0x7FFFFFFFFFFFFFFF)
+    gen = torch.Generator(device=hr.device).manual_seed(noise_seed(seed))
     f = draw.first
     x = _stage(hr, f, (math.floor(h * f.resize_scale), math.floor(w * f.resize_scale)), gen)
     x = K.jpeg(x.clamp(0, 1)[0], f.jpeg_quality)[None]
