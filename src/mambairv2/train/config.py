@@ -158,6 +158,38 @@ def _realsr_fields() -> Dict[str, "Field"]:
     return out
 
 
+_VGG_BLOCKS = (2, 2, 4, 4, 4)  # convolutions per VGG19 block
+VGG_LAYERS = tuple(f"{kind}{b + 1}_{i + 1}" for b, n in enumerate(_VGG_BLOCKS) for i in range(n)
+                   for kind in ("conv", "relu"))
+
+
+def _layer_weights(v: Mapping[str, Any]) -> Optional[str]:
+    bad = [k for k in v if k not in VGG_LAYERS]
+    if not v or bad or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in v.values()):
+        return (f"expected {{VGG19 layer: weight ≥ 0}} with layers among conv1_1 … conv5_4 / relu1_1 … relu5_4, "
+                f"got {dict(v)!r}")
+    return None
+
+
+def _gan_fields() -> Dict[str, "Field"]:
+    """Stage 2 of real-world SR (Real-ESRGAN's train_realesrgan_x4plus.yml values)."""
+    return {
+        "gan.enabled": Field(False, "GAN stage: U-Net discriminator (spectral norm), perceptual and GAN losses"),
+        "gan.pixel_weight": Field(1.0, "weight of the pixel loss (train.loss)", ge=0),
+        "gan.perceptual_weight": Field(1.0, "weight of the VGG19 perceptual loss", ge=0),
+        "gan.perceptual_layers": Field({"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+                                       "VGG19 layers (before ReLU) and their weights", check=_layer_weights),
+        "gan.vgg_input_norm": Field(True, "normalise the VGG input with the ImageNet mean and std"),
+        "gan.gan_weight": Field(0.1, "weight of the generator's GAN loss (vanilla: BCE with logits)", ge=0),
+        "gan.gan_gt_usm": Field(False, "show the discriminator the sharpened ground truth (else the plain one)"),
+        "gan.d_lr": Field(1e-4, "discriminator Adam learning rate (follows train.scheduler's factors)", gt=0),
+        "gan.d_betas": Field([0.9, 0.99], "discriminator Adam betas", check=_betas),
+        "gan.d_weight_decay": Field(0.0, "discriminator Adam weight decay", ge=0),
+        "gan.d_num_feat": Field(64, "discriminator base width", gt=0),
+        "gan.d_skip_connection": Field(True, "discriminator U-Net skip connections"),
+    }
+
+
 F = Field
 #: Every configuration key (dotted), declared once: default, type, choices or bounds, doc.
 FIELDS: Dict[str, Field] = {
@@ -231,11 +263,14 @@ FIELDS: Dict[str, Field] = {
     "train.progress": F("auto", "progress bar: auto (only on a terminal) | on | off", choices=("auto", "on", "off")),
     "train.tensorboard": F(True, "TensorBoard logs when torch.utils.tensorboard imports"),
     "train.plot": F(True, "PNG of loss and validation PSNR"),
+    "train.vgg19_weights": F(None, "VGG19 weights for the perceptual loss (gan.enabled): torchvision's vgg19 "
+                                   "state dict (.pth / .safetensors); never downloaded", optional=(str,)),
     "train.debug_kill_at_step": F(0, "tests: SIGKILL the process right after saving this step", ge=0),
     "train.debug_signal_in_validation": F("", "tests: \"TERM@10\" / \"KILL@10\": the process signals itself "
                                               "during the validation of step 10"),
 }
 FIELDS.update(_realsr_fields())
+FIELDS.update(_gan_fields())
 del F
 
 
@@ -427,6 +462,8 @@ def _check_model(cfg: Dict[str, Any]) -> None:
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
     task = cfg["data"]["task"]
+    if task == "realsr":
+        task = "sr"
     if task != "auto" and task != mc.task and not (task in ("denoise", "jpeg") and mc.upscale == 1):
         raise ConfigError(f"data.task {task!r} does not fit the model (a {mc.task} model)")
 
@@ -441,7 +478,7 @@ def model_config(cfg: Mapping[str, Any]):
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:
-    """``sr``, ``denoise`` or ``jpeg``."""
+    """``sr``, ``realsr`` (SR on the real-world degradations), ``denoise`` or ``jpeg``."""
     task = cfg["data"]["task"]
     return model_config(cfg).task if task == "auto" else task
 
