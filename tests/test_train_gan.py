@@ -199,3 +199,44 @@ def test_two_ranks_equal_one_process_with_accumulation(tmp_path):
     a, b = _state(tmp_path / "ddp", 2), _state(tmp_path / "one", 2)
     assert a["world_size"] == 2 and b["world_size"] == 1
     _assert_same(a, b, tol=1e-5)
+
+
+def test_lpips_properties_with_random_weights(tmp_path):
+    """Random weights (the real ones are the user's files): 0 for identical images, symmetric,
+    positive otherwise, larger for a larger change; missing or unfit files are one line."""
+    from mambairv2.protocol.lpips import LPIPS, random_lpips_files
+    from mambairv2.protocol.task import EvaluationError
+
+    vgg16, lin = random_lpips_files(tmp_path)
+    m = LPIPS.from_files(str(vgg16), str(lin))
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 32, 32, generator=g)
+    b = (a + 0.05 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    c = (a + 0.3 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    assert torch.equal(m(a, a), torch.zeros(2))
+    assert torch.allclose(m(a, b), m(b, a)) and (m(a, b) > 0).all()
+    assert (m(a, c) > m(a, b)).all()
+    for args, text in (((str(tmp_path / "none.pth"), str(lin)), "no such file"),
+                       ((str(lin), str(lin)), "vgg16 layout"), ((str(vgg16), str(vgg16)), "lin0")):
+        with pytest.raises(EvaluationError, match=text) as info:
+            LPIPS.from_files(*args)
+        assert "\n" not in str(info.value)
+
+
+def test_validation_with_lpips_and_no_reference_sheet(tmp_path):
+    from mambairv2.protocol.lpips import random_lpips_files
+    from mambairv2.train.logs import read_log
+    from PIL import Image
+
+    vgg16, lin = random_lpips_files(tmp_path / "lpips")
+    val = make_images(tmp_path / "data" / "val", count=2, size=32, seed=4)
+    photos = make_images(tmp_path / "data" / "photos", count=2, size=24, seed=5)
+    cfg = gan_config(tmp_path, train={"iters": 2}, val={
+        "root": str(val), "every": 2, "lpips_vgg16": str(vgg16), "lpips_weights": str(lin), "nr_root": str(photos)})
+    proc = _run(train_cmd(cfg))
+    assert "LPIPS" in proc.stdout + proc.stderr
+    rows = [r for r in read_log(tmp_path / "run" / "log.csv") if r["val_psnr"]]
+    assert len(rows) == 1 and float(rows[0]["val_lpips"]) > 0 and 0 < float(rows[0]["val_ssim"]) <= 1
+    sheet = Image.open(tmp_path / "run" / "nr_sheets" / "00000002.png")
+    # two rows of [input ×2 (48 px) | 8 px gap | output (48 px)], 8 px apart
+    assert sheet.size == (48 + 8 + 48, 2 * (48 + 8))

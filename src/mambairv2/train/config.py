@@ -234,6 +234,13 @@ FIELDS: Dict[str, Field] = {
     "val.protocol": F("whole", "whole | official (the authors' overlapping ~200-px crops)",
                       choices=("whole", "official")),
     "val.use_ema": F(True, "validate the EMA weights (when EMA is on)"),
+    "val.lpips_vgg16": F(None, "LPIPS at validation: torchvision's vgg16 state dict (with val.lpips_weights)",
+                         optional=(str,)),
+    "val.lpips_weights": F(None, "LPIPS at validation: the lpips package's weights/v0.1/vgg.pth (linear layers)",
+                           optional=(str,)),
+    "val.nr_root": F(None, "real photos without ground truth: restored at each validation into a side-by-side "
+                           "sheet <output>/nr_sheets/<step>.png", optional=(str,)),
+    "val.nr_max_images": F(8, "at most this many images of val.nr_root (0: all)", ge=0),
     # optimisation
     "train.iters": F(500000, "optimizer steps", gt=0),
     "train.lr": F(2e-4, "peak learning rate (Adam)", gt=0),
@@ -447,6 +454,8 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
         if len(r[f"kernel_list{n}"]) != len(r[f"kernel_prob{n}"]):
             raise ConfigError(f"realsr.kernel_prob{n}: one probability per kernel of realsr.kernel_list{n} "
                               f"({len(r[f'kernel_list{n}'])}), got {len(r[f'kernel_prob{n}'])}")
+    if bool(cfg["val"]["lpips_vgg16"]) != bool(cfg["val"]["lpips_weights"]):
+        raise ConfigError("val.lpips_vgg16 and val.lpips_weights go together (LPIPS needs both files)")
     if cfg["val"]["protocol"] == "official" and cfg["val"]["tile"]:
         raise ConfigError("val.tile applies to val.protocol whole (the official protocol has its own crops)")
     if cfg["output_dir"] is None:

@@ -228,6 +228,9 @@ class Trainer:
 
         self.dataset = build_train_dataset(cfg, self.samples, verbose=self.main)
         self.val_images: List[Path] = self._validation_images() if self.main else []
+        self.nr_images: List[Path] = self._no_reference_images() if self.main else []
+        self.lpips = self._lpips_metric() if self.main else None
+        self.val_metrics: Dict[str, float] = {}
 
     # -- set-up helpers ----------------------------------------------------------------
     def _set_up_gan(self, cfg: Mapping[str, Any]) -> None:
@@ -334,6 +337,34 @@ class Trainer:
         if not images:
             raise ConfigError(f"val.root {v['root']}: holds no images")
         return images[: v["max_images"]] if v["max_images"] else images
+
+    def _no_reference_images(self) -> List[Path]:
+        """The real photos of ``val.nr_root`` (restored into a sheet at each validation)."""
+        from ..protocol.evaluate import EvaluationError, list_images as list_clean
+
+        v = self.cfg["val"]
+        if not v["nr_root"] or not v["every"]:
+            return []
+        try:
+            images, _ = list_clean(v["nr_root"])
+        except EvaluationError as exc:
+            raise ConfigError(f"val.nr_root {exc}") from None
+        if not images:
+            raise ConfigError(f"val.nr_root {v['nr_root']}: holds no images")
+        return images[: v["nr_max_images"]] if v["nr_max_images"] else images
+
+    def _lpips_metric(self):
+        """LPIPS-VGG from the user's two files (``val.lpips_vgg16``, ``val.lpips_weights``), or None."""
+        v = self.cfg["val"]
+        if not v["lpips_vgg16"] or not self.val_images:
+            return None
+        from ..protocol.lpips import LPIPS
+        from ..protocol.task import EvaluationError
+
+        try:
+            return LPIPS.from_files(v["lpips_vgg16"], v["lpips_weights"]).to(self.device)
+        except EvaluationError as exc:
+            raise ConfigError(f"val.lpips: {exc}") from None
 
     def _loader(self) -> torch.utils.data.DataLoader:
         sampler = InfiniteBatchSampler(len(self.dataset), self.cfg["data"]["batch_size"], self.cfg["seed"],
@@ -449,7 +480,7 @@ class Trainer:
         """
         from ..protocol.evaluate import evaluate_folder, model_restorer
 
-        if not self.val_images:
+        if not self.val_images and not self.nr_images:
             return None
         v = self.cfg["val"]
         model = self.ema.module if (self.ema is not None and v["use_ema"]) else self.model
@@ -464,12 +495,54 @@ class Trainer:
             if self.stop.signal is not None:
                 raise _Interrupted
 
+        lpips: List[float] = []
+
+        def more_metrics(_path: Path, out: np.ndarray, target: np.ndarray) -> None:
+            if self.lpips is not None and out.shape[2] == 3:
+                from ..protocol.lpips import lpips_distance
+
+                lpips.append(lpips_distance(self.lpips, out, target))
+
         try:
+            if self.nr_images:
+                self._no_reference_sheet(method, after_image)
+            if not self.val_images:
+                return None
             result = evaluate_folder(method, self.task, v["root"], v["lr_root"], images=self.val_images,
-                                     on_image=after_image)
+                                     on_image=after_image, on_output=more_metrics)
         finally:
             model.train(was_training)
+        self.val_metrics = {"ssim": result.ssim}
+        if lpips:
+            self.val_metrics["lpips"] = float(np.mean(lpips))
         return result.psnr
+
+    def _no_reference_sheet(self, method, after_image) -> Path:
+        """Restores the real photos of ``val.nr_root`` and writes one sheet: a row per photo, its
+        input (nearest-neighbour enlarged) beside the output (``<output>/nr_sheets/<step>.png``)."""
+        from ..imageio import ImageData, atomic_write_bytes, encode_image
+        from ..protocol.metrics import to_uint8
+        from ..protocol.task import TaskSpec, read_clean
+
+        spec = TaskSpec("sr", scale=1) if self.task.task == "sr" else self.task
+        rows = []
+        for path in self.nr_images:
+            x = read_clean(path, spec).astype(np.float32) / 255.0
+            y = to_uint8(np.asarray(method(x)))
+            big = np.repeat(np.repeat(to_uint8(x), self.task.scale, 0), self.task.scale, 1)
+            if big.shape[2] != y.shape[2]:
+                big = np.repeat(big, y.shape[2], 2) if big.shape[2] == 1 else big
+            h = max(big.shape[0], y.shape[0])
+            pad = lambda a: np.pad(a, ((0, h - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+            rows.append(np.concatenate([pad(big), np.zeros((h, 8, y.shape[2]), np.uint8), pad(y)], axis=1))
+            after_image(None)
+        width = max(r.shape[1] for r in rows)
+        sheet = np.concatenate([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        if sheet.shape[2] == 1:
+            sheet = sheet[:, :, 0]
+        target = self.out / "nr_sheets" / f"{self.step:08d}.png"
+        atomic_write_bytes(target, encode_image(ImageData(sheet, "PNG"), "PNG"), overwrite=True)
+        return target
 
     def elapsed(self) -> float:
         """Training seconds over all sessions of this run (resumes included)."""
@@ -651,9 +724,12 @@ class Trainer:
 
     def _log_validation(self, step: int, val: float, bar) -> None:
         """A log row of its own (step, PSNR), the line on the terminal, the plot."""
-        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed())
-        self.tb.scalars(step, {"val/psnr": val})
-        text = f"step {step}: validation PSNR {val:.3f} dB"
+        m = self.val_metrics
+        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed(), val_ssim=m.get("ssim"),
+                       val_lpips=m.get("lpips"))
+        self.tb.scalars(step, {"val/psnr": val, **{f"val/{k}": x for k, x in m.items()}})
+        text = f"step {step}: validation PSNR {val:.3f} dB" + (f", SSIM {m['ssim']:.4f}" if "ssim" in m else "") \
+            + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else "")
         if bar is None:
             print(text, flush=True)
         else:
