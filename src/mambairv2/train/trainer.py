@@ -520,7 +520,7 @@ class Trainer:
     def _no_reference_sheet(self, method, after_image) -> Path:
         """Restores the real photos of ``val.nr_root`` and writes one sheet: a row per photo, its
         input (nearest-neighbour enlarged) beside the output (``<output>/nr_sheets/<step>.png``)."""
-        from ..imageio import ImageData, atomic_write_bytes, encode_image
+        from ..utils.imageio import ImageData, atomic_write_bytes, encode_image
         from ..protocol.metrics import to_uint8
         from ..protocol.task import TaskSpec, read_clean
 
