@@ -1,5 +1,7 @@
-"""``mambairv2 degrade --task sr|denoise|jpeg ... --hr-dir DIR --out DIR``: write the degraded
-inputs of the benchmark protocol (see :mod:`mambairv2.protocol.degrade`)."""
+"""``mambairv2 degrade --task sr|denoise|jpeg|realsr ... --hr-dir DIR --out DIR``: write the
+degraded inputs of the benchmark protocol (see :mod:`mambairv2.protocol.degrade`), or the
+real-world training degradations (:mod:`mambairv2.protocol.realworld`) for a look at what a
+real-world SR model is trained on."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +25,10 @@ EPILOG = """outputs (written atomically: a temporary file renamed into place):
                            [0, 1] (viewable, but the values beyond [0, 1] are lost)
   jpeg     <name>.png      the decoded JPEG (OpenCV encoder at quality Q), lossless; gray unless
                            --color
+  realsr   <name>x<S>.png  8-bit: Real-ESRGAN's second-order degradation of the (USM-sharpened)
+                           HR image, drawn from --seed and the file name (the same seed gives
+                           the same bytes on CPU); --set realsr.KEY=VALUE changes a training
+                           config's degradation option (`mambairv2 train --help` lists them)
 
 'mambairv2 evaluate --lr-dir OUT' reads these files back. Existing outputs are skipped unless
 --overwrite. Files that are not images are skipped with a warning.
@@ -30,7 +36,8 @@ EPILOG = """outputs (written atomically: a temporary file renamed into place):
 examples:
   mambairv2 degrade --task sr --scale 4 --hr-dir Set5/HR --out Set5/LR_x4
   mambairv2 degrade --task denoise --sigma 25 --hr-dir CBSD68 --out CBSD68_s25
-  mambairv2 degrade --task jpeg --quality 10 --hr-dir classic5 --out classic5_q10"""
+  mambairv2 degrade --task jpeg --quality 10 --hr-dir classic5 --out classic5_q10
+  mambairv2 degrade --task realsr --scale 4 --seed 0 --hr-dir photos --out photos_realsr_x4"""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "images: bicubic LR (MATLAB imresize), colour Gaussian noise as the released "
                     "test adds it, or OpenCV JPEG.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg"), help="the degradation")
+    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg", "realsr"), help="the degradation")
     p.add_argument("--scale", type=int, metavar="S", help="SR scale factor (2, 3, 4, …)")
     p.add_argument("--sigma", type=float, metavar="N", help="noise level on the 0..255 scale (15, 25, 50)")
     p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 (10, 30, 40)")
@@ -50,6 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="jpeg: keep colour images in colour (default: gray, as in the tables)")
     p.add_argument("--denoise-format", choices=("npy", "png16"), default="npy",
                    help="denoise: exact unclipped float32 .npy, or clipped 16-bit PNG (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="realsr: seed of the random degradations "
+                   "(default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="realsr.KEY=VALUE",
+                   help="realsr: a degradation option as in a training config, e.g. realsr.jpeg_range=[60,95]; "
+                        "repeatable")
+    p.add_argument("--device", default="cpu", help="realsr: cpu (bit-exact per seed) or cuda (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and the summary")
     p.set_defaults(func=run)
@@ -102,8 +115,97 @@ def encode(x: np.ndarray, kind: str) -> bytes:
     return encode_image(ImageData(px, "PNG"), "PNG")
 
 
+def realsr_options(overrides) -> dict:
+    """The ``realsr`` section of a training config with ``--set realsr.KEY=VALUE`` applied."""
+    from ..train.config import ConfigError, build_config, parse_override
+
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith("realsr."):
+            raise CLIError(f"--set {key}: only realsr.* options apply to degrade")
+    try:
+        return dict(build_config({}, overrides)["realsr"])
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def image_seed(seed: int, name: str) -> int:
+    """The seed of one image: ``--seed`` and the file name (not its place in the folder)."""
+    import zlib
+
+    return (int(seed) & 0xFFFFFFFF) << 32 | zlib.crc32(name.encode("utf-8"))
+
+
+def degrade_realsr(rgb: "np.ndarray", scale: int, options: dict, seed: int, device: str = "cpu") -> "np.ndarray":
+    """The real-world LR (float32 H/S×W/S×3 on 8-bit levels) of an 8-bit RGB image."""
+    import numpy as np
+    import torch
+
+    from ..protocol.realworld import degrade_batch
+
+    h, w = rgb.shape[:2]
+    rgb = rgb[: h - h % scale, : w - w % scale]
+    if min(rgb.shape[:2]) < scale:
+        raise ValueError(f"smaller than the scale {scale}")
+    hr = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+    lq, _ = degrade_batch(hr, [seed], scale, options)
+    return lq[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def _run_realsr(args: argparse.Namespace) -> int:
+    from ..utils.imageio import atomic_write_bytes
+    from ..protocol.evaluate import list_images
+    from ..protocol.task import EvaluationError, TaskSpec, read_clean
+
+    if not args.scale or args.scale < 1:
+        raise CLIError("--task realsr needs --scale (e.g. 4)")
+    if args.sigma is not None or args.quality is not None or args.color:
+        raise CLIError("--sigma, --quality and --color do not apply to --task realsr")
+    options = realsr_options(args.overrides)
+    try:
+        images, others = list_images(args.hr_dir)
+    except EvaluationError as exc:
+        raise CLIError(f"--hr-dir {exc}") from None
+    for other in others:
+        print(f"warning: skipped {other}: not an image file", file=sys.stderr)
+    if not images:
+        raise CLIError(f"--hr-dir {args.hr_dir}: holds no images")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out {out_dir}: exists and is not a folder")
+    if out_dir.resolve() == Path(args.hr_dir).resolve():
+        raise CLIError("--out must differ from --hr-dir")
+    spec = TaskSpec("sr", scale=args.scale)
+    start = time.monotonic()
+    written = skipped = failed = 0
+    for path in images:
+        target = out_dir / f"{path.stem}x{args.scale}.png"
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        try:
+            x = degrade_realsr(read_clean(path, spec), args.scale, options, image_seed(args.seed, path.name),
+                               args.device)
+            atomic_write_bytes(target, encode(x, "png"), overwrite=args.overwrite)
+            written += 1
+        except (EvaluationError, ValueError) as exc:
+            failed += 1
+            print(f"warning: skipped {path}: {exc}", file=sys.stderr)
+        except OSError as exc:
+            failed += 1
+            print(f"failed: {path}: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+    print(f"wrote {written}, skipped {skipped}, failed {failed} (real-world x{args.scale}, seed {args.seed}) "
+          f"in {time.monotonic() - start:.1f} s; outputs in {out_dir}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    if args.task == "realsr":
+        return _run_realsr(args)
+    if args.overrides or args.seed:
+        raise CLIError("--seed and --set apply to --task realsr")
 
     from ..utils.imageio import atomic_write_bytes
     from ..protocol.evaluate import list_images

@@ -13,13 +13,16 @@ from .errors import CLIError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..train.config import describe_fields  # PyYAML only: --help stays light
+
     p = subparsers.add_parser(
         "train", help="train a model from a YAML config",
         description="Train MambaIRv2 from a YAML config file or a packaged config name (`mambairv2 configs`). Checkpoints (BasicSR "
                     "format, with EMA weights when EMA is on), the training state, log.csv and plot.png go to the "
                     "output folder (default runs/<name>). Under torchrun, every rank runs this "
                     "command; rank 0 writes the files. SIGTERM / Ctrl-C save the state and exit "
-                    "with 128 + the signal number; --resume continues exactly.")
+                    "with 128 + the signal number; --resume continues exactly.",
+        epilog=describe_fields(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG", help="YAML config file, or the name of a packaged config (`mambairv2 configs` lists them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value), e.g. --set train.lr=1e-3 "
@@ -27,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR|auto",
                    help="continue a run: 'auto' (the default when the flag has no value) takes the "
                         "newest state in the output folder, or give a run folder or a .state file")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (each key with its doc as a comment) and exit")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved recipe (model, global batch and its split into processes × "
                         "accumulation, learning-rate schedule, warm start, validation) and exit")
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:
-            sys.stdout.write(dump_config(cfg))
+            sys.stdout.write(dump_config(cfg, docs=True))
             return 0
         if args.dry_run:
             from ..train.plan import describe_plan

@@ -243,7 +243,8 @@ def model_restorer(model: torch.nn.Module, protocol: str = "whole", self_ensembl
 def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: Optional[PathLike] = None,
                     name: Optional[str] = None, save_dir: Optional[PathLike] = None,
                     images: Optional[Sequence[Path]] = None,
-                    on_image: Optional[Callable[[ImageResult], None]] = None) -> DatasetResult:
+                    on_image: Optional[Callable[[ImageResult], None]] = None,
+                    on_output: Optional[Callable[[Path, np.ndarray, np.ndarray], None]] = None) -> DatasetResult:
     """Evaluates ``method`` on the images of ``hr_dir``.
 
     Args:
@@ -255,6 +256,7 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
         save_dir: if given, restored images are written there as 8-bit PNG (``<stem>.png``).
         images: the files to use (default: all images of ``hr_dir``).
         on_image: called with each image's result as soon as it is known.
+        on_output: called with each file, its 8-bit output and target (further metrics).
 
     Raises:
         EvaluationError: missing folder, no images, unreadable image, unusable pre-made input,
@@ -285,6 +287,8 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
         r = ImageResult(path.name, metrics.psnr(out, target, spec.crop_border, spec.channels),
                         metrics.ssim(out, target, spec.crop_border, spec.channels))
         result.images.append(r)
+        if on_output is not None:
+            on_output(path, out, target)
         if save_dir is not None:
             atomic_write_bytes(Path(save_dir) / f"{path.stem}.png", encode_image(ImageData(out, "PNG"), "PNG"),
                                overwrite=True)

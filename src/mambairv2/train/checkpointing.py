@@ -4,6 +4,7 @@ Layout of the output folder (BasicSR's)::
 
     models/net_g_<step>.pth       {"params": ..., "params_ema": ...}  (loads with load_model)
     models/net_g_latest.pth       the same, for the newest step
+    models/net_d_<step>.pth       GAN stage: the discriminator {"params": ...} (and net_d_latest.pth)
     training_states/<step>.state  everything needed to resume exactly: weights, EMA, optimizer,
                                   scheduler, grad scaler, step, every RNG state
 
@@ -68,18 +69,27 @@ def net_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / "models" / f"net_g_{step}.pth"
 
 
+def net_d_path(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / "models" / f"net_d_{step}.pth"
+
+
 def state_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / "training_states" / f"{step}.state"
 
 
 def save_training_checkpoint(out_dir: Path, step: int, params: Mapping[str, torch.Tensor],
                              params_ema: Optional[Mapping[str, torch.Tensor]],
-                             state: Dict[str, Any], keep: int = 0) -> Tuple[Path, Path]:
-    """Writes ``net_g_<step>.pth``, ``net_g_latest.pth`` and ``<step>.state``; keeps the newest
-    ``keep`` step checkpoints (0: all)."""
+                             state: Dict[str, Any], keep: int = 0,
+                             params_d: Optional[Mapping[str, torch.Tensor]] = None) -> Tuple[Path, Path]:
+    """Writes ``net_g_<step>.pth``, ``net_g_latest.pth`` (and with ``params_d`` the
+    discriminator's ``net_d_<step>.pth``, ``net_d_latest.pth``), then ``<step>.state``; keeps the
+    newest ``keep`` step checkpoints (0: all)."""
     out_dir = Path(out_dir)
     net = save_checkpoint(net_path(out_dir, step), params, params_ema)
     save_checkpoint(out_dir / "models" / "net_g_latest.pth", params, params_ema)
+    if params_d is not None:
+        save_checkpoint(net_d_path(out_dir, step), params_d)
+        save_checkpoint(out_dir / "models" / "net_d_latest.pth", params_d)
     st = atomic_torch_save(state, state_path(out_dir, step))
     if keep:
         prune(out_dir, keep)
@@ -98,7 +108,7 @@ def prune(out_dir: Path, keep: int) -> None:
     """Deletes all but the newest ``keep`` step checkpoints (states and their weights)."""
     steps = list_steps(out_dir)
     for step in steps[:-keep] if keep else []:
-        for p in (state_path(out_dir, step), net_path(out_dir, step)):
+        for p in (state_path(out_dir, step), net_path(out_dir, step), net_d_path(out_dir, step)):
             try:
                 p.unlink()
             except FileNotFoundError:

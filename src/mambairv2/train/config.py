@@ -1,15 +1,18 @@
 """Training configuration: nested YAML with defaults, ``--set key=value`` overrides (dotted
 keys, values parsed as YAML) and validation that reports one-line errors.
 
-Every key has a default in :data:`DEFAULTS`; a key that is not there is an error, so a typo
-never silently does nothing. Paths are resolved against the current directory.
+Every key is declared once in :data:`FIELDS` (default, type, choices or bounds, doc); the
+checks, ``train --help``'s key list and ``--print-config``'s comments come from there. A key
+that is not there is an error, so a typo never silently does nothing. Paths are resolved
+against the current directory.
 """
 from __future__ import annotations
 
 import copy
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -17,107 +20,282 @@ from ..errors import MambaIRv2Error
 
 PathLike = Union[str, os.PathLike]
 
-#: Every configuration key, its default and (through the default's type) its type.
-DEFAULTS: Dict[str, Any] = {
-    "name": "mambairv2",            # experiment name
-    "output_dir": None,             # default: runs/<name>
-    "seed": 0,
-    "device": "auto",               # auto | cpu | cuda | cuda:N
-    "model": {
-        "variant": "light",         # light | small | base | large | denoise | jpeg
-        "scale": 2,                 # SR factor (1 for denoise / jpeg)
-        "overrides": {},            # any MambaIRv2Config field, e.g. {embed_dim: 16, depths: [1]}
-        "init_from": None,          # warm start: checkpoint (.pth / .safetensors) to load
-        "init_strict": False,       # true: every tensor must match (BasicSR strict_load_g);
-                                    # false: copy every tensor whose name and shape match
-        "init_partial": False,      # true: allow init_from of another variant (tensors that fit)
-    },
-    "data": {
-        "task": "auto",             # auto (from the model) | sr | denoise | jpeg
-        "train_root": None,         # HR folder, or a list of folders
-        "train_lr_root": None,      # optional folder of pre-made LR images (SR)
-        "lr_template": "{name}x{scale}{ext}",  # LR file name for HR '{name}{ext}' (DIV2K)
-        "patch_size": 64,           # LR patch side for SR, patch side for denoise / jpeg
-        "batch_size": 32,           # global batch (all ranks and accumulation steps together)
-        "batch_per_gpu": 0,         # the authors' per-GPU batch (train.accum_steps 0 derives the
-                                    # accumulation from it); 0: batch_size / ranks
-        "num_workers": 4,
-        "cache": True,              # keep decoded images (and their bicubic LR) in memory
-        "flip": True,
-        "rot90": True,
-        "noise_sigma": 15.0,        # denoise: Gaussian sigma on the 0-255 scale
-        "jpeg_quality": 10,         # jpeg: OpenCV JPEG quality of the inputs
-        "extensions": [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"],
-    },
-    "val": {
-        "root": None,               # clean images (e.g. Set14/HR); null: no validation; a missing folder is an error
-        "lr_root": None,            # optional pre-made inputs: <name>x<scale>.* or <name>.* (as evaluate --lr-dir)
-        "every": 1000,              # steps; 0 disables
-        "max_images": 0,            # 0: all
-        "tile": 0,                  # 0: whole image; else tiled inference with this tile size
-        "protocol": "whole",        # whole | official (the authors' overlapping ~200-px crops)
-        "use_ema": True,
-    },
-    "train": {
-        "iters": 500000,
-        "lr": 2e-4,
-        "betas": [0.9, 0.99],
-        "weight_decay": 0.0,
-        "scheduler": "multistep",   # multistep | cosine | constant
-        "milestones": [250000, 400000, 450000, 475000],
-        "gamma": 0.5,
-        "eta_min": 1e-7,            # cosine: final learning rate
-        "warmup_iters": 0,          # linear warm-up from 0
-        "loss": "l1",               # l1 | charbonnier
-        "charbonnier_eps": 1e-3,
-        "grad_clip": 0.0,           # max gradient norm; 0 disables
-        "ema_decay": 0.999,         # 0 disables EMA
-        "ema_warmup": True,         # decay min(ema_decay, (1+n)/(10+n)): early averages do not
-                                    # drag the random initialisation along
-        "amp": "bf16",              # none | bf16 | fp16 (CUDA only; CPU always runs float32)
-        "accum_steps": 1,           # gradient accumulation (micro-batches per step and rank);
-                                    # 0: auto, batch_size / (ranks × data.batch_per_gpu)
-        "max_minutes": 0.0,         # wall-clock limit: save and stop cleanly; 0: none
-        "save_every": 5000,
-        "keep_checkpoints": 3,      # keep the newest N step checkpoints (0: keep all)
-        "log_every": 100,
-        "find_unused_parameters": False,
-        "compile": False,           # torch.compile the model (CUDA)
-        "progress": "auto",         # auto (only on a terminal) | on | off
-        "tensorboard": True,        # when torch.utils.tensorboard imports
-        "plot": True,               # PNG of loss and validation PSNR
-        "debug_kill_at_step": 0,    # tests: SIGKILL the process right after saving this step
-        "debug_signal_in_validation": "",  # tests: "TERM@10" / "KILL@10": the process signals
-                                           # itself during the validation of step 10
-    },
-}
+@dataclass(frozen=True)
+class Field:
+    """One configuration key: its default, what it accepts and a one-line doc.
 
-#: Keys whose default is None, and the types they accept.
-OPTIONAL_TYPES: Dict[str, Tuple[type, ...]] = {
-    "output_dir": (str,),
-    "model.init_from": (str,),
-    "data.train_root": (str, list),
-    "data.train_lr_root": (str,),
-    "val.root": (str,),
-    "val.lr_root": (str,),
-}
+    The type is the default's (bool, int, float, str, list, dict) unless ``optional`` names the
+    types a key whose default is None accepts. Bounds: ``gt`` / ``ge`` / ``lt`` / ``le``;
+    ``check`` validates what a type cannot say (list items) and returns an error text or None."""
 
-CHOICES: Dict[str, Tuple[Any, ...]] = {
-    "model.variant": ("light", "small", "base", "large", "denoise", "jpeg"),
-    "val.protocol": ("whole", "official"),
-    "data.task": ("auto", "sr", "denoise", "jpeg"),
-    "train.scheduler": ("multistep", "cosine", "constant"),
-    "train.loss": ("l1", "charbonnier"),
-    "train.amp": ("none", "bf16", "fp16"),
-    "train.progress": ("auto", "on", "off"),
-}
+    default: Any
+    doc: str
+    optional: Tuple[type, ...] = ()
+    choices: Tuple[Any, ...] = ()
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    lt: Optional[float] = None
+    le: Optional[float] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
 
-#: Keys whose value must be > 0 / ≥ 0.
-POSITIVE = ("data.patch_size", "data.batch_size", "train.iters", "train.lr",
-            "train.save_every", "train.log_every", "model.scale")
-NON_NEGATIVE = ("data.num_workers", "data.batch_per_gpu", "train.accum_steps", "train.warmup_iters", "train.grad_clip", "train.ema_decay",
-                "train.max_minutes", "val.every", "val.max_images", "val.tile", "train.weight_decay",
-                "train.keep_checkpoints", "data.noise_sigma", "train.debug_kill_at_step")
+    def accepts(self) -> str:
+        """What the key accepts, in words (for ``--help``)."""
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        if self.optional:
+            return " or ".join(t.__name__ for t in self.optional) + " or null"
+        kind = type(self.default).__name__
+        bounds = [f"> {_num(self.gt)}" if self.gt is not None else "", f"≥ {_num(self.ge)}" if self.ge is not None else "",
+                  f"< {_num(self.lt)}" if self.lt is not None else "", f"≤ {_num(self.le)}" if self.le is not None else ""]
+        bound = ", ".join(b for b in bounds if b)
+        return f"{kind} {bound}" if bound else kind
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _betas(v: List[Any]) -> Optional[str]:
+    if len(v) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v):
+        return f"expected two numbers in [0, 1), got {v!r}"
+    return None
+
+
+def _positive_ints(v: List[Any]) -> Optional[str]:
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
+        return f"expected positive integers, got {v!r}"
+    return None
+
+
+def _paths(v: Any) -> Optional[str]:
+    if isinstance(v, list) and not all(isinstance(x, str) for x in v):
+        return f"expected a list of paths, got {v!r}"
+    return None
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if (len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                or not lo <= v[0] <= v[1] <= hi):
+            return f"expected [low, high] with {_num(lo)} ≤ low ≤ high ≤ {_num(hi)}, got {v!r}"
+        return None
+    return check
+
+
+def _probs(n: int) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if ((n and len(v) != n) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)
+                or abs(sum(v) - 1) > 1e-6):
+            return f"expected {n or 'some'} probabilities that sum to 1, got {v!r}"
+        return None
+    return check
+
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+
+def _subset(allowed: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
+    def check(v: List[Any]) -> Optional[str]:
+        if not v or any(x not in allowed for x in v):
+            return f"expected a list drawn from {', '.join(allowed)}, got {v!r}"
+        return None
+    return check
+
+
+def _kernel_range(v: List[Any]) -> Optional[str]:
+    if len(v) != 2 or not all(isinstance(x, int) and x % 2 == 1 and x >= 3 for x in v) or v[0] > v[1]:
+        return f"expected [smallest, largest] odd kernel sizes ≥ 3, got {v!r}"
+    return None
+
+
+def _realsr_fields() -> Dict[str, "Field"]:
+    """Real-ESRGAN's second-order degradation model (its train_realesrnet_x4plus.yml values)."""
+    out: Dict[str, Field] = {}
+    for n, stage in (("", "first"), ("2", "second")):
+        kernel_default = [0.2, 3.0] if not n else [0.2, 1.5]
+        out.update({
+            f"realsr.kernel_list{n}": Field(list(KERNEL_KINDS), f"{stage} blur: kernel kinds", check=_subset(KERNEL_KINDS)),
+            f"realsr.kernel_prob{n}": Field([0.45, 0.25, 0.12, 0.03, 0.12, 0.03], f"{stage} blur: probability of "
+                                            "each kernel kind", check=_probs(0)),
+            f"realsr.sinc_prob{n}": Field(0.1, f"{stage} blur: probability of a sinc kernel instead", ge=0, le=1),
+            f"realsr.blur_sigma{n}": Field(kernel_default, f"{stage} blur: Gaussian sigma range (pixels)",
+                                           check=_range(0.01, 100)),
+            f"realsr.betag_range{n}": Field([0.5, 4.0], f"{stage} blur: generalized-Gaussian shape range",
+                                            check=_range(0.01, 100)),
+            f"realsr.betap_range{n}": Field([1.0, 2.0], f"{stage} blur: plateau shape range", check=_range(0.01, 100)),
+            f"realsr.resize_prob{n}": Field([0.2, 0.7, 0.1] if not n else [0.3, 0.4, 0.3],
+                                            f"{stage} resize: probabilities of up, down, keep", check=_probs(3)),
+            f"realsr.resize_range{n}": Field([0.15, 1.5] if not n else [0.3, 1.2], f"{stage} resize: scale range",
+                                             check=_range(0.01, 100)),
+            f"realsr.gaussian_noise_prob{n}": Field(0.5, f"{stage} noise: probability of Gaussian (else Poisson)",
+                                                    ge=0, le=1),
+            f"realsr.noise_range{n}": Field([1.0, 30.0] if not n else [1.0, 25.0],
+                                            f"{stage} noise: Gaussian sigma range (0-255 scale)", check=_range(0, 255)),
+            f"realsr.poisson_scale_range{n}": Field([0.05, 3.0] if not n else [0.05, 2.5],
+                                                    f"{stage} noise: Poisson scale range", check=_range(0, 100)),
+            f"realsr.gray_noise_prob{n}": Field(0.4, f"{stage} noise: probability of gray noise", ge=0, le=1),
+            f"realsr.jpeg_range{n}": Field([30.0, 95.0], f"{stage} JPEG: quality range", check=_range(1, 100)),
+        })
+        if not n:
+            out["realsr.second_blur_prob"] = Field(0.8, "second stage: probability of its blur", ge=0, le=1)
+    out.update({
+        "realsr.kernel_range": Field([7, 21], "blur and sinc kernel sizes: the odd sizes in [smallest, largest]",
+                                     check=_kernel_range),
+        "realsr.final_sinc_prob": Field(0.8, "probability of the final sinc filter", ge=0, le=1),
+        "realsr.final_resize_first_prob": Field(0.5, "probability of resize + sinc before the last JPEG (else after)",
+                                                ge=0, le=1),
+        "realsr.resize_modes": Field(list(RESIZE_MODES), "interpolation modes (equally likely)",
+                                     check=_subset(RESIZE_MODES)),
+        "realsr.gt_usm": Field(True, "sharpen the ground truth (USM): the degradation's input and the pixel / "
+                                     "perceptual target"),
+        "realsr.usm_radius": Field(50, "USM: Gaussian size (BasicSR's radius; made odd: 50 → 51)", gt=0),
+        "realsr.usm_weight": Field(0.5, "USM: weight of the residual", ge=0),
+        "realsr.usm_threshold": Field(10.0, "USM: residual threshold (0-255 scale)", ge=0),
+        "realsr.dump_every": Field(0, "write the LR/GT of the first batch every N steps to <output>/degraded "
+                                      "(0: never)", ge=0),
+    })
+    return out
+
+
+_VGG_BLOCKS = (2, 2, 4, 4, 4)  # convolutions per VGG19 block
+VGG_LAYERS = tuple(f"{kind}{b + 1}_{i + 1}" for b, n in enumerate(_VGG_BLOCKS) for i in range(n)
+                   for kind in ("conv", "relu"))
+
+
+def _layer_weights(v: Mapping[str, Any]) -> Optional[str]:
+    bad = [k for k in v if k not in VGG_LAYERS]
+    if not v or bad or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in v.values()):
+        return (f"expected {{VGG19 layer: weight ≥ 0}} with layers among conv1_1 … conv5_4 / relu1_1 … relu5_4, "
+                f"got {dict(v)!r}")
+    return None
+
+
+def _gan_fields() -> Dict[str, "Field"]:
+    """Stage 2 of real-world SR (Real-ESRGAN's train_realesrgan_x4plus.yml values)."""
+    return {
+        "gan.enabled": Field(False, "GAN stage: U-Net discriminator (spectral norm), perceptual and GAN losses"),
+        "gan.pixel_weight": Field(1.0, "weight of the pixel loss (train.loss)", ge=0),
+        "gan.perceptual_weight": Field(1.0, "weight of the VGG19 perceptual loss", ge=0),
+        "gan.perceptual_layers": Field({"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+                                       "VGG19 layers (before ReLU) and their weights", check=_layer_weights),
+        "gan.vgg_input_norm": Field(True, "normalise the VGG input with the ImageNet mean and std"),
+        "gan.gan_weight": Field(0.1, "weight of the generator's GAN loss (vanilla: BCE with logits)", ge=0),
+        "gan.gan_gt_usm": Field(False, "show the discriminator the sharpened ground truth (else the plain one)"),
+        "gan.d_lr": Field(1e-4, "discriminator Adam learning rate (follows train.scheduler's factors)", gt=0),
+        "gan.d_betas": Field([0.9, 0.99], "discriminator Adam betas", check=_betas),
+        "gan.d_weight_decay": Field(0.0, "discriminator Adam weight decay", ge=0),
+        "gan.d_num_feat": Field(64, "discriminator base width", gt=0),
+        "gan.d_skip_connection": Field(True, "discriminator U-Net skip connections"),
+    }
+
+
+F = Field
+#: Every configuration key (dotted), declared once: default, type, choices or bounds, doc.
+FIELDS: Dict[str, Field] = {
+    "name": F("mambairv2", "experiment name (default output folder runs/<name>)"),
+    "output_dir": F(None, "output folder; null: runs/<name>", optional=(str,)),
+    "seed": F(0, "seed of the initialisation, the patches and the routing noise"),
+    "device": F("auto", "auto | cpu | cuda | cuda:N"),
+    # model
+    "model.variant": F("light", "MambaIRv2 variant",
+                       choices=("light", "small", "base", "large", "denoise", "jpeg")),
+    "model.scale": F(2, "SR factor (1 for denoise / jpeg)", gt=0),
+    "model.overrides": F({}, "any MambaIRv2Config field, e.g. {embed_dim: 16, depths: [1]}"),
+    "model.init_from": F(None, "warm start: checkpoint (.pth / .safetensors) to load", optional=(str,)),
+    "model.init_strict": F(False, "true: every tensor must match (BasicSR strict_load_g); false: copy every "
+                                  "tensor whose name and shape match"),
+    "model.init_partial": F(False, "true: allow init_from of another variant (the tensors that fit)"),
+    # data
+    "data.task": F("auto", "auto (from the model) | sr | realsr (real-world SR: the realsr.* degradations) | "
+                           "denoise | jpeg", choices=("auto", "sr", "realsr", "denoise", "jpeg")),
+    "data.train_root": F(None, "HR folder, or a list of folders", optional=(str, list), check=_paths),
+    "data.train_lr_root": F(None, "optional folder of pre-made LR images (SR)", optional=(str,)),
+    "data.lr_template": F("{name}x{scale}{ext}", "LR file name for HR '{name}{ext}' (DIV2K)"),
+    "data.patch_size": F(64, "LR patch side for SR, patch side for denoise / jpeg", gt=0),
+    "data.batch_size": F(32, "global batch (all ranks and accumulation steps together)", gt=0),
+    "data.batch_per_gpu": F(0, "the authors' per-GPU batch (train.accum_steps 0 derives the accumulation "
+                               "from it); 0: batch_size / ranks", ge=0),
+    "data.num_workers": F(4, "data loader processes per rank", ge=0),
+    "data.cache": F(True, "keep decoded images (and their bicubic LR) in memory"),
+    "data.flip": F(True, "random horizontal flips"),
+    "data.rot90": F(True, "random 90° rotations"),
+    "data.noise_sigma": F(15.0, "denoise: Gaussian sigma on the 0-255 scale", ge=0),
+    "data.jpeg_quality": F(10, "jpeg: OpenCV JPEG quality of the inputs", ge=1, le=100),
+    "data.extensions": F([".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"], "image file suffixes"),
+    # validation
+    "val.root": F(None, "clean images (e.g. Set14/HR); null: no validation; a missing folder is an error",
+                  optional=(str,)),
+    "val.lr_root": F(None, "optional pre-made inputs: <name>x<scale>.* or <name>.* (as evaluate --lr-dir)",
+                     optional=(str,)),
+    "val.every": F(1000, "validation every N steps; 0 disables", ge=0),
+    "val.max_images": F(0, "validate on the first N images; 0: all", ge=0),
+    "val.tile": F(0, "0: whole image; else tiled inference with this tile size", ge=0),
+    "val.protocol": F("whole", "whole | official (the authors' overlapping ~200-px crops)",
+                      choices=("whole", "official")),
+    "val.use_ema": F(True, "validate the EMA weights (when EMA is on)"),
+    "val.lpips_vgg16": F(None, "LPIPS at validation: torchvision's vgg16 state dict (with val.lpips_weights)",
+                         optional=(str,)),
+    "val.lpips_weights": F(None, "LPIPS at validation: the lpips package's weights/v0.1/vgg.pth (linear layers)",
+                           optional=(str,)),
+    "val.nr_root": F(None, "real photos without ground truth: restored at each validation into a side-by-side "
+                           "sheet <output>/nr_sheets/<step>.png", optional=(str,)),
+    "val.nr_max_images": F(8, "at most this many images of val.nr_root (0: all)", ge=0),
+    # optimisation
+    "train.iters": F(500000, "optimizer steps", gt=0),
+    "train.lr": F(2e-4, "peak learning rate (Adam)", gt=0),
+    "train.betas": F([0.9, 0.99], "Adam betas", check=_betas),
+    "train.weight_decay": F(0.0, "Adam weight decay", ge=0),
+    "train.scheduler": F("multistep", "learning-rate schedule", choices=("multistep", "cosine", "constant")),
+    "train.milestones": F([250000, 400000, 450000, 475000], "multistep: steps where the lr is multiplied by gamma",
+                          check=_positive_ints),
+    "train.gamma": F(0.5, "multistep: factor at each milestone"),
+    "train.eta_min": F(1e-7, "cosine: final learning rate"),
+    "train.warmup_iters": F(0, "linear warm-up from 0 over N steps", ge=0),
+    "train.loss": F("l1", "pixel loss", choices=("l1", "charbonnier")),
+    "train.charbonnier_eps": F(1e-3, "charbonnier: epsilon"),
+    "train.grad_clip": F(0.0, "max gradient norm; 0 disables", ge=0),
+    "train.ema_decay": F(0.999, "EMA decay; 0 disables EMA", ge=0, lt=1),
+    "train.ema_warmup": F(True, "decay min(ema_decay, (1+n)/(10+n)): early averages do not drag the random "
+                                "initialisation along"),
+    "train.amp": F("bf16", "mixed precision (CUDA only; CPU always runs float32)", choices=("none", "bf16", "fp16")),
+    "train.accum_steps": F(1, "gradient accumulation (micro-batches per step and rank); 0: auto, "
+                              "batch_size / (ranks × data.batch_per_gpu)", ge=0),
+    "train.max_minutes": F(0.0, "wall-clock limit: save and stop cleanly; 0: none", ge=0),
+    "train.save_every": F(5000, "checkpoint every N steps", gt=0),
+    "train.keep_checkpoints": F(3, "keep the newest N step checkpoints (0: keep all)", ge=0),
+    "train.log_every": F(100, "log line every N steps", gt=0),
+    "train.find_unused_parameters": F(False, "DDP find_unused_parameters"),
+    "train.compile": F(False, "torch.compile the model (CUDA)"),
+    "train.progress": F("auto", "progress bar: auto (only on a terminal) | on | off", choices=("auto", "on", "off")),
+    "train.tensorboard": F(True, "TensorBoard logs when torch.utils.tensorboard imports"),
+    "train.plot": F(True, "PNG of loss and validation PSNR"),
+    "train.vgg19_weights": F(None, "VGG19 weights for the perceptual loss (gan.enabled): torchvision's vgg19 "
+                                   "state dict (.pth / .safetensors); never downloaded", optional=(str,)),
+    "train.debug_kill_at_step": F(0, "tests: SIGKILL the process right after saving this step", ge=0),
+    "train.debug_signal_in_validation": F("", "tests: \"TERM@10\" / \"KILL@10\": the process signals itself "
+                                              "during the validation of step 10"),
+}
+FIELDS.update(_realsr_fields())
+FIELDS.update(_gan_fields())
+del F
+
+
+def _nest(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, name = key.split(".")
+        node = out
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[name] = value
+    return out
+
+
+FLAT_DEFAULTS: Dict[str, Any] = {k: f.default for k, f in FIELDS.items()}
+#: The defaults as the nested mapping a YAML config file has.
+DEFAULTS: Dict[str, Any] = _nest(FLAT_DEFAULTS)
+SECTIONS = tuple(dict.fromkeys(k.split(".")[0] for k in FIELDS if "." in k))
 
 
 class ConfigError(MambaIRv2Error, ValueError):
@@ -138,20 +316,6 @@ class Config(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key != "model.overrides":
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-FLAT_DEFAULTS = _flatten(DEFAULTS)
 
 
 def parse_override(text: str) -> Tuple[str, Any]:
@@ -190,19 +354,17 @@ def _suggest(key: str) -> str:
 
 
 def _check_value(key: str, value: Any) -> Any:
-    default = FLAT_DEFAULTS[key]
+    """The value of ``key`` converted to its field's type (ints as floats) and checked."""
+    f = FIELDS[key]
+    default = f.default
     if value is None:
-        if key in OPTIONAL_TYPES:
+        if f.optional:
             return None
         raise ConfigError(f"{key}: a value is required (default {default!r})")
-    if key in OPTIONAL_TYPES:
-        types = OPTIONAL_TYPES[key]
-        if not isinstance(value, types):
-            raise ConfigError(f"{key}: expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
-        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of paths, got {value!r}")
-        return value
-    if isinstance(default, bool):
+    if f.optional:
+        if not isinstance(value, f.optional):
+            raise ConfigError(f"{key}: expected {' or '.join(t.__name__ for t in f.optional)}, got {value!r}")
+    elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
     elif isinstance(default, float):
@@ -229,12 +391,22 @@ def _check_value(key: str, value: Any) -> Any:
     elif isinstance(default, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key}: must be one of {', '.join(map(str, CHOICES[key]))}, got {value!r}")
-    if key in POSITIVE and not value > 0:
-        raise ConfigError(f"{key}: must be > 0, got {value!r}")
-    if key in NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{key}: must be ≥ 0, got {value!r}")
+    if f.choices and value not in f.choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, f.choices))}, got {value!r}")
+    if f.ge is not None and f.le is not None and not f.ge <= value <= f.le:
+        raise ConfigError(f"{key}: must be in {_num(f.ge)}..{_num(f.le)}, got {value!r}")
+    if f.gt is not None and not value > f.gt:
+        raise ConfigError(f"{key}: must be > {_num(f.gt)}, got {value!r}")
+    if f.ge is not None and value < f.ge:
+        raise ConfigError(f"{key}: must be ≥ {_num(f.ge)}, got {value!r}")
+    if f.lt is not None and not value < f.lt:
+        raise ConfigError(f"{key}: must be < {_num(f.lt)}, got {value!r}")
+    if f.le is not None and value > f.le:
+        raise ConfigError(f"{key}: must be ≤ {_num(f.le)}, got {value!r}")
+    if f.check is not None:
+        problem = f.check(value)
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
     return value
 
 
@@ -277,15 +449,13 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
             node = node[part]
         node[parts[-1]] = _check_value(key, node[parts[-1]])
     _check_model(cfg)
-    t = cfg["train"]
-    if len(t["betas"]) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in t["betas"]):
-        raise ConfigError(f"train.betas: expected two numbers in [0, 1), got {t['betas']!r}")
-    if not all(isinstance(m, int) and m > 0 for m in t["milestones"]):
-        raise ConfigError(f"train.milestones: expected positive integers, got {t['milestones']!r}")
-    if not t["ema_decay"] < 1:
-        raise ConfigError(f"train.ema_decay: must be < 1, got {t['ema_decay']!r}")
-    if not 1 <= cfg["data"]["jpeg_quality"] <= 100:
-        raise ConfigError(f"data.jpeg_quality: must be in 1..100, got {cfg['data']['jpeg_quality']!r}")
+    r = cfg["realsr"]
+    for n in ("", "2"):
+        if len(r[f"kernel_list{n}"]) != len(r[f"kernel_prob{n}"]):
+            raise ConfigError(f"realsr.kernel_prob{n}: one probability per kernel of realsr.kernel_list{n} "
+                              f"({len(r[f'kernel_list{n}'])}), got {len(r[f'kernel_prob{n}'])}")
+    if bool(cfg["val"]["lpips_vgg16"]) != bool(cfg["val"]["lpips_weights"]):
+        raise ConfigError("val.lpips_vgg16 and val.lpips_weights go together (LPIPS needs both files)")
     if cfg["val"]["protocol"] == "official" and cfg["val"]["tile"]:
         raise ConfigError("val.tile applies to val.protocol whole (the official protocol has its own crops)")
     if cfg["output_dir"] is None:
@@ -301,6 +471,8 @@ def _check_model(cfg: Dict[str, Any]) -> None:
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
     task = cfg["data"]["task"]
+    if task == "realsr":
+        task = "sr"
     if task != "auto" and task != mc.task and not (task in ("denoise", "jpeg") and mc.upscale == 1):
         raise ConfigError(f"data.task {task!r} does not fit the model (a {mc.task} model)")
 
@@ -315,7 +487,7 @@ def model_config(cfg: Mapping[str, Any]):
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:
-    """``sr``, ``denoise`` or ``jpeg``."""
+    """``sr``, ``realsr`` (SR on the real-world degradations), ``denoise`` or ``jpeg``."""
     task = cfg["data"]["task"]
     return model_config(cfg).task if task == "auto" else task
 
@@ -383,9 +555,52 @@ def load_config(path: Optional[PathLike], overrides: Iterable[str] = ()) -> Conf
     return build_config(data or {}, overrides, source=str(path))
 
 
-def dump_config(cfg: Mapping[str, Any]) -> str:
-    """The config as YAML text (saved next to the checkpoints)."""
-    return yaml.safe_dump(_plain(cfg), sort_keys=False)
+def dump_config(cfg: Mapping[str, Any], docs: bool = False) -> str:
+    """The config as YAML text (saved next to the checkpoints); ``docs``: each key followed by
+    its field's doc as a comment (``--print-config``; still valid YAML)."""
+    if not docs:
+        return yaml.safe_dump(_plain(cfg), sort_keys=False)
+    lines: List[str] = []
+
+    def emit(node: Mapping[str, Any], prefix: str, indent: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, Mapping) and key in SECTIONS:
+                lines.append(f"{indent}{k}:")
+                emit(v, key + ".", indent + "  ")
+                continue
+            value = _flow(_plain(v))
+            doc = f"  # {FIELDS[key].doc}" if key in FIELDS else ""
+            lines.append(f"{indent}{k}: {value}{doc}")
+
+    emit(cfg, "", "")
+    return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    """One value as inline YAML."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 9, sort_keys=False).strip()
+    return text[:-4].rstrip() if text.endswith("\n...") else text  # a scalar document's end mark
+
+
+def changed_fields(cfg: Mapping[str, Any]) -> List[str]:
+    """``key = value  (doc)`` for every key whose value differs from its default (``--dry-run``)."""
+    out = []
+    for key, f in FIELDS.items():
+        value = Config(cfg).get_path(key)
+        if key == "output_dir" or _plain(value) == f.default:
+            continue
+        out.append(f"{key} = {_flow(_plain(value))}  ({f.doc})")
+    return out
+
+
+def describe_fields() -> str:
+    """Every config key with its default, what it accepts and its doc (``train --help``)."""
+    out = ["config keys (--set KEY=VALUE, or the same nesting in the YAML file):"]
+    for key, f in FIELDS.items():
+        out.append(f"  {key} = {_flow(f.default)}  [{f.accepts()}]")
+        out.append(f"      {f.doc}")
+    return "\n".join(out)
 
 
 def _plain(obj: Any) -> Any:

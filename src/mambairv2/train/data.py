@@ -145,6 +145,7 @@ class SampleSpec:
     patch: int = 64
     flip: bool = True
     rot90: bool = True
+    hr_only: bool = False  # SR: the HR patch and its sample number only (LR made on the device)
 
     @property
     def hr_patch(self) -> int:
@@ -213,7 +214,7 @@ class TrainDataset(torch.utils.data.Dataset):
             if i in self._failed:
                 continue
             try:
-                hr, lr = self._images(i, need_lr=True)
+                hr, lr = self._images(i, need_lr=not self.spec.hr_only)
                 return i, hr, lr
             except DataError as exc:
                 self._failed[i] = str(exc)
@@ -231,6 +232,9 @@ class TrainDataset(torch.utils.data.Dataset):
             top = int(rng.integers(0, hl - p + 1))
             left = int(rng.integers(0, wl - p + 1))
             gt = hr[top * sc:(top + p) * sc, left * sc:(left + p) * sc]
+            if s.hr_only:
+                (gt,) = augment([gt], rng, s.flip, s.rot90)
+                return {"gt": to_tensor(gt), "number": torch.tensor(int(number), dtype=torch.int64)}
             if lr is not None:
                 lq = lr[top:top + p, left:left + p]
             else:  # bicubic LR of a crop with margins: equal to the whole image's LR there

@@ -89,3 +89,13 @@ def weights_checksum(model: torch.nn.Module) -> List[float]:
         total = sum(float(p.double().sum()) for p in model.parameters())
         squares = sum(float(p.double().pow(2).sum()) for p in model.parameters())
     return [total, squares]
+
+
+def average_gradients(info: DistInfo, params) -> None:
+    """Replaces each gradient by its mean over the ranks (a module trained without DDP)."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(info.world_size)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-FIELDS = ("step", "loss", "lr", "it_s", "val_psnr", "elapsed_s")
+FIELDS = ("step", "loss", "lr", "it_s", "val_psnr", "elapsed_s", "val_ssim", "val_lpips")
 
 
 class CSVLog:

@@ -1,8 +1,9 @@
-"""Pixel losses: L1 (SR) and Charbonnier (denoising, JPEG)."""
+"""Pixel losses: L1 (SR) and Charbonnier (denoising, JPEG); the vanilla GAN loss."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -33,3 +34,10 @@ def build_loss(name: str, charbonnier_eps: float = 1e-3) -> nn.Module:
     if name == "charbonnier":
         return CharbonnierLoss(charbonnier_eps)
     raise ValueError(f"unknown loss {name!r}")
+
+
+def gan_loss(logits: Tensor, real: bool) -> Tensor:
+    """The vanilla GAN loss: binary cross-entropy of the logits against 1 (real) or 0 (fake),
+    averaged over every logit."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)

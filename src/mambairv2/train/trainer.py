@@ -50,7 +50,7 @@ from .data import (
 )
 from .ema import EMA
 from .logs import CSVLog, TensorBoard
-from .losses import build_loss
+from .losses import build_loss, gan_loss
 from .schedule import LRSchedule
 
 
@@ -72,6 +72,8 @@ def task_spec(cfg: Mapping[str, Any]) -> TaskSpec:
     """The task (degradation and metric) a training config trains for: the same
     :class:`~mambairv2.protocol.task.TaskSpec` the evaluation uses."""
     d, task = cfg["data"], task_of(cfg)
+    if task == "realsr":  # validated as SR (bicubic LR, or val.lr_root made by `degrade --task realsr`)
+        task = "sr"
     return TaskSpec(task, scale=model_config(cfg).upscale if task == "sr" else 1,
                     sigma=float(d["noise_sigma"]) if task == "denoise" else None,
                     quality=int(d["jpeg_quality"]) if task == "jpeg" else None)
@@ -79,7 +81,8 @@ def task_spec(cfg: Mapping[str, Any]) -> TaskSpec:
 
 def sample_spec(cfg: Mapping[str, Any]) -> SampleSpec:
     d = cfg["data"]
-    return SampleSpec(task_spec(cfg), patch=d["patch_size"], flip=d["flip"], rot90=d["rot90"])
+    return SampleSpec(task_spec(cfg), patch=d["patch_size"], flip=d["flip"], rot90=d["rot90"],
+                      hr_only=task_of(cfg) == "realsr")
 
 
 def _listing(items: Sequence[str], shown: int = 10) -> str:
@@ -105,7 +108,7 @@ def build_train_dataset(cfg: Mapping[str, Any], spec: SampleSpec, verbose: bool 
     if not hr:
         raise DataError(f"no usable training image of at least {spec.hr_patch}px in {', '.join(roots)}")
     lr = None
-    if d["train_lr_root"] and spec.task.task == "sr":
+    if d["train_lr_root"] and spec.task.task == "sr" and not spec.hr_only:
         if not Path(d["train_lr_root"]).is_dir():
             raise DataError(f"{d['train_lr_root']}: no such LR folder (data.train_lr_root)")
         lr = [lr_path_for(p, d["train_lr_root"], d["lr_template"], spec.task.scale) for p in hr]
@@ -159,6 +162,10 @@ class Trainer:
             raise
 
     def _set_up(self, cfg: Mapping[str, Any], resume: Optional[str]) -> None:
+        self.gan = bool(cfg["gan"]["enabled"])
+        self.realsr = task_of(cfg) == "realsr"
+        if self.gan:
+            _check_vgg_file(self.t["vgg19_weights"])
         self.resume_from = self._resume_target(resume)
         self.dist = D.init_distributed(cfg["device"])
         self.device = self.dist.device
@@ -195,6 +202,9 @@ class Trainer:
         self.schedule = LRSchedule.from_config(self.t)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.criterion = build_loss(self.t["loss"], self.t["charbonnier_eps"])
+        self.disc: Optional[nn.Module] = None
+        if self.gan:
+            self._set_up_gan(cfg)
         self.step = 0
         self.saved_step = -1
         self.elapsed_before = 0.0
@@ -218,8 +228,33 @@ class Trainer:
 
         self.dataset = build_train_dataset(cfg, self.samples, verbose=self.main)
         self.val_images: List[Path] = self._validation_images() if self.main else []
+        self.nr_images: List[Path] = self._no_reference_images() if self.main else []
+        self.lpips = self._lpips_metric() if self.main else None
+        self.val_metrics: Dict[str, float] = {}
 
     # -- set-up helpers ----------------------------------------------------------------
+    def _set_up_gan(self, cfg: Mapping[str, Any]) -> None:
+        """Discriminator (same initialisation on every rank), its Adam, the VGG19 loss."""
+        from .discriminator import UNetDiscriminatorSN
+        from .perceptual import PerceptualLoss, VGGWeightsError
+
+        g = cfg["gan"]
+        if self.samples.hr_patch % 8:
+            raise ConfigError(f"gan.enabled: the discriminator needs HR patches that are multiples of 8, got "
+                              f"{self.samples.hr_patch}px (data.patch_size × scale)")
+        state = torch.get_rng_state()
+        torch.manual_seed(mix_seed(cfg["seed"], 6))
+        self.disc = UNetDiscriminatorSN(3, g["d_num_feat"], g["d_skip_connection"]).to(self.device)
+        torch.set_rng_state(state)
+        self.optimizer_d = torch.optim.Adam(self.disc.parameters(), lr=g["d_lr"], betas=tuple(g["d_betas"]),
+                                            weight_decay=g["d_weight_decay"])
+        self.perceptual = PerceptualLoss(g["perceptual_layers"], g["perceptual_weight"], g["vgg_input_norm"])
+        try:
+            self.perceptual.vgg.load_file(self.t["vgg19_weights"])
+        except VGGWeightsError as exc:
+            raise ConfigError(str(exc)) from None
+        self.perceptual.to(self.device)
+
     def _check_output_folder(self) -> None:
         """A one-line error now rather than a crash at the first checkpoint."""
         probe = self.out / f".write-test-{os.getpid()}"
@@ -267,6 +302,12 @@ class Trainer:
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"], st["ema_updates"])
         self.optimizer.load_state_dict(st["optimizer"])
+        if self.disc is not None:
+            if st.get("params_d") is None:
+                raise ConfigError(f"{path}: no discriminator in this state (a run without gan.enabled); start the "
+                                  "GAN stage as a new run warm-started from it (model.init_from)")
+            self.disc.load_state_dict(st["params_d"], strict=True)
+            self.optimizer_d.load_state_dict(st["optimizer_d"])
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         self.step = int(st["step"])
@@ -297,6 +338,34 @@ class Trainer:
             raise ConfigError(f"val.root {v['root']}: holds no images")
         return images[: v["max_images"]] if v["max_images"] else images
 
+    def _no_reference_images(self) -> List[Path]:
+        """The real photos of ``val.nr_root`` (restored into a sheet at each validation)."""
+        from ..protocol.evaluate import EvaluationError, list_images as list_clean
+
+        v = self.cfg["val"]
+        if not v["nr_root"] or not v["every"]:
+            return []
+        try:
+            images, _ = list_clean(v["nr_root"])
+        except EvaluationError as exc:
+            raise ConfigError(f"val.nr_root {exc}") from None
+        if not images:
+            raise ConfigError(f"val.nr_root {v['nr_root']}: holds no images")
+        return images[: v["nr_max_images"]] if v["nr_max_images"] else images
+
+    def _lpips_metric(self):
+        """LPIPS-VGG from the user's two files (``val.lpips_vgg16``, ``val.lpips_weights``), or None."""
+        v = self.cfg["val"]
+        if not v["lpips_vgg16"] or not self.val_images:
+            return None
+        from ..protocol.lpips import LPIPS
+        from ..protocol.task import EvaluationError
+
+        try:
+            return LPIPS.from_files(v["lpips_vgg16"], v["lpips_weights"]).to(self.device)
+        except EvaluationError as exc:
+            raise ConfigError(f"val.lpips: {exc}") from None
+
     def _loader(self) -> torch.utils.data.DataLoader:
         sampler = InfiniteBatchSampler(len(self.dataset), self.cfg["data"]["batch_size"], self.cfg["seed"],
                                        self.dist.rank, self.dist.world_size, start_step=self.step)
@@ -307,16 +376,49 @@ class Trainer:
             prefetch_factor=4 if workers > 0 else None)
 
     # -- one step ------------------------------------------------------------------------
+    def _inputs(self, batch: Dict[str, torch.Tensor]):
+        """``(lq, target, real)`` on the device: the network input, the pixel / perceptual target
+        and what the discriminator sees as real. Real-world SR degrades the HR patches here, each
+        from its own seed (config seed, sample number)."""
+        if not self.realsr:
+            lq = batch["lq"].to(self.device, non_blocking=True)
+            gt = batch["gt"].to(self.device, non_blocking=True)
+            return lq, gt, gt
+        from ..protocol.realworld import degrade_batch
+
+        hr = batch["gt"].to(self.device, non_blocking=True)
+        seeds = [mix_seed(self.cfg["seed"], 5, int(n)) for n in batch["number"]]
+        lq, target = degrade_batch(hr, seeds, self.task.scale, self.cfg["realsr"])
+        every = self.cfg["realsr"]["dump_every"]
+        if every and self.main and (self.step + 1) % every == 0:
+            self._dump(lq, target)
+        return lq, target, (target if self.cfg["gan"]["gan_gt_usm"] else hr)
+
+    def _dump(self, lq: torch.Tensor, gt: torch.Tensor) -> None:
+        """Writes this rank's LR inputs and targets of the step (``realsr.dump_every``)."""
+        from PIL import Image
+
+        folder = self.out / "degraded"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(lq.shape[0]):
+            for name, t in (("lq", lq[i]), ("gt", gt[i])):
+                px = (t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+                Image.fromarray(px).save(folder / f"{self.step + 1:08d}_{i:02d}_{name}.png")
+
     def train_step(self, batch: Dict[str, torch.Tensor]) -> float:
-        """One optimizer update on this rank's part of the global batch; returns the mean loss."""
+        """One optimizer update on this rank's part of the global batch; returns the mean loss
+        (of the generator, in the GAN stage)."""
         accum = self.accum
         lr = self.schedule(self.step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        lq = batch["lq"].to(self.device, non_blocking=True)
-        gt = batch["gt"].to(self.device, non_blocking=True)
-        lqs, gts = lq.chunk(accum), gt.chunk(accum)
+        lq, gt, real = self._inputs(batch)
+        lqs, gts, reals = lq.chunk(accum), gt.chunk(accum), real.chunk(accum)
+        if self.disc is not None:
+            self.disc.power_iteration()  # once per step, whatever the split into micro-batches
+            self.disc.requires_grad_(False)
+        fakes: List[torch.Tensor] = []
         total = torch.zeros((), device=self.device)
         for k in range(accum):
             self.gumbel.manual_seed(mix_seed(self.cfg["seed"], 3, self.step, self.dist.rank * accum + k))
@@ -327,7 +429,14 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
                     out = self.net(lqs[k])
-                loss = self.criterion(out.float(), gts[k]) / accum
+                out = out.float()
+                if self.disc is None:
+                    loss = self.criterion(out, gts[k]) / accum
+                else:
+                    g = self.cfg["gan"]
+                    loss = (g["pixel_weight"] * self.criterion(out, gts[k]) + self.perceptual(out, gts[k])
+                            + g["gan_weight"] * gan_loss(self.disc(out), real=True)) / accum
+                    fakes.append(out.detach())
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         # from here to the step count the weights are between two steps: no crash save then
@@ -337,11 +446,27 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.disc is not None:
+            self._discriminator_step(reals, fakes, lr / self.t["lr"])
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
         self._updating = False
         return float(total.item())
+
+    def _discriminator_step(self, reals, fakes, factor: float) -> None:
+        """The discriminator's update on the step's ground truth and (detached) outputs; its
+        learning rate follows the generator's schedule."""
+        self.disc.requires_grad_(True)
+        for g in self.optimizer_d.param_groups:
+            g["lr"] = self.cfg["gan"]["d_lr"] * factor
+        self.optimizer_d.zero_grad(set_to_none=True)
+        accum = len(fakes)
+        for k in range(accum):
+            (gan_loss(self.disc(reals[k]), real=True) / accum).backward()
+            (gan_loss(self.disc(fakes[k]), real=False) / accum).backward()
+        D.average_gradients(self.dist, self.disc.parameters())
+        self.optimizer_d.step()
 
     # -- validation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -355,7 +480,7 @@ class Trainer:
         """
         from ..protocol.evaluate import evaluate_folder, model_restorer
 
-        if not self.val_images:
+        if not self.val_images and not self.nr_images:
             return None
         v = self.cfg["val"]
         model = self.ema.module if (self.ema is not None and v["use_ema"]) else self.model
@@ -370,12 +495,54 @@ class Trainer:
             if self.stop.signal is not None:
                 raise _Interrupted
 
+        lpips: List[float] = []
+
+        def more_metrics(_path: Path, out: np.ndarray, target: np.ndarray) -> None:
+            if self.lpips is not None and out.shape[2] == 3:
+                from ..protocol.lpips import lpips_distance
+
+                lpips.append(lpips_distance(self.lpips, out, target))
+
         try:
+            if self.nr_images:
+                self._no_reference_sheet(method, after_image)
+            if not self.val_images:
+                return None
             result = evaluate_folder(method, self.task, v["root"], v["lr_root"], images=self.val_images,
-                                     on_image=after_image)
+                                     on_image=after_image, on_output=more_metrics)
         finally:
             model.train(was_training)
+        self.val_metrics = {"ssim": result.ssim}
+        if lpips:
+            self.val_metrics["lpips"] = float(np.mean(lpips))
         return result.psnr
+
+    def _no_reference_sheet(self, method, after_image) -> Path:
+        """Restores the real photos of ``val.nr_root`` and writes one sheet: a row per photo, its
+        input (nearest-neighbour enlarged) beside the output (``<output>/nr_sheets/<step>.png``)."""
+        from ..utils.imageio import ImageData, atomic_write_bytes, encode_image
+        from ..protocol.metrics import to_uint8
+        from ..protocol.task import TaskSpec, read_clean
+
+        spec = TaskSpec("sr", scale=1) if self.task.task == "sr" else self.task
+        rows = []
+        for path in self.nr_images:
+            x = read_clean(path, spec).astype(np.float32) / 255.0
+            y = to_uint8(np.asarray(method(x)))
+            big = np.repeat(np.repeat(to_uint8(x), self.task.scale, 0), self.task.scale, 1)
+            if big.shape[2] != y.shape[2]:
+                big = np.repeat(big, y.shape[2], 2) if big.shape[2] == 1 else big
+            h = max(big.shape[0], y.shape[0])
+            pad = lambda a: np.pad(a, ((0, h - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+            rows.append(np.concatenate([pad(big), np.zeros((h, 8, y.shape[2]), np.uint8), pad(y)], axis=1))
+            after_image(None)
+        width = max(r.shape[1] for r in rows)
+        sheet = np.concatenate([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        if sheet.shape[2] == 1:
+            sheet = sheet[:, :, 0]
+        target = self.out / "nr_sheets" / f"{self.step:08d}.png"
+        atomic_write_bytes(target, encode_image(ImageData(sheet, "PNG"), "PNG"), overwrite=True)
+        return target
 
     def elapsed(self) -> float:
         """Training seconds over all sessions of this run (resumes included)."""
@@ -410,9 +577,14 @@ class Trainer:
             "elapsed_s": self.elapsed(),
             "config": dump_config(self.cfg),
         }
+        params_d = None
+        if self.disc is not None:
+            params_d = self.disc.state_dict()
+            state["params_d"] = params_d
+            state["optimizer_d"] = self.optimizer_d.state_dict()
         save_training_checkpoint(self.out, self.step, self.model.state_dict(),
                                  self.ema.state_dict() if self.ema is not None else None,
-                                 state, keep=self.t["keep_checkpoints"])
+                                 state, keep=self.t["keep_checkpoints"], params_d=params_d)
 
     def _save_after_crash(self, exc: BaseException) -> None:
         """Saves the last completed step before an unexpected error propagates (single
@@ -552,9 +724,12 @@ class Trainer:
 
     def _log_validation(self, step: int, val: float, bar) -> None:
         """A log row of its own (step, PSNR), the line on the terminal, the plot."""
-        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed())
-        self.tb.scalars(step, {"val/psnr": val})
-        text = f"step {step}: validation PSNR {val:.3f} dB"
+        m = self.val_metrics
+        self.csv.write(step=step, val_psnr=val, elapsed_s=self.elapsed(), val_ssim=m.get("ssim"),
+                       val_lpips=m.get("lpips"))
+        self.tb.scalars(step, {"val/psnr": val, **{f"val/{k}": x for k, x in m.items()}})
+        text = f"step {step}: validation PSNR {val:.3f} dB" + (f", SSIM {m['ssim']:.4f}" if "ssim" in m else "") \
+            + (f", LPIPS {m['lpips']:.4f}" if "lpips" in m else "")
         if bar is None:
             print(text, flush=True)
         else:
@@ -599,6 +774,16 @@ def _debug_signal(spec: str, step: int) -> Optional[int]:
     if not at.isdigit() or int(at) != step:
         return None
     return int(getattr(signal, "SIG" + name.upper()))
+
+
+def _check_vgg_file(path: Optional[str]) -> None:
+    """The GAN stage's VGG19 file must exist: a one-line error before anything is built."""
+    hint = ("torchvision's vgg19 state dict, e.g. vgg19-dcbb9e9d.pth from download.pytorch.org/models "
+            "(see docs/realworld_sr.md); it is never downloaded")
+    if not path:
+        raise ConfigError(f"gan.enabled needs train.vgg19_weights=FILE ({hint})")
+    if not Path(path).is_file():
+        raise ConfigError(f"train.vgg19_weights {path}: no such file ({hint})")
 
 
 def _standard_gradient_strides(model: nn.Module) -> None:
