@@ -1,73 +1,106 @@
-"""onnxruntime (CPU) latency of the exported graph next to ``mambairv2 bench`` (PyTorch, fast
-paths) in the same run: light x4 at 128², base x4 at 64² (random weights: latency does not
-depend on them). Both get the same thread count; medians of --repeats runs after one warm-up.
+"""onnxruntime (CPU) latency of the exported graph next to the PyTorch model (its fast paths) in
+the same process, runs interleaved (ORT, PyTorch, ORT, …) so that both see the same machine
+load; random weights (latency does not depend on them). Both get the same thread count; medians
+of --repeats runs after one warm-up each. --profile also writes onnxruntime's profile and sums
+its time per operator type.
 
-    PYTHONPATH=src python3 benchmarks/onnx_latency.py --threads 2 --json benchmarks/results/onnx_latency.json
+    PYTHONPATH=src python3 benchmarks/onnx_latency.py --threads 1 --json benchmarks/results/onnx_latency.json
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List
 
 import torch
 
-CASES = (("light", 4, 128), ("base", 4, 64))
+CASES = {"light_x4_128": ("light", 4, 128), "base_x4_64": ("base", 4, 64)}
+
+
+def profile_by_op(profile_file: str, runs: int) -> List[Dict]:
+    """onnxruntime's profile summed per operator type: milliseconds per run, share, node count."""
+    events = json.loads(Path(profile_file).read_text())
+    total: Dict[str, float] = collections.Counter()
+    nodes: Dict[str, set] = collections.defaultdict(set)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            total[op] += e["dur"] / 1e3
+            nodes[op].add(e["name"])
+    whole = sum(total.values())
+    return [{"op": op, "ms_per_run": ms / runs, "share": ms / whole, "nodes": len(nodes[op])}
+            for op, ms in sorted(total.items(), key=lambda kv: -kv[1])]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cases", nargs="+", default=["light_x4_128"], choices=sorted(CASES))
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="onnxruntime profile, summed per operator type")
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from mambairv2 import create_model
+    import onnxruntime as ort
+
     from mambairv2.analysis.measure import median
+    from mambairv2.models import create_model
+    from mambairv2.ops import describe
     from mambairv2.integrations.onnx_export import export_onnx, onnx_session
 
     torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for variant, scale, size in CASES:
+        for case in args.cases:
+            variant, scale, size = CASES[case]
             torch.manual_seed(0)
             model = create_model(variant, scale=scale).eval()
-            path = Path(tmp) / f"{variant}_x{scale}.onnx"
+            path = Path(tmp) / f"{case}.onnx"
             t0 = time.perf_counter()
             export_onnx(model, path, dynamic=True)
             export_s = time.perf_counter() - t0
             session = onnx_session(path, threads=args.threads)
             x = torch.rand(1, 3, size, size)
             feed = {session.get_inputs()[0].name: x.numpy()}
-            session.run(None, feed)  # warm-up
-            ort_times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                y = session.run(None, feed)[0]
-                ort_times.append(time.perf_counter() - t0)
             with torch.no_grad():
-                err = (torch.from_numpy(y) - model(x)).abs().max().item()
-            bench_json = Path(tmp) / "bench.json"
-            subprocess.run([sys.executable, "-m", "mambairv2", "bench", "--variant", variant, "--scale", str(scale),
-                            "--size", str(size), "--threads", str(args.threads), "--repeats", str(args.repeats),
-                            "--json", str(bench_json)], check=True, capture_output=True)
-            bench = json.loads(bench_json.read_text())
-            row = {"variant": variant, "scale": scale, "size": size, "threads": args.threads,
-                   "onnxruntime_s": median(ort_times), "export_s": export_s, "max_abs_err": err,
-                   "mambairv2_bench": bench}
+                session.run(None, feed)  # warm-ups
+                model(x)
+                ort_times, torch_times = [], []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    y = session.run(None, feed)[0]
+                    ort_times.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    ref = model(x)
+                    torch_times.append(time.perf_counter() - t0)
+            err = (torch.from_numpy(y) - ref).abs().max().item()
+            row = {"case": case, "variant": variant, "scale": scale, "size": size, "threads": args.threads,
+                   "onnxruntime_s": median(ort_times), "pytorch_s": median(torch_times),
+                   "onnxruntime_times_s": ort_times, "pytorch_times_s": torch_times,
+                   "ratio": median(ort_times) / median(torch_times), "export_s": export_s,
+                   "max_abs_err": err, "graph_mb": path.stat().st_size / 1e6,
+                   "pytorch_ops": {op: c.name for op, c in describe().items()}}
+            if args.profile:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = args.threads
+                options.enable_profiling = True
+                options.profile_file_prefix = str(Path(tmp) / f"{case}_profile")
+                prof = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+                prof.run(None, feed)
+                row["profile_by_op"] = profile_by_op(prof.end_profiling(), 1)[:15]
             results.append(row)
-            first = bench["results"][0]
-            row["pytorch_s"], row["pytorch_backend"] = first["latency_s"], first["backend"]
-            print(f"{variant} x{scale} {size}²: onnxruntime {row['onnxruntime_s']:.3f} s, mambairv2 bench "
-                  f"{row['pytorch_s']:.3f} s (scan {row['pytorch_backend']}); max |ORT − PyTorch| {err:.2g}; "
-                  f"export {export_s:.0f} s", flush=True)
-    out = {"results": results, "torch": torch.__version__, "platform": platform.platform(),
-           "onnxruntime": __import__("onnxruntime").__version__}
+            print(f"{case}: onnxruntime {row['onnxruntime_s']:.3f} s, PyTorch {row['pytorch_s']:.3f} s "
+                  f"({row['ratio']:.2f}x); max |ORT - PyTorch| {err:.2g}; export {export_s:.0f} s", flush=True)
+            for r in row.get("profile_by_op", []):
+                print(f"  {r['op']:<20} {r['ms_per_run']:9.1f} ms  {100 * r['share']:5.1f}%  {r['nodes']} nodes")
+    out = {"results": results, "torch": torch.__version__, "onnxruntime": ort.__version__,
+           "platform": platform.platform(), "command": " ".join(sys.argv)}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0

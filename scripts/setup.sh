@@ -3,7 +3,7 @@
 # machine keeps one on disk), then this package with its test extras, in editable mode.
 #   bash scripts/setup.sh          core + tests
 #   bash scripts/setup.sh --all    also every optional integration and what its tests need
-#                                  (spandrel, huggingface_hub, onnx/onnxruntime, gradio, triton,
+#                                  (spandrel, huggingface_hub, onnx/onnxscript/onnxruntime, gradio, triton,
 #                                  Playwright with Debian's Chromium); .ci/run uses this
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ fi
 # spandrel and triton without their dependencies (spandrel asks for torchvision, whose PyPI
 # wheels need another torch; the package never needs torchvision, and the tests stand in for it).
 "${PIP[@]}" --no-deps "spandrel>=0.4" "triton>=3.0"
-"${PIP[@]}" einops typing_extensions "huggingface_hub>=0.23" "onnx>=1.16" "onnxruntime>=1.17" \
+"${PIP[@]}" einops typing_extensions "huggingface_hub>=0.23" "onnx>=1.16" "onnxscript>=0.2" "onnxruntime>=1.17" \
   "gradio>=5.0" playwright
 # gradio declares pillow<13 and downgrades it; it runs with the Pillow the core tests use
 "${PIP[@]}" "pillow>=13" 2>/dev/null || true

@@ -1,6 +1,7 @@
-"""ONNX export: the shape-generic export forward equals the model (float64: the authors' golden
-outputs), its SGN order keeps ties stable, and one dynamic export runs in onnxruntime at sizes
-that are not multiples of the window (CLI, with its self-check)."""
+"""ONNX export: the model's own forward under ``ops.implementation("export")`` equals the
+authors' golden outputs (float64), its SGN order keeps ties stable and its scan equals the
+reference recurrence; exported graphs of both families run in onnxruntime at sizes that are not
+multiples of the window, from one dynamic graph (also through the CLI)."""
 from __future__ import annotations
 
 import subprocess
@@ -12,56 +13,108 @@ import torch
 from conftest import REPO, shared_path
 
 from mambairv2 import load_model
-from mambairv2.integrations.onnx_export import prepare_for_export, scan_for_export, sgn_order_by_unique_key
 from mambairv2.ops import implementation, selective_scan
-from mambairv2.ops.routing import sgn_order
+from mambairv2.ops.routing import sgn_order, sgn_order_unique_key
+from mambairv2.ops.scan_common import ScanInputs
+from mambairv2.ops.scan_export import linear_recurrence, selective_scan_export
+
+ENV = {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+
+
+def _needs_onnx() -> None:
+    pytest.importorskip("onnx", reason="the [onnx] extra is needed")
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is needed")
 
 
 def test_unique_key_order_equals_the_stable_sort_with_ties():
     g = torch.Generator().manual_seed(0)
     groups = torch.randint(0, 4, (3, 257), generator=g)  # many ties
-    order, inverse = sgn_order_by_unique_key(groups)
+    order, inverse = sgn_order_unique_key(groups)
     ref_order, ref_inverse = sgn_order(groups)
     assert torch.equal(order, ref_order) and torch.equal(inverse, ref_inverse)
 
 
-@pytest.mark.parametrize("length", [1, 15, 16, 17, 200])
-def test_export_scan_equals_the_reference_recurrence(length):
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 17, 64, 200, 1024])
+def test_linear_recurrence_with_fixed_levels(length):
     g = torch.Generator().manual_seed(length)
-    b, d, n = 2, 6, 4
-    u = torch.randn(b, length, d, generator=g, dtype=torch.float64)
-    delta = torch.rand(b, length, d, generator=g, dtype=torch.float64) * 2
+    a = torch.rand(length, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(length, 3, generator=g, dtype=torch.float64)
+    h, ref = torch.zeros(3, dtype=torch.float64), []
+    for i in range(length):
+        h = a[i] * h + b[i]
+        ref.append(h)
+    got = linear_recurrence(a, b, chunk=4, max_length=1024)
+    assert (got - torch.stack(ref)).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 200])
+def test_export_scan_equals_the_reference_recurrence(length, groups):
+    g = torch.Generator().manual_seed(length)
+    b, d, n = 2, 8, 4
+    u = torch.randn(b, d, length, generator=g, dtype=torch.float64)
+    delta = torch.rand(b, d, length, generator=g, dtype=torch.float64) * 2
     A = -torch.rand(d, n, generator=g, dtype=torch.float64) * 3
-    B = torch.randn(b, length, n, generator=g, dtype=torch.float64)
-    C = torch.randn(b, length, n, generator=g, dtype=torch.float64)
+    B = torch.randn(b, groups, n, length, generator=g, dtype=torch.float64)
+    C = torch.randn(b, groups, n, length, generator=g, dtype=torch.float64)
     D = torch.randn(d, generator=g, dtype=torch.float64)
-    got = scan_for_export(u, delta, A, B, C, D, chunk=4, max_tokens=1024)
+    got = selective_scan_export(ScanInputs.prepare(u, delta, A, B, C, D), chunk=4, max_tokens=1024)
     with implementation(selective_scan="reference"):
-        ref = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
-                             C.transpose(1, 2), D).transpose(1, 2)
+        ref = selective_scan(u, delta, A, B, C, D)
+    with implementation("export"):  # through the dispatch, with the default chunk and levels
+        dispatched = selective_scan(u, delta, A, B, C, D)
     assert (got - ref).abs().max().item() < 1e-12
+    assert (dispatched - ref).abs().max().item() < 1e-12
 
 
-@pytest.mark.parametrize("case", ["full_x2", "full_jpeg_gray", "full_real_x4"])
-def test_export_forward_reproduces_the_golden_outputs(case):
-    io = torch.load(shared_path("golden", f"{case}_io.pt"), weights_only=True)
-    model = load_model(shared_path("golden", f"{case}.pth"), dtype=torch.float64)
-    with torch.no_grad():
-        out = prepare_for_export(model)(io["input_b"][:1])
+@pytest.mark.parametrize("case", ["golden/full_x2", "golden/full_jpeg_gray", "golden/full_real_x4",
+                                  "golden/full_denoise", "golden_v1/light_x2"])
+def test_the_export_forward_reproduces_the_golden_outputs(case):
+    folder, name = case.split("/")
+    io = torch.load(shared_path(folder, f"{name}_io.pt"), weights_only=True)
+    model = load_model(shared_path(folder, f"{name}.pth"), dtype=torch.float64)
+    with torch.no_grad(), implementation("export"):
+        out = model(io["input_b"][:1])
     assert (out - io["output_b"][:1]).abs().max().item() < 1e-10
 
 
-def test_cli_dynamic_export_verifies_itself(tmp_path):
-    pytest.importorskip("onnx", reason="the [onnx] extra is needed")
-    pytest.importorskip("onnxruntime", reason="the [onnx] extra is needed")
-    out = tmp_path / "jpeg.onnx"
-    env = {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "mambairv2", "export", str(shared_path("golden", "full_jpeg_gray.pth")),
-                        "-o", str(out), "--dynamic"], env=env, capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("case,sizes", [
+    ("golden/full_x2", [(20, 27), (37, 19)]),  # MambaIRv2: window 16, neither a multiple
+    ("golden_v1/light_x2", [(17, 23), (9, 31)]),  # MambaIR v1 light
+])
+def test_a_dynamic_export_verifies_at_sizes_it_was_not_traced_at(tmp_path, case, sizes):
+    _needs_onnx()
+    from mambairv2.integrations.onnx_export import export_onnx, verification_inputs, verify_onnx
+
+    folder, name = case.split("/")
+    model = load_model(shared_path(folder, f"{name}.pth"))
+    path = export_onnx(model, tmp_path / f"{name}.onnx", dynamic=True)
+    errors = verify_onnx(path, model, verification_inputs(3, sizes))
+    assert [shape[2:] for shape, _ in errors] == sizes
+    assert max(err for _, err in errors) <= 1e-4, errors
+
+
+def _cli_errors(args, tmp_path):
+    out = tmp_path / "model.onnx"
+    r = subprocess.run([sys.executable, "-m", "mambairv2", "export", *args, "-o", str(out)],
+                       env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    errs = [float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines() if "max abs error" in line]
-    assert len(errs) == 2 and max(errs) <= 1e-4, r.stdout  # 37×53 and 64×64 from one graph
     assert out.stat().st_size > 1e6
+    return [float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines() if "max abs error" in line]
+
+
+def test_cli_dynamic_export_verifies_itself(tmp_path):
+    _needs_onnx()
+    errs = _cli_errors([str(shared_path("golden", "full_jpeg_gray.pth")), "--dynamic"], tmp_path)
+    assert len(errs) == 2 and max(errs) <= 1e-4, errs  # 37×53 and 64×64 from one graph
+
+
+@pytest.mark.parametrize("model", ["default", "golden_denoise"])
+def test_cli_exports_the_bundled_model_and_a_denoiser(tmp_path, model):
+    _needs_onnx()
+    name = "default" if model == "default" else str(shared_path("golden", "full_denoise.pth"))
+    errs = _cli_errors(["--model", name, "--size", "24x20"], tmp_path)
+    assert len(errs) == 1 and errs[0] <= 1e-4, errs
 
 
 def test_the_dynamic_graph_does_not_depend_on_the_traced_size(tmp_path):

@@ -1,6 +1,6 @@
-"""``mambairv2 export WEIGHTS -o model.onnx``: ONNX export through shape-generic PyTorch code,
-then a self-check with onnxruntime against the PyTorch model (see
-:mod:`mambairv2.integrations.onnx_export`)."""
+"""``mambairv2 export MODEL -o model.onnx``: ONNX export of the model's own forward traced under
+``ops.implementation("export")``, then a self-check with onnxruntime against the PyTorch model
+(see :mod:`mambairv2.integrations.onnx_export`)."""
 from __future__ import annotations
 
 import argparse
@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
                        "pip install 'mambairv2[onnx]'") from None
     _, model = load_model_arg(args, variants=True)
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
-    cfg = model.config
+    in_chans = describe(model).in_chans
     if args.image:
         from ..analysis.inputs import image_tensor
 
-        image = image_tensor(args.image, cfg.in_chans)  # an unreadable file: one-line error
+        image = image_tensor(args.image, in_chans)  # an unreadable file: one-line error
     else:
         image = None
     started = time.perf_counter()
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: --image is {image.shape[-2]}×{image.shape[-1]}, the graph takes {size[0]}×{size[1]}: "
               "its centre crop is used", file=sys.stderr)
         image = _crop(image, size)
-    inputs = ox.verification_inputs(cfg.in_chans, sizes, image)
+    inputs = ox.verification_inputs(in_chans, sizes, image)
     errors = ox.verify_onnx(out, model.to(dtype), inputs)
     worst = max(err for _, err in errors)
     for i, (shape, err) in enumerate(errors):

@@ -22,8 +22,9 @@ from .attention_compiled import (
 from .dispatch import Choice, Probe, selected
 
 Tensor = torch.Tensor
-#: consecutive windows sharing one mask: (number of windows, n×n mask or None)
-WindowGroups = Sequence[Tuple[int, Optional[Tensor]]]
+#: consecutive windows sharing a mask: (number of windows, or None for all the rows; the mask:
+#: n×n for every window of the run, nW×n×n for window i using mask[i mod nW], or None)
+WindowGroups = Sequence[Tuple[Optional[int], Optional[Tensor]]]
 
 
 def choose(probe: Probe, head_dim: int) -> Choice:
@@ -31,6 +32,8 @@ def choose(probe: Probe, head_dim: int) -> Choice:
     sel = selected("window_attention")
     if sel == "reference":
         return Choice("reference", "selected 'reference'")
+    if sel == "export":
+        return Choice("reference", "selected 'export' (the plain formula: MatMul, Add, Softmax)")
     if sel not in ("auto", "pytorch"):
         return Choice(sel, f"selected {sel!r}")
     if sel == "auto" and probe.cpu_float32_inference:
@@ -56,7 +59,8 @@ def window_attention(qkv: Tensor, heads: int, bias: Tensor, groups: WindowGroups
             side by side (``C = heads·hd``).
         heads: number of heads.
         bias: ``heads×n×n`` position bias (added to every window).
-        groups: runs of consecutive windows with their shared ``n×n`` mask (or None).
+        groups: runs of consecutive windows with their mask (see :data:`WindowGroups`); the
+            compiled kernel takes ``n×n`` masks only.
         scale: multiplies q·kᵀ.
     Returns:
         ``(windows·n)×C``: the heads side by side.
@@ -76,17 +80,26 @@ def window_attention(qkv: Tensor, heads: int, bias: Tensor, groups: WindowGroups
     outs, start = [], 0
     bias = bias.unsqueeze(0).to(qkv.dtype)  # 1×heads×n×n
     for windows, mask in groups:
-        tokens = windows * n
+        rows = qkv if windows is None else qkv[start:start + windows * n]
         # one transpose of (token, head) blocks; q/k/v are views with contiguous rows
-        qkv_heads = qkv[start:start + tokens].view(windows, n, 3 * heads, hd).transpose(1, 2)
+        qkv_heads = rows.reshape(-1, n, 3 * heads, hd).transpose(1, 2)
         if qkv.device.type != "cpu":
             qkv_heads = qkv_heads.contiguous()  # GPU kernels want aligned, dense heads
         q, k, v = qkv_heads.unflatten(1, (3, heads)).unbind(1)
-        full = bias if mask is None else bias + mask.to(qkv.dtype)
+        per_window = mask is not None and mask.dim() == 3  # window i: mask[i mod nW]
+        full = bias if mask is None else bias + (mask.unsqueeze(1) if per_window else mask).to(qkv.dtype)
         if name == "reference":
-            x = ((q * scale) @ k.transpose(-2, -1) + full).softmax(-1) @ v
+            scores = (q * scale) @ k.transpose(-2, -1)
+            if per_window:  # images × nW × heads × n × n: the masks broadcast over the images
+                scores = (scores.unflatten(0, (-1, mask.shape[0])) + full).flatten(0, 1)
+            else:
+                scores = scores + full
+            x = scores.softmax(-1) @ v
         else:
+            if per_window:
+                full = full.repeat(q.shape[0] // mask.shape[0], 1, 1, 1)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=full, scale=scale)
-        outs.append(x.transpose(1, 2).reshape(tokens, c))
-        start += tokens
+        outs.append(x.transpose(1, 2).reshape(-1, c))
+        if windows is not None:
+            start += windows * n
     return outs[0] if len(outs) == 1 else torch.cat(outs)

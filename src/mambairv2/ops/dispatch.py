@@ -9,6 +9,11 @@ activation) has a reference path and fast paths; which one runs is decided here 
   no oneDNN-private ops, no ``mamba_ssm``).
 - ``"reference"``: the plain formulas (sequential scan, explicit softmax attention): the
   oracles, slow.
+- ``"export"``: what ``torch.onnx.export``'s tracer can record as one graph for every image
+  size: no data-dependent Python control flow, no compiled kernels, sizes read from the tensors
+  (a scan with a fixed number of steps, SGN as a sort of unique keys, plain LayerNorm/linear).
+  Modules with a faster formulation built from Python integers (cached window plans) ask
+  :func:`shape_generic` and take their shape-generic one instead.
 
 ``implementation(name, **per_op)`` selects for everything run inside the block (per thread and
 asyncio task); a per-op keyword names one op's concrete implementation, e.g.
@@ -27,18 +32,21 @@ from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional
 import torch
 
 ENV_VAR = "MAMBAIRV2_IMPLEMENTATION"
-SELECTIONS = ("auto", "pytorch", "reference")
+SELECTIONS = ("auto", "pytorch", "reference", "export")
 #: every operator with its concrete implementations (besides the three selections)
 OPS: Mapping[str, tuple] = {
-    "selective_scan": ("reference", "chunked", "compiled", "mamba_ssm", "triton"),
+    "selective_scan": ("reference", "chunked", "compiled", "mamba_ssm", "triton", "export"),
     "window_attention": ("reference", "sdpa", "compiled"),
-    "sgn_route": ("pytorch", "compiled"),
+    "sgn_route": ("pytorch", "compiled", "export"),
     "layer_norm": ("pytorch", "compiled"),
     "linear_act": ("pytorch", "onednn"),
 }
 
 _override: contextvars.ContextVar[Optional[Dict[str, str]]] = contextvars.ContextVar(
     "mambairv2_implementation", default=None)
+#: the whole-model selection of the innermost block that named one (None: the process default)
+_selection: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "mambairv2_selection", default=None)
 
 
 class Choice(NamedTuple):
@@ -89,8 +97,8 @@ def cpu_inference_choice(op: str, probe: Probe, fast: str, available: Callable[[
     the selection in force, else ``fast`` where it applies and ``available()``, else ``plain``
     with the reason (``unavailable()`` says why the fast path is missing)."""
     sel = selected(op)
-    if sel in ("reference", "pytorch"):
-        return Choice(plain, f"selected {sel!r}")
+    if sel in SELECTIONS and sel != "auto":  # a whole-model selection: the op's own, else plain
+        return Choice(sel if sel in OPS[op] else plain, f"selected {sel!r}")
     if sel != "auto":
         return Choice(sel, f"selected {sel!r}")
     why = probe.not_cpu_float32_inference()
@@ -132,8 +140,8 @@ def implementation(name: Optional[str] = None, **per_op: str) -> Iterator[None]:
     """Select implementations for every ``ops`` call made inside the block.
 
     Args:
-        name: ``"auto"``, ``"pytorch"`` or ``"reference"`` for every operator (None keeps the
-            enclosing selection).
+        name: ``"auto"``, ``"pytorch"``, ``"reference"`` or ``"export"`` for every operator
+            (None keeps the enclosing selection).
         per_op: ``OP=IMPLEMENTATION`` for single operators (see :data:`OPS`), e.g.
             ``selective_scan="chunked"``, ``window_attention="reference"``.
     """
@@ -148,10 +156,20 @@ def implementation(name: Optional[str] = None, **per_op: str) -> Iterator[None]:
         current = {op: name for op in OPS}
     current.update(per_op)
     token = _override.set(current)
+    whole = _selection.set(name) if name is not None else None
     try:
         yield
     finally:
+        if whole is not None:
+            _selection.reset(whole)
         _override.reset(token)
+
+
+def shape_generic() -> bool:
+    """Whether the selection in force is ``"export"``: modules must then take their
+    formulation that a tracer records as one graph for every size (sizes read from tensors,
+    no plans cached by Python integers)."""
+    return (_selection.get() or _default()) == "export"
 
 
 def selected(op: str) -> str:

@@ -2,8 +2,9 @@
 prompt index (the argmax of its routing logits), the stable sort of the tokens by that index
 (SGN-unfold) and its inverse permutation (SGN-fold).
 
-Implementations: ``pytorch`` (max + stable sort + scatter; the reference) and ``compiled``
-(``routing_kernel.c``, CPU float32 inference: one pass, counting sort).
+Implementations: ``pytorch`` (max + stable sort + scatter; the reference), ``compiled``
+(``routing_kernel.c``, CPU float32 inference: one pass, counting sort) and ``export`` (argmax
+and a sort of unique keys, :func:`sgn_order_unique_key`: what ONNX can express without ties).
 """
 from __future__ import annotations
 
@@ -30,11 +31,26 @@ def sgn_order(groups: Tensor) -> Tuple[Tensor, Tensor]:
     return order, inverse
 
 
+def sgn_order_unique_key(groups: Tensor) -> Tuple[Tensor, Tensor]:
+    """:func:`sgn_order` as an ordinary sort of the unique keys ``group·L + position``: ONNX's
+    sort (``TopK``) promises no order among equal keys, and unique keys have none, so a graph
+    keeps the stable order."""
+    length = groups.shape[-1]
+    position = torch.arange(length, device=groups.device)
+    order = torch.argsort(groups * length + position, dim=-1)
+    inverse = torch.zeros_like(order).scatter(-1, order, position.expand_as(order))
+    return order, inverse
+
+
 def sgn_route(logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """``logits``: ``B×L×T`` → ``(groups, order, inverse)``, each ``B×L`` int64: the first argmax
     per token, the stable sort of the tokens by group, and its inverse."""
-    if choose(Probe.of(logits)).name == "compiled":
+    name = choose(Probe.of(logits)).name
+    if name == "compiled":
         return sgn_route_compiled(logits)
+    if name == "export":
+        groups = logits.argmax(-1)  # ONNX ArgMax: the first maximum, as max().indices
+        return (groups, *sgn_order_unique_key(groups))
     # max(-1) gives the same (first) index as argmax and is twice as fast on CPUs
     groups = logits.max(-1).indices
     return (groups, *sgn_order(groups))

@@ -7,12 +7,14 @@
 - ``mamba_ssm``: the CUDA kernel of the ``mamba_ssm`` package (CUDA tensors, no float64).
 - ``triton``: Triton kernels with a backward (CUDA tensors, or Triton's CPU interpreter with
   ``TRITON_INTERPRET=1``); see ``scan_triton``.
+- ``export``: chunked with a fixed chunk length and a fixed number of carry levels, so that a
+  traced graph serves every length (``torch.onnx.export``); see ``scan_export``.
 
 Which one runs is chosen by :func:`choose` from the selection of ``ops.implementation``
 (``auto``: ``mamba_ssm`` for CUDA inputs when importable and not float64, else ``triton`` for
 CUDA inputs when triton is importable; ``compiled`` for CPU float32 inference where it builds;
 otherwise ``chunked``; ``pytorch``: ``chunked``;
-``reference``: ``reference``). An explicit ``backend=`` argument other than ``"auto"`` wins.
+``reference``: ``reference``; ``export``: ``export``). An explicit ``backend=`` argument other than ``"auto"`` wins.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 from .dispatch import OPS, Choice, Probe, selected
 from .scan_chunked import selective_scan_chunked
 from .scan_common import ScanInputs
+from .scan_export import selective_scan_export
 from .scan_compiled import MAX_RANK, MAX_STATE, kernel_available, kernel_error, selective_scan_compiled
 from .scan_reference import selective_scan_reference
 from .scan_triton import selective_scan_triton, triton_available, triton_unavailable_reason
@@ -135,6 +138,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         return selective_scan_reference(s)
+    if name == "export":
+        return selective_scan_export(s)
     return selective_scan_chunked(s)
 
 

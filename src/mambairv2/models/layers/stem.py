@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ...ops import LayerNorm
+from ...ops import LayerNorm, shape_generic
 
 Tensor = torch.Tensor
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -16,14 +16,19 @@ def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
 
     Where the released padding breaks (an image shorter than half the padded size) the
     [x, flip(x), x, flip(x), …] pattern is simply continued, which equals the released result
-    wherever that one worked."""
+    wherever that one worked. One gather per axis, its indices computed from the sizes, so a
+    tracer records the padding for every size (``ops.shape_generic()``)."""
     for dim, target in ((-2, h), (-1, w)):
         size = x.shape[dim]
-        if target > size:
-            reps = -(-target // size)
-            parts = [x if i % 2 == 0 else torch.flip(x, [dim]) for i in range(reps)]
-            x = torch.cat(parts, dim).narrow(dim, 0, target)
+        if shape_generic() or target > size:
+            x = x.index_select(x.dim() + dim, mirror_index(size, target, x.device))
     return x
+
+
+def mirror_index(size: int, target: int, device: torch.device) -> Tensor:
+    """Indices into ``[0, size)`` of ``target`` positions following [x, flip(x), x, …]."""
+    i = torch.arange(target, device=device) % (2 * size)
+    return torch.where(i < size, i, 2 * size - 1 - i)
 
 
 class PatchEmbedNorm(nn.Module):

@@ -1,12 +1,12 @@
 """Window multi-head self-attention with Swin's relative position bias and shift mask."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ...ops import linear, window_attention
+from ...ops import linear, shape_generic, window_attention
 
 Tensor = torch.Tensor
 
@@ -29,18 +29,20 @@ def relative_position_index(ws: int) -> Tensor:
     return rel.sum(-1)
 
 
-def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
-    """Swin's attention mask for a cyclic shift: ``nW×ws²×ws²``, 0 within a region, −100 across."""
-    img = torch.zeros(1, h, w, 1)
-    slices = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    cnt = 0
-    for hs in slices:
-        for wsl in slices:
-            img[:, hs, wsl, :] = cnt
-            cnt += 1
-    win = window_partition(img, ws).squeeze(-1)  # nW×ws²
+def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: Optional[torch.device] = None) -> Tensor:
+    """Swin's attention mask for a cyclic shift: ``nW×ws²×ws²``, 0 within a region, −100 across.
+
+    The regions are numbered by index comparisons, so ``h`` and ``w`` may be sizes a tracer
+    reads from a tensor (the graph computes the mask for every size)."""
+
+    def region(n: int) -> Tensor:  # 0 before the last window, 1 in it before the shift, 2 after
+        i = torch.arange(n, device=device)
+        return (i >= n - ws).to(torch.int64) + (i >= n - shift).to(torch.int64)
+
+    ids = (region(h)[:, None] * 3 + region(w)[None, :]).to(torch.float32)
+    win = window_partition(ids[None, :, :, None], ws).squeeze(-1)  # nW×ws²
     diff = win.unsqueeze(1) - win.unsqueeze(2)
-    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+    return torch.where(diff != 0, torch.full_like(diff, -100.0), torch.zeros_like(diff))
 
 
 class WindowGroup(NamedTuple):
@@ -51,7 +53,8 @@ class WindowGroup(NamedTuple):
 
 
 class WindowPlan(NamedTuple):
-    """Where each token goes for window attention, replacing Swin's roll + window partition.
+    """Where each token goes for window attention, replacing Swin's roll + window partition
+    (the formulation of :func:`window_plan`; :class:`RolledWindows` is the traceable one).
 
     ``index[p]`` is the position, in the flattened ``B×H×W`` raster, of the token that sits at
     position ``p`` of the window order. Windows come in groups by shift mask (without shift one
@@ -63,6 +66,48 @@ class WindowPlan(NamedTuple):
     index: Tensor
     groups: Tuple[WindowGroup, ...]
     inverse: Tensor  #: the inverse permutation: window-order position of each raster token
+
+    def partition(self, x: Tensor) -> Tensor:
+        """Tokens ``B×L×C`` (raster order) → rows ``(B·L)×C`` in window order: one gather."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def merge(self, rows: Tensor, like: Tensor) -> Tensor:
+        """Rows in window order → tokens shaped as ``like`` (``B×L×C``) in raster order: a
+        gather by the inverse permutation (faster than a scatter on CPUs)."""
+        return rows.index_select(0, self.inverse).view(like.shape[0], like.shape[1], rows.shape[-1])
+
+
+class RolledWindows(NamedTuple):
+    """Swin's own formulation: ``roll`` by the shift, then window partition, with one mask per
+    window computed from the size. Every step is a tensor operation on sizes read from the
+    tokens, so a tracer records one graph for every size (``ops.shape_generic()``)."""
+
+    size: Tuple[int, int]  #: padded height and width (traced values when tracing)
+    window_size: int
+    shift: int
+    groups: Tuple[Tuple[None, Optional[Tensor]], ...]  #: all rows, nW×ws²×ws² masks or None
+
+    def partition(self, x: Tensor) -> Tensor:
+        """Tokens ``B×L×C`` (raster order) → rows ``(B·L)×C`` in window order."""
+        c = x.shape[-1]
+        img = x.reshape(x.shape[0], self.size[0], self.size[1], c)
+        if self.shift:
+            img = torch.roll(img, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(img, self.window_size).reshape(-1, c)
+
+    def merge(self, rows: Tensor, like: Tensor) -> Tensor:
+        """Rows in window order → tokens ``B×L×C`` in raster order (``like``: the tokens)."""
+        (h, w), ws, c = self.size, self.window_size, rows.shape[-1]
+        img = rows.reshape(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+        if self.shift:
+            img = torch.roll(img, shifts=(self.shift, self.shift), dims=(1, 2))
+        return img.reshape(like.shape[0], like.shape[1], c)
+
+
+def rolled_windows(h: int, w: int, ws: int, shift: int, device: torch.device) -> RolledWindows:
+    """The :class:`RolledWindows` of an ``h×w`` token grid (multiples of ``ws``)."""
+    mask = shifted_window_mask(h, w, ws, shift, device) if shift else None
+    return RolledWindows((h, w), ws, shift, ((None, mask),))
 
 
 def window_plan(b: int, h: int, w: int, ws: int, shift: int, device: torch.device) -> WindowPlan:
@@ -112,10 +157,10 @@ class WindowAttention(nn.Module):
 
     def position_bias(self, rpi: Tensor) -> Tensor:
         """``heads×n×n`` bias gathered from the table (contiguous). Without autograd the result
-        is cached until the table or the index changes (in place or replaced)."""
+        is cached until the table or the index changes (in place or replaced), except when traced."""
         table = self.relative_position_bias_table
-        if torch.is_grad_enabled() and table.requires_grad:
-            return self._gather_bias(rpi)
+        if (torch.is_grad_enabled() and table.requires_grad) or shape_generic():
+            return self._gather_bias(rpi)  # traced: the gather, not a cached constant
         key = (id(table), table.data_ptr(), table._version, rpi.data_ptr(), rpi._version, table.dtype, table.device)
         cached = self.__dict__.get("_bias_cache")
         if cached is None or cached[0] != key:
@@ -127,9 +172,8 @@ class WindowAttention(nn.Module):
         n = self.window_size ** 2
         return self.relative_position_bias_table[rpi.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, qkv: Tensor, rpi: Tensor, plan: WindowPlan) -> Tensor:
+    def forward(self, qkv: Tensor, rpi: Tensor, plan: Union[WindowPlan, RolledWindows]) -> Tensor:
         """``qkv``: ``N×3C`` tokens in the window order of ``plan`` → ``N×C`` in that order."""
         bias = self.position_bias(rpi)  # heads×n×n
-        groups = [(group.windows, group.mask) for group in plan.groups]
-        out = window_attention(qkv, self.num_heads, bias, groups, self.scale)
+        out = window_attention(qkv, self.num_heads, bias, plan.groups, self.scale)
         return linear(out, self.proj)

@@ -1,19 +1,20 @@
 """Attentive layer (window attention + ASSM, each with its FFN) and the residual group."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from .assm import ASSM
-from .attention import WindowAttention, WindowPlan
+from .attention import RolledWindows, WindowAttention, WindowPlan
 from ..layers.layout import image_to_tokens, tokens_to_image
 from .ffn import ConvFFN, GatedMLP
 from ...ops import LayerNorm, linear
 
 Tensor = torch.Tensor
-Plans = Tuple[WindowPlan, WindowPlan]  # without shift, with shift
+# without shift, with shift: cached plans, or Swin's roll + mask where traced
+Plans = Union[Tuple[WindowPlan, WindowPlan], Tuple[RolledWindows, RolledWindows]]
 
 
 def make_ffn(kind: str, dim: int, hidden: int, kernel_size: int) -> nn.Module:
@@ -48,17 +49,14 @@ class AttentiveLayer(nn.Module):
 
     def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
         """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window);
-        ``plans``: the window plans without and with shift (see ``WindowPlan``)."""
-        b, n, c = x.shape
+        ``plans``: the window partitions without and with shift (``WindowPlan``, or
+        ``RolledWindows`` where traced)."""
         plan = plans[1] if self.shift_size else plans[0]
 
         shortcut = x
-        # roll + window partition as one gather of the normalised tokens (the per-token wqkv
-        # commutes with it), and the way back as a gather by the inverse permutation (faster
-        # than a scatter-add on CPUs), added to the shortcut
-        windows = self.norm1(x).reshape(b * n, c).index_select(0, plan.index)
-        attn = self.win_mhsa(linear(windows, self.wqkv), rpi, plan)
-        x_win = _add_into(attn.index_select(0, plan.inverse).view(b, n, c), shortcut)
+        # (shifted) window partition of the normalised tokens: the per-token wqkv commutes with it
+        attn = self.win_mhsa(linear(plan.partition(self.norm1(x)), self.wqkv), rpi, plan)
+        x_win = _add_into(plan.merge(attn, x), shortcut)
         # residual sums in place on fresh outputs that autograd does not keep (linear layers,
         # index_select) and as one addcmul: fewer passes over the tokens and fewer allocations
         x_win = _add_into(self.convffn1(self.norm2(x_win), size), x_win)

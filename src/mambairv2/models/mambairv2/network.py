@@ -6,12 +6,12 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ...ops import LayerNorm
+from ...ops import LayerNorm, shape_generic
 from ..layers.heads import HEADS
 from ..layers.layout import image_to_tokens, tokens_to_image
 from ..layers.stem import RGB_MEAN, PatchEmbedNorm, init_weights, mirror_pad
 from .assm import ASSM, ROUTING_MODES
-from .attention import WindowPlan, relative_position_index, window_plan
+from .attention import WindowPlan, relative_position_index, rolled_windows, window_plan
 from .blocks import ResidualGroup
 from .config import MambaIRv2Config
 
@@ -92,7 +92,11 @@ class MambaIRv2(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         size = (x.shape[2], x.shape[3])
-        plans = self.window_plans(x.shape[0], size[0], size[1], x.device)
+        if shape_generic():  # traced: Swin's roll + a mask computed in the graph from the size
+            ws = self.window_size
+            plans = (rolled_windows(*size, ws, 0, x.device), rolled_windows(*size, ws, ws // 2, x.device))
+        else:  # cached gathers built from Python integers: faster, one per size
+            plans = self.window_plans(x.shape[0], size[0], size[1], x.device)
         rpi = self.relative_position_index_SA
         t = self.patch_embed(image_to_tokens(x))
         for group in self.layers:
@@ -104,7 +108,9 @@ class MambaIRv2(nn.Module):
             raise ValueError(f"expected a B×{self.config.in_chans}×H×W tensor, got {tuple(x.shape)}")
         h0, w0 = x.shape[-2:]
         ws = self.window_size
-        x = mirror_pad(x, -(-h0 // ws) * ws, -(-w0 // ws) * ws)
+        # rounded up with positive operands: a traced -(-h // ws) becomes ONNX's Div, which
+        # truncates negative quotients toward zero
+        x = mirror_pad(x, (h0 + ws - 1) // ws * ws, (w0 + ws - 1) // ws * ws)
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         first = self.conv_first(x)
