@@ -108,3 +108,27 @@ def test_complexity_command_json(tmp_path, capsys):
     assert main(["analyze", "complexity", "--variant", "light", "--scale", "3",
                  "--output-size", "64x64"]) != 0  # not a multiple of the scale
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_any_module_is_counted_by_the_same_operator_rules():
+    """``count_module_macs`` (used for SwinIR in the peer benchmark): a conv, a linear layer,
+    a LayerNorm and a batched matmul, each as written out by hand."""
+    from mambairv2.analysis.complexity import count_module_macs
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = torch.nn.LayerNorm(8)
+            self.fc = torch.nn.Linear(8, 6)
+
+        def forward(self, x):
+            t = self.norm(self.conv(x).flatten(2).transpose(1, 2))  # 1×(h·w)×8
+            y = self.fc(t)  # 1×(h·w)×6
+            return y.transpose(1, 2) @ y  # 1×6×6
+
+    h, w = 5, 7
+    counts = count_module_macs(Net(), (1, 3, h, w))
+    conv, norm, fc, mm = h * w * 8 * 3 * 9, 5 * h * w * 8, h * w * 8 * 6, 6 * h * w * 6
+    assert counts.macs_paper == conv + norm + fc + mm
+    assert counts.macs_all > counts.macs_paper  # biases

@@ -366,6 +366,21 @@ def config_complexity(config: Any, input_size: Tuple[int, int], batch: int = 1) 
     return count_complexity(model, input_size, batch=batch)
 
 
+def count_module_macs(model: nn.Module, input_shape: Tuple[int, ...]) -> Counts:
+    """MACs (both conventions) of one inference forward of any module on an input of
+    ``input_shape``, by the same operator rules as :func:`count_complexity` (matrix products,
+    convolutions, attention, LayerNorm; element-wise operations only in ``all``), e.g. a peer
+    model such as SwinIR, so that its MACs compare with ours. A selective scan is counted only
+    through :func:`count_complexity`. The model is not modified (a copy on ``meta`` is run)."""
+    meta = model if _is_meta(model) else copy.deepcopy(model).to("meta")
+    meta.eval()
+    device = torch.device("meta")
+    counter = _Counter(device)
+    with torch.no_grad(), _module_stack(meta, counter), counter:
+        meta(torch.empty(*input_shape, device=device))
+    return Counts(sum(v[0] for v in counter.totals.values()), sum(v[1] for v in counter.totals.values()))
+
+
 def variant_complexity(variant: str, scale: int, input_size: Tuple[int, int]) -> Complexity:
     """:func:`count_complexity` of a paper variant, built directly on the meta device."""
     with torch.device("meta"):
