@@ -175,3 +175,23 @@ def test_restore_json_and_evaluate_json_never_replace_their_inputs(files, capsys
     rc, err = run(["evaluate", "--hr-dir", str(files["hr"]), "--task", "sr", "--model", str(files["weights"]),
                    "--json", str(report)], capsys)
     assert rc == 2 and "input" in err and not report.exists()
+
+
+def test_train_refuses_another_runs_folder_and_locks_its_own(tmp_path, capsys):
+    from mambairv2.train.config import ConfigError
+    from mambairv2.train.trainer import lock_folder
+
+    run_dir = tmp_path / "run"
+    (run_dir / "models").mkdir(parents=True)
+    model = run_dir / "models" / "net_g_100.pth"
+    model.write_bytes(b"another run")
+    for resume in ([], ["--resume"]):
+        rc, err = run(["train", "quickstart_light_x2_cpu", "--set", f"output_dir={run_dir}", *resume], capsys)
+        assert rc == 2 and "--overwrite" in err and model.read_bytes() == b"another run", err
+    held = lock_folder(run_dir)
+    try:
+        with pytest.raises(ConfigError, match="in use by another training run"):
+            lock_folder(run_dir)
+    finally:
+        held.close()
+    lock_folder(run_dir).close()  # released: free again
