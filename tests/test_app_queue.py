@@ -33,8 +33,8 @@ def test_simultaneous_jobs_are_queued_one_at_a_time(tmp_path):
     class CountingStore(ModelStore):
         """Records how many forward passes run at once (each one lingers a little)."""
 
-        def get(self, name, device="cpu", dtype="float32"):
-            m = super().get(name, device, dtype)
+        def get(self, name, device="cpu", dtype="float32", owner=None):
+            m = super().get(name, device, dtype, owner)
             if not getattr(m, "_counted", False):
                 def enter(module, args):
                     with guard:

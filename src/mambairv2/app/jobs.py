@@ -79,7 +79,15 @@ def read_upload(path: Union[str, os.PathLike], name: str, limits: Limits) -> Ima
     if size > limits.max_upload_bytes:
         raise UploadError(f"{name}: the file is {_mb(size)}, over this page's upload limit of "
                           f"{_mb(limits.max_upload_bytes)} (start the app with a larger --max-upload-mb)")
-    data = Path(path).read_bytes()
+    return decode_upload(Path(path).read_bytes(), name, limits)
+
+
+def decode_upload(data: bytes, name: str, limits: Limits) -> ImageData:
+    """Decodes the bytes of an uploaded image, refusing what is over the pixel limit or not an image.
+
+    Raises:
+        UploadError: too many pixels, or not a readable image (the reason given).
+    """
     dims = _peek_size(data)
     if dims is not None and dims[0] * dims[1] > limits.max_pixels:
         w, h = dims

@@ -60,20 +60,21 @@ class ModelStore:
     """Names the page may choose → checkpoint files, and the loaded models.
 
     A name is ``bundled: NAME``, ``folder: FILE`` (``--weights-dir``) or ``upload: FILE (hash)``.
-    ``lock(name)`` serialises the jobs of one model.
+    Uploaded checkpoints belong to the client that uploaded them (``owner``): other clients
+    neither see nor load them. ``lock(name)`` serialises the jobs of one model.
     """
 
     def __init__(self, weights_dir: Optional[Path] = None, cache_size: int = CACHE_SIZE) -> None:
         self.weights_dir = weights_dir
         self.cache_size = cache_size
-        self._uploads: Dict[str, Path] = {}
-        self._models: "OrderedDict[Tuple[str, str, str], torch.nn.Module]" = OrderedDict()
+        self._uploads: Dict[Tuple[Optional[str], str], Path] = {}
+        self._models: "OrderedDict[Tuple[str, str, str, str], torch.nn.Module]" = OrderedDict()
         self._locks: Dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     # -- names ---------------------------------------------------------------------------------
-    def files(self) -> Dict[str, Path]:
-        """Every choosable name → its file, bundled first (``default`` leading)."""
+    def files(self, owner: Optional[str] = None) -> Dict[str, Path]:
+        """Every name ``owner`` may choose → its file, bundled first (``default`` leading)."""
         from ..models.catalog import bundled_models
 
         bundled = bundled_models()
@@ -81,17 +82,17 @@ class ModelStore:
         files = {f"bundled: {n}": bundled[n] for n in order}
         files.update({f"folder: {n}": p for n, p in folder_checkpoints(self.weights_dir).items()})
         with self._guard:
-            files.update(self._uploads)
+            files.update({name: path for (who, name), path in self._uploads.items() if who == owner})
         return files
 
-    def names(self) -> List[str]:
-        return list(self.files())
+    def names(self, owner: Optional[str] = None) -> List[str]:
+        return list(self.files(owner))
 
-    def default_name(self) -> Optional[str]:
-        names = self.names()
+    def default_name(self, owner: Optional[str] = None) -> Optional[str]:
+        names = self.names(owner)
         return names[0] if names else None
 
-    def add_upload(self, path: Path, original_name: str) -> str:
+    def add_upload(self, path: Path, original_name: str, owner: Optional[str] = None) -> str:
         """Validates an uploaded checkpoint (loads it on the CPU) and registers it; returns its name.
 
         Raises:
@@ -103,13 +104,13 @@ class ModelStore:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
         name = f"upload: {Path(original_name).name} ({digest})"
         with self._guard:
-            self._uploads[name] = Path(path)
-            self._remember((name, "cpu", "float32"), model)
+            self._uploads[(owner, name)] = Path(path)
+            self._remember((owner or "", name, "cpu", "float32"), model)
         return name
 
-    def without_paths(self, text: str) -> str:
+    def without_paths(self, text: str, owner: Optional[str] = None) -> str:
         """``text`` (e.g. a loader's message) with every checkpoint path replaced by its name."""
-        for name, path in sorted(self.files().items(), key=lambda item: -len(str(item[1]))):
+        for name, path in sorted(self.files(owner).items(), key=lambda item: -len(str(item[1]))):
             text = text.replace(str(path), name)
         return text
 
@@ -118,8 +119,9 @@ class ModelStore:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
 
-    def get(self, name: str, device: str = "cpu", dtype: str = "float32") -> torch.nn.Module:
-        """The model called ``name`` on ``device`` in ``dtype``, loaded once.
+    def get(self, name: str, device: str = "cpu", dtype: str = "float32",
+            owner: Optional[str] = None) -> torch.nn.Module:
+        """The model called ``name`` (as ``owner`` may name it) on ``device`` in ``dtype``, loaded once.
 
         Raises:
             KeyError: an unknown name.
@@ -128,11 +130,11 @@ class ModelStore:
         from ..models import load_file
         from ..utils.devices import resolve_device, resolve_dtype
 
-        files = self.files()
+        files = self.files(owner)
         if name not in files:
             raise KeyError(f"no model named {name!r}")
         dev = resolve_device(device)
-        key = (name, str(dev), dtype)
+        key = (owner or "" if name.startswith("upload: ") else "", name, str(dev), dtype)
         with self._guard:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -142,7 +144,7 @@ class ModelStore:
             self._remember(key, model)
         return model
 
-    def _remember(self, key: Tuple[str, str, str], model: torch.nn.Module) -> None:
+    def _remember(self, key: Tuple[str, str, str, str], model: torch.nn.Module) -> None:
         self._models[key] = model
         self._models.move_to_end(key)
         while len(self._models) > self.cache_size:

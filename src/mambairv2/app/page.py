@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .jobs import Limits, Options, UploadError, read_upload, restore_upload, simulate_upload
+from .guard import ClientFiles, Guard, Refused, allowed_hosts, client_of
+from .jobs import Limits, Options, UploadError, decode_upload, restore_upload, simulate_upload
 from .models import CHECKPOINT_SUFFIXES, ModelStore, devices, dtypes, model_info
 from .settings import Settings
 
@@ -51,31 +52,55 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _client(request: Any) -> Optional[str]:
+    """The client id (the Guard's cookie) of a Gradio request; None outside a request."""
+    headers = getattr(request, "headers", None)
+    return client_of(dict(headers)) if headers is not None else None
+
+
+def _preview_file(image: Any, folder: Path, stem: str) -> str:
+    """Writes a preview (a Pillow image) as a PNG in ``folder`` atomically; returns its path."""
+    import io
+
+    from ..utils.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return str(atomic_write_bytes(folder / f"{stem}.png", buffer.getvalue()))
+
+
 class Handlers:
     """What the page's events do, without the layout. ``gr`` is the imported Gradio module
     (its ``update`` objects are the answers); models come from ``store``, results go to ``work``."""
 
-    def __init__(self, gr: Any, store: ModelStore, limits: Limits, work: Path) -> None:
+    def __init__(self, gr: Any, store: ModelStore, limits: Limits, work: Path,
+                 uploads: Optional[ClientFiles] = None) -> None:
         from ..models.checkpoint import CheckpointError
 
         self.gr, self.store, self.limits, self.work = gr, store, limits, work
+        self.uploads = uploads or ClientFiles()
         self.model_errors = (CheckpointError, KeyError, ValueError, RuntimeError)
 
-    def describe(self, name: Optional[str], device: str, dtype: str):
+    def choices(self, client: Optional[str] = None):
+        """The model names this client may choose (its own uploads, nobody else's)."""
+        return self.gr.update(choices=self.store.names(client))
+
+    def describe(self, name: Optional[str], device: str, dtype: str, client: Optional[str] = None):
         """Model card and which simulation controls apply (noise σ, JPEG quality)."""
         hide = (self.gr.update(visible=False), self.gr.update(visible=False))
         if not name:
             return ("No model available: put checkpoints in a folder and start the app with "
                     "`--weights-dir DIR`, or add one below.", *hide)
         try:
-            info = model_info(self.store.get(name, device, dtype))
+            info = model_info(self.store.get(name, device, dtype, owner=client))
         except self.model_errors as exc:
-            return _warn(self.store.without_paths(_one_line(exc))), *hide
+            return _warn(self.store.without_paths(_one_line(exc), client)), *hide
         return (info.describe(), self.gr.update(visible=info.task == "denoise"),
                 self.gr.update(visible=info.task == "jpeg"))
 
-    def add_checkpoint(self, file: Optional[str], device: str, dtype: str):
-        """Validates an uploaded checkpoint and selects it; the upload box is emptied again."""
+    def add_checkpoint(self, file: Optional[str], device: str, dtype: str, client: Optional[str] = None):
+        """Validates a checkpoint this client uploaded and selects it (for this client only);
+        the upload box is emptied again."""
         keep = self.gr.update()
         if not file:
             return keep, keep, keep, keep, None
@@ -83,15 +108,18 @@ class Handlers:
         if Path(file).suffix.lower() not in CHECKPOINT_SUFFIXES:
             return keep, _warn(f"{original}: a checkpoint is a .pth or .safetensors file"), keep, keep, None
         try:
-            name = self.store.add_upload(Path(file), original)
-        except self.model_errors as exc:
+            self.uploads.check_upload(client, file, original, int(MAX_CHECKPOINT_MB * 1e6))
+            name = self.store.add_upload(Path(file), original, owner=client)
+        except (Refused, *self.model_errors) as exc:
             # the loader names the file by its server path: show the uploaded name instead
             return keep, _warn(f"checkpoint refused: {_one_line(exc).replace(str(file), original)}"), keep, keep, None
-        card, sigma_update, quality_update = self.describe(name, device, dtype)
-        return self.gr.update(choices=self.store.names(), value=name), card, sigma_update, quality_update, None
+        card, sigma_update, quality_update = self.describe(name, device, dtype, client)
+        return (self.gr.update(choices=self.store.names(client), value=name), card, sigma_update, quality_update,
+                None)
 
     def run(self, files: Optional[List[str]], name: Optional[str], tile: float, ensemble: bool, device: str,
-            dtype: str, simulate: bool, sigma: float, quality: float, progress: Callable):
+            dtype: str, simulate: bool, sigma: float, quality: float, progress: Callable,
+            client: Optional[str] = None):
         """Restores (or degrades, restores and scores) every upload: status text, the first result
         in the slider and side by side, all results, the downloads and the result picker."""
         nothing = (None, None, None, None, [], self.gr.update(choices=[], value=None, visible=False))
@@ -100,13 +128,13 @@ class Handlers:
         if not name:
             return (_warn("Choose a model first."), *nothing)
         try:
-            model = self.store.get(name, device, dtype)
+            model = self.store.get(name, device, dtype, owner=client)
         except self.model_errors as exc:
-            return (_warn(self.store.without_paths(_one_line(exc))), *nothing)
+            return (_warn(self.store.without_paths(_one_line(exc), client)), *nothing)
         options = Options(tile=int(tile) if tile and tile > 0 else "auto", self_ensemble=bool(ensemble),
                           simulate=bool(simulate), sigma=float(sigma), quality=int(quality))
         with self.store.lock(name):
-            lines, results = self._each(model, files, options, progress)
+            lines, results = self._each(model, files, options, progress, client)
         if not results:
             return ("\n\n".join(lines), *nothing)
         first = results[0]
@@ -116,20 +144,23 @@ class Handlers:
                 gallery, [str(r.download) for r in results],
                 self.gr.update(choices=picks, value=picks[0], visible=len(results) > 1))
 
-    def _each(self, model: Any, files: List[str], options: Options, progress: Callable) -> Tuple[list, list]:
-        """One status line per upload (a reason for each refused or failed one), and the results."""
+    def _each(self, model: Any, files: List[str], options: Options, progress: Callable,
+              client: Optional[str]) -> Tuple[list, list]:
+        """One status line per upload (a reason for each refused or failed one), and the results;
+        a file is read only if this client uploaded it (see :class:`ClientFiles`)."""
         job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self.work))
         lines, results = [], []
         for i, path in enumerate(files):
             shown = Path(path).name
             progress((i, len(files)), desc=f"image {i + 1}/{len(files)}: {shown}")
             try:
-                upload = read_upload(path, shown, self.limits)  # the limits hold when simulating too
+                data = self.uploads.open_upload(client, path, shown, self.limits.max_upload_bytes)
+                upload = decode_upload(data, shown, self.limits)  # the limits hold when simulating too
                 if options.simulate:
                     done = simulate_upload(model, path, shown, job_dir, options)
                 else:
                     done = restore_upload(model, upload, shown, job_dir, options)
-            except UploadError as exc:
+            except (UploadError, Refused) as exc:
                 lines.append(_warn(str(exc)))
                 continue
             except (MemoryError, RuntimeError, ValueError) as exc:
@@ -139,6 +170,10 @@ class Handlers:
                 lines.append(_warn(f"{shown}: {type(exc).__name__}: {text}"))
                 continue
             lines.append("✓ " + done.summary)
+            # previews as files of this job: Gradio would write PIL images to one cache file per
+            # content, rewritten by every identical job while another request serves it
+            done.before = _preview_file(done.before, job_dir, f"before-{i}")
+            done.after = _preview_file(done.after, job_dir, f"after-{i}")
             results.append(done)
         return lines, results
 
@@ -202,21 +237,45 @@ def _results(gr: Any) -> Dict[str, Any]:
     return c
 
 
-def build(settings: Settings, store: Optional[ModelStore] = None):
+def _work_dir(settings: Settings) -> Path:
+    """The folder of this app's results and of Gradio's cache (uploads included), removed when
+    the process exits unless the user chose it."""
+    work = settings.work_dir or Path(tempfile.mkdtemp(prefix="mambairv2-app-"))
+    if settings.work_dir is None:
+        atexit.register(shutil.rmtree, work, True)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optional[ClientFiles] = None,
+          work: Optional[Path] = None):
     """The page as a ``gradio.Blocks`` (not started; :func:`mount` adds its theme and style)."""
     quiet_gradio()
     import gradio as gr
 
     store = store or ModelStore(settings.weights_dir)
-    work = settings.work_dir or Path(tempfile.mkdtemp(prefix="mambairv2-app-"))
-    if settings.work_dir is None:
-        atexit.register(shutil.rmtree, work, True)
-    work.mkdir(parents=True, exist_ok=True)
-    on = Handlers(gr, store, settings.limits, work)
+    work = work or _work_dir(settings)
+    on = Handlers(gr, store, settings.limits, work, uploads or ClientFiles())
 
-    def run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality,
-            progress=gr.Progress(track_tqdm=True)):  # Gradio passes a progress bar to this argument
-        return on.run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality, progress)
+    # Gradio passes the request (for the client id) and a progress bar to these arguments
+    def run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality, request: gr.Request,
+            progress=gr.Progress(track_tqdm=True)):
+        return on.run(files, name, tile, ensemble, device, dtype, simulate, sigma, quality, progress,
+                      _client(request))
+
+    def describe(name, device, dtype, request: gr.Request):
+        return on.describe(name, device, dtype, _client(request))
+
+    def add_checkpoint(file, device, dtype, request: gr.Request):
+        return on.add_checkpoint(file, device, dtype, _client(request))
+
+    def choices(request: gr.Request):
+        return on.choices(_client(request))
+
+    for handler in (run, describe, add_checkpoint, choices):
+        # Gradio finds the request argument by its annotation, which must be the class itself
+        # (this module's annotations are strings)
+        handler.__annotations__["request"] = gr.Request
 
     # uploads and results in Gradio's cache are deleted after an hour (checked every half hour)
     with gr.Blocks(title="MambaIRv2", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
@@ -230,10 +289,11 @@ def build(settings: Settings, store: Optional[ModelStore] = None):
         model = [c["model"], c["device"], c["dtype"]]
         card = [c["card"], c["sigma"], c["quality"]]
         views = [c["slider"], c["before"], c["after"]]
-        demo.load(on.describe, model, card)
-        c["model"].change(on.describe, model, card)
+        demo.load(choices, None, c["model"])
+        demo.load(describe, model, card)
+        c["model"].change(describe, model, card)
         c["device"].change(lambda d: gr.update(choices=dtypes(d), value="float32"), c["device"], c["dtype"])
-        c["checkpoint"].upload(on.add_checkpoint, [c["checkpoint"], c["device"], c["dtype"]],
+        c["checkpoint"].upload(add_checkpoint, [c["checkpoint"], c["device"], c["dtype"]],
                                [c["model"], *card, c["checkpoint"]])
         c["run"].click(run, [c["images"], c["model"], c["tile"], c["ensemble"], c["device"], c["dtype"],
                              c["simulate"], c["sigma"], c["quality"]],
@@ -251,7 +311,12 @@ def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, 
     import fastapi
     import gradio as gr
 
-    demo = build(settings, store)
+    work = _work_dir(settings)
+    # Gradio's cache (uploads, served results) inside the work folder: private to this app,
+    # removed with it; read by Gradio when the page is built and on every upload
+    os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
+    uploads = ClientFiles()
+    demo = build(settings, store, uploads, work)
     max_mb = max(settings.max_upload_mb, MAX_CHECKPOINT_MB)
     # no API docs on the outer app either: the page is the only thing served
     outer = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -262,9 +327,15 @@ def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, 
                                                    font_mono=MONO_FONTS),
                               css=CSS)
     inner = [route.app for route in app.routes if getattr(route, "app", None) is not None][-1]
+    # mount_gradio_app never marks the page as launched, which leaves Gradio's check of the paths
+    # a request names (only files of its upload folder) unarmed
+    demo.has_launched = True
+    # results are written in the work folder, which need not be under the system's temporary folder
+    demo.allowed_paths = [str(work)]
+    guarded = Guard(app, uploads, allowed_hosts(settings.host))
 
     def stop() -> None:
         demo.close(verbose=False)  # the queue; demo.app is not set when mounted, so its streams:
         inner.stop_event.set()
 
-    return app, stop
+    return guarded, stop

@@ -8,6 +8,7 @@ by itself. Nothing here imports Gradio or PyTorch.
 """
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -189,10 +190,25 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
     if not quiet:
         print(f"ready after {time.monotonic() - began:.1f} s: {url}", flush=True)
     if block:
+        previous = _stop_on_sigterm()
         try:
             server.wait()
         except KeyboardInterrupt:
             pass
         finally:
             server.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return server
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM stops the app as Ctrl+C does (the server closes, temporary files are removed at
+    exit); returns the previous handler, or None off the main thread (no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)

@@ -54,12 +54,24 @@ def _complexity_parser(asub) -> None:
     size.add_argument("--input-size", default=None, metavar="WxH", help="input width x height")
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the result as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run_complexity)
+
+
+def _check_out(path: str, option: str, args: argparse.Namespace, inputs=(), suffixes=None) -> None:
+    from ..utils.outputs import OutputError, check_output
+
+    try:
+        check_output(path, option, inputs=inputs, overwrite=args.overwrite, suffixes=suffixes)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def run_complexity(args: argparse.Namespace) -> int:
     from ..analysis.complexity import config_complexity, format_table
 
+    if args.json_out:
+        _check_out(args.json_out, "--json", args, suffixes=(".json",))
     ref = resolve_model(args, variants=True)
     try:
         config = ref.config(scale=args.scale)
@@ -85,7 +97,7 @@ def run_complexity(args: argparse.Namespace) -> int:
         from ..utils.atomic import atomic_path
 
         data = dict(variant=args.model, scale=scale, batch=args.batch, convention=CONVENTION, **c.to_dict())
-        with atomic_path(args.json_out) as tmp:
+        with atomic_path(args.json_out, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(json.dumps(data, indent=2))
     return 0
 
@@ -102,6 +114,7 @@ def _figure_parser(asub, name: str, func, help: str, description: str) -> argpar
     p.add_argument("--crop", type=int, default=128,
                    help="centre crop of the input to this many pixels per side (0: whole image)")
     p.add_argument("-o", "--output", default=f"{name}.png", help="PNG to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=func)
     return p
@@ -188,6 +201,7 @@ def _save(img, path: str) -> None:
 
 
 def run_erf(args: argparse.Namespace) -> int:
+    _check_out(args.output, "-o", args, inputs=args.image, suffixes=(".png",))
     from ..analysis.erf import effective_receptive_field, erf_figure
 
     from ..analysis.inputs import centre_crop
@@ -202,6 +216,7 @@ def run_erf(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
+    _check_out(args.output, "-o", args, inputs=args.image, suffixes=(".png",))
     from ..analysis.attentive_map import attentive_maps, attention_figure
 
     model, images = _load(args)
@@ -215,6 +230,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_sgn(args: argparse.Namespace) -> int:
+    _check_out(args.output, "-o", args, inputs=args.image, suffixes=(".png",))
     from ..analysis.sgn_map import busiest_layer, sgn_figure, sgn_routes
 
     model, images = _load(args)
@@ -227,6 +243,7 @@ def run_sgn(args: argparse.Namespace) -> int:
 
 
 def run_lam(args: argparse.Namespace) -> int:
+    _check_out(args.output, "-o", args, inputs=args.image, suffixes=(".png",))
     from ..analysis.lam import lam, lam_figure
 
     model, images = _load(args)

@@ -45,6 +45,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--compile", action="store_true", help="run through torch.compile")
     p.add_argument("--train", action="store_true", help="time a training step (forward, L1 loss, backward, Adam)")
     p.add_argument("--json", dest="json_out", default=None, help="write the results to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -64,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     sizes, compare = _check_args(args)
+    if args.json_out:
+        from ..utils.outputs import OutputError, check_output
+
+        try:
+            check_output(args.json_out, "--json", overwrite=args.overwrite, suffixes=(".json",))
+        except OutputError as exc:
+            raise CLIError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "compile": bool(args.compile), "sgemm_gflops": sgemm, "results": results,
     }
-    _write_report(report, args.json_out)
+    _write_report(report, args.json_out, args.overwrite)
     return 0
 
 
@@ -175,14 +183,14 @@ def _step(args, runner, model, x, device, dtype):
     return _train_step(runner, model, x, device, dtype) if args.train else _forward(runner, x, device, dtype)
 
 
-def _write_report(report: Dict, json_out) -> None:
+def _write_report(report: Dict, json_out, overwrite: bool = False) -> None:
     """The report as JSON: written atomically to ``json_out``, or printed."""
     if not json_out:
         print(json.dumps(report, indent=2))
         return
     from ..utils.atomic import atomic_path
 
-    with atomic_path(json_out) as tmp:
+    with atomic_path(json_out, overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
 
 

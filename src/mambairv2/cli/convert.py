@@ -40,15 +40,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         raise CLIError("give the output file (OUT or -o OUT)")
     ref = resolve_model(args)
-    src, out = ref.path, Path(args.output)
-    if out.suffix.lower() != ".safetensors":
-        raise CLIError(f"{out}: the output name must end in .safetensors")
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{out} exists (--overwrite replaces it)")
-    if out.exists() and out.resolve() == src.resolve():
-        raise CLIError(f"{out}: the output must not be the input checkpoint")
-    if out.exists() and out.is_dir():
-        raise CLIError(f"{out}: is a folder")
+    from ..utils.outputs import OutputError, check_output
+
+    try:
+        out = check_output(args.output, "OUT", inputs=[ref.path] if ref.path else [], overwrite=args.overwrite,
+                           suffixes=(".safetensors",))
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     _, model = load_model_arg(args, "cpu", dtype)
     try:

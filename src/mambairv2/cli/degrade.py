@@ -212,9 +212,12 @@ def run(args: argparse.Namespace) -> int:
     from ..protocol.task import EvaluationError, make_input, read_clean
 
     spec = _check_level(args)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"--out {out_dir}: exists and is not a folder")
+    from ..utils.outputs import OutputError, check_output_dir
+
+    try:
+        out_dir = check_output_dir(args.out, "--out", inputs=[args.hr_dir])
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     try:
         images, others = list_images(args.hr_dir)
     except EvaluationError as exc:

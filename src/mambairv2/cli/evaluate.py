@@ -56,6 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "name, or its parent's when the folder is called HR)")
     p.add_argument("--json", metavar="OUT", help="write the results (per image and mean) as JSON")
     p.add_argument("--save-dir", metavar="DIR", help="write the restored images (8-bit PNG) to DIR/NAME/")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or saved images")
     p.add_argument("--protocol", choices=("whole", "official"), default="whole",
                    help="'whole': the whole image at once (default); 'official': the released "
                         "test's overlapping ~200-px crops (to reproduce the tables to 0.01 dB)")
@@ -162,12 +163,24 @@ def _method(args: argparse.Namespace, label: str, model, spec):
                              tile=args.tile, tile_overlap=args.tile_overlap)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """--json and --save-dir must be usable before any image is restored."""
-    if args.json and Path(args.json).is_dir():
-        raise CLIError(f"--json {args.json}: is a folder")
-    if args.save_dir and Path(args.save_dir).exists() and not Path(args.save_dir).is_dir():
-        raise CLIError(f"--save-dir {args.save_dir}: exists and is not a folder")
+def _check_outputs(args: argparse.Namespace, datasets: List[tuple]) -> None:
+    """--json and --save-dir follow the output policy (:mod:`mambairv2.utils.outputs`), checked
+    before any model is loaded: never onto the ground truth or a pre-made input."""
+    from ..utils.outputs import OutputError, check_output, check_output_dir
+
+    inputs = [Path(d) for hr, lr, _, _ in datasets for d in (hr, lr) if d is not None]
+    try:
+        if args.json:
+            check_output(args.json, "--json", inputs=inputs, overwrite=args.overwrite, suffixes=(".json",))
+        if args.save_dir:
+            check_output_dir(args.save_dir, "--save-dir", inputs=inputs)
+            for _, _, name, images in datasets:
+                folder = check_output_dir(Path(args.save_dir) / name, "--save-dir", inputs=inputs)
+                for image in images:
+                    check_output(folder / f"{Path(image).stem}.png", "--save-dir", inputs=inputs,
+                                 overwrite=args.overwrite)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _evaluate_all(args: argparse.Namespace, method, spec, datasets: List[tuple]) -> list:
@@ -211,7 +224,7 @@ def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: 
         from ..utils.imageio import atomic_write_bytes
 
         text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-        atomic_write_bytes(args.json, text.encode(), overwrite=True)
+        atomic_write_bytes(args.json, text.encode(), overwrite=args.overwrite)
     metric = data["metric"]
     print(f"{spec.describe()}, model {label}, protocol {args.protocol}"
           f"{', self-ensemble' if args.self_ensemble else ''}; metrics on "
@@ -231,11 +244,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         label = resolve_model(args).label
     datasets = _datasets(args)  # folder errors before loading a model
+    _check_outputs(args, datasets)
     if not args.baseline:
         model = _load(args)
     spec = _spec(args, int(model.config.upscale) if model is not None else None)
     method = _method(args, label, model, spec)
-    _check_outputs(args)
     start = time.monotonic()
     results = _evaluate_all(args, method, spec, datasets)
     _report(args, spec, label, results, time.monotonic() - start)

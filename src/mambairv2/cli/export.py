@@ -45,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from ..models import describe
 
     model_from_args(args)
-    resolve_model(args, variants=True)  # an unknown name: one line before anything else
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{out} exists (--overwrite replaces it)")
-    if out.is_dir():
-        raise CLIError(f"{out}: is a folder")
+    from ..utils.outputs import OutputError, check_output
+
+    ref = resolve_model(args, variants=True)  # an unknown name: one line before anything else
+    try:
+        out = check_output(args.output, "-o", inputs=[p for p in (ref.path, args.image) if p],
+                           overwrite=args.overwrite, suffixes=(".onnx",))
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     size = parse_size(args.size, "--size")
     try:
         from ..integrations import onnx_export as ox

@@ -156,8 +156,13 @@ def _check_options(args: argparse.Namespace) -> None:
         what = "is a broken link or a symlink loop" if out_dir.is_symlink() and not out_dir.exists() \
             else "exists and is not a folder"
         raise CLIError(f"-o {out_dir}: {what}")
-    if args.json and Path(args.json).is_dir():
-        raise CLIError(f"--json {args.json}: is a folder; give a file name")
+    from ..utils.outputs import OutputError, check_output
+
+    try:  # the images themselves: per file in the plan (inference.plan.plan_outputs)
+        if args.json:
+            check_output(args.json, "--json", inputs=args.inputs, overwrite=args.overwrite, suffixes=(".json",))
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _checked_tile(args: argparse.Namespace, model, rep: "Reporter") -> None:
@@ -286,7 +291,7 @@ def _finish(results, missing, args: argparse.Namespace, ref, device, world: int,
                   + [r.as_dict() for r in results]}
         try:
             atomic_write_bytes(args.json, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode(),
-                               overwrite=True)
+                               overwrite=args.overwrite)
         except OSError as exc:
             print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
             return 1

@@ -30,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR|auto",
                    help="continue a run: 'auto' (the default when the flag has no value) takes the "
                         "newest state in the output folder, or give a run folder or a .state file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an output folder that holds another run (its files are replaced)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (each key with its doc as a comment) and exit")
     p.add_argument("--dry-run", action="store_true",
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from ..train.trainer import train
 
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DataError, CheckpointError) as exc:
         raise CLIError(str(exc)) from None
     except FloatingPointError as exc:

@@ -147,11 +147,12 @@ def plan_outputs(jobs: List[Job], out_dir: Path, ext: Optional[str], suffix: str
             job.skip = f"is the output of {owner}"
     taken: Dict[str, Path] = {}
     inputs = {real(j.src) for j in jobs if j.skip is None}
+    inodes = {_inode(j.src) for j in jobs if j.skip is None} - {None}  # hard links to an input
     for job in jobs:
         key = real(job.out)
         if job.skip:
             continue
-        if key in inputs:
+        if key in inputs or _inode(job.out) in inodes:
             if overwrite:
                 job.problem = f"the output {job.out} would replace an input; choose another -o or a --suffix"
             else:
@@ -160,6 +161,15 @@ def plan_outputs(jobs: List[Job], out_dir: Path, ext: Optional[str], suffix: str
             job.problem = f"the output {job.out} is already the output of {taken[key]}"
         else:
             taken[key] = job.src
+
+
+def _inode(path: Path) -> Optional[tuple]:
+    """``(device, inode)`` of an existing file, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def mark_existing(jobs: Iterable[Job], overwrite: bool) -> None:

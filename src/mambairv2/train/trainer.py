@@ -148,8 +148,10 @@ class _StopFlag:
 class Trainer:
     """One training run (one process; torchrun starts one per GPU / CPU rank)."""
 
-    def __init__(self, cfg: Mapping[str, Any], resume: Optional[str] = None) -> None:
+    def __init__(self, cfg: Mapping[str, Any], resume: Optional[str] = None, overwrite: bool = False) -> None:
         self.cfg = cfg
+        self.overwrite = overwrite
+        self._lock: Optional[Any] = None
         self.t = cfg["train"]
         self.out = Path(cfg["output_dir"])
         # signals are caught from the start: a stop before the first step trains nothing
@@ -159,7 +161,14 @@ class Trainer:
             self._set_up(cfg, resume)
         except BaseException:
             self.stop.restore()
+            self.release()
             raise
+
+    def release(self) -> None:
+        """Gives the output folder's lock back (also released when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _set_up(self, cfg: Mapping[str, Any], resume: Optional[str]) -> None:
         self.gan = bool(cfg["gan"]["enabled"])
@@ -256,7 +265,8 @@ class Trainer:
         self.perceptual.to(self.device)
 
     def _check_output_folder(self) -> None:
-        """A one-line error now rather than a crash at the first checkpoint."""
+        """A one-line error now rather than a crash at the first checkpoint; then the folder's
+        lock, held for the whole run, so that two runs never write into one folder."""
         probe = self.out / f".write-test-{os.getpid()}"
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -265,16 +275,19 @@ class Trainer:
         except OSError as exc:
             raise ConfigError(f"output folder {self.out}: cannot write there ({exc.strerror or exc}); "
                               "choose another with --set output_dir=DIR") from None
+        self._lock = lock_folder(self.out)
 
     def _resume_target(self, resume: Optional[str]) -> Optional[Path]:
         if resume is None:
-            if list_steps(self.out):
+            if list_steps(self.out) and not self.overwrite:
                 raise ConfigError(f"{self.out} already holds a training run: resume it with --resume auto, "
-                                  "or choose another name / output_dir")
+                                  "replace it with --overwrite, or choose another name / output_dir")
+            self._refuse_other_run()
             return None
         if resume == "auto":
             found = find_resume_state(self.out)
             if found is None:
+                self._refuse_other_run()
                 print(f"note: nothing to resume in {self.out}; starting a new run", file=sys.stderr)
             return found
         target = Path(resume)
@@ -284,6 +297,16 @@ class Trainer:
         if found is None:
             raise ConfigError(f"--resume {resume}: no training state in this folder")
         return found
+
+    def _refuse_other_run(self) -> None:
+        """A folder with another run's models or log but no state to resume is not replaced
+        unless ``overwrite``."""
+        models = self.out / "models"
+        found = [p for p in (sorted(models.glob("*.pth")) + sorted(models.glob("*.safetensors")))
+                 if models.is_dir()] + [p for p in (self.out / "log.csv",) if p.is_file()]
+        if found and not self.overwrite:
+            raise ConfigError(f"{self.out} holds another run ({found[0].name}, no training state to resume): "
+                              "--overwrite replaces it, or choose another name / output_dir")
 
     def _load(self, path: Path) -> None:
         try:
@@ -798,6 +821,34 @@ def _standard_gradient_strides(model: nn.Module) -> None:
 RESUME_KEYS = ("data.train_root", "data.train_lr_root", "model.variant", "model.scale", "model.overrides")
 
 
+def lock_folder(folder: Path) -> Any:
+    """An open lock file holding an exclusive ``flock`` on ``folder/.lock`` (closing it
+    releases the lock).
+
+    Raises:
+        ConfigError: another process trains in ``folder``.
+    """
+    handle = open(folder / ".lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no flock (Windows): no lock
+        return handle
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        raise ConfigError(f"output folder {folder} is in use by another training run"
+                          f"{f' (process {owner})' if owner else ''}; wait for it or choose another "
+                          "output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def resume_differences(saved_config: Optional[str], cfg: Mapping[str, Any]) -> List[str]:
     """``["data.train_root: '/a' → '/b'", ...]``: the data and model settings that differ between
     the config a state was saved with (its YAML text) and ``cfg``."""
@@ -821,14 +872,16 @@ def resume_differences(saved_config: Optional[str], cfg: Mapping[str, Any]) -> L
     return out
 
 
-def train(cfg: Mapping[str, Any], resume: Optional[str] = None) -> Dict[str, Any]:
+def train(cfg: Mapping[str, Any], resume: Optional[str] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Runs a training config (see :mod:`mambairv2.train.config`); ``resume``: None (new run),
-    ``"auto"`` (newest state in the output folder, if any) or a run folder / state file."""
+    ``"auto"`` (newest state in the output folder, if any) or a run folder / state file;
+    ``overwrite``: start a new run in a folder that holds another one."""
     trainer = None
     try:
-        trainer = Trainer(cfg, resume)
+        trainer = Trainer(cfg, resume, overwrite)
         return trainer.run()
     finally:
         if trainer is not None:
             trainer.stop.restore()
+            trainer.release()
         D.cleanup()
