@@ -27,8 +27,6 @@ from typing import Dict, List, Optional, Union
 from ..utils.atomic import atomic_path
 from ..errors import CheckpointError, MambaIRv2Error
 from ..utils.cache_dir import cache_dir
-from .checkpoint import load_file
-from .registry import describe
 
 REPO_ID = "cguoh/MambaIR"
 FOLDER = "MambaIRv2_ckpt"
@@ -84,10 +82,13 @@ def name_of(repo_file: str) -> str:
 
 def list_remote(repo_id: str = REPO_ID, revision: Optional[str] = None) -> Dict[str, str]:
     """Name → file in the repository, for every checkpoint under ``MambaIRv2_ckpt/`` (read from
-    the hub now). Raises HubError offline or when the hub cannot be reached."""
+    the hub now). Raises HubError offline (``HF_HUB_OFFLINE``, without opening a connection) or
+    when the hub cannot be reached."""
     hf = _hf()
     from huggingface_hub import constants
 
+    if constants.is_offline_mode():
+        raise HubError(f"cannot list {repo_id}: offline (HF_HUB_OFFLINE is set)")
     unreachable = _unreachable(constants.ENDPOINT)
     if unreachable:
         raise HubError(f"cannot list {repo_id}: {unreachable}")
@@ -165,6 +166,10 @@ def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: 
     if etag and _SHA256.match(etag) and etag != sha:
         problem = f"SHA-256 {sha} differs from the hub's {etag}"
     else:
+        # imported here: listing and offline look-ups answer without loading PyTorch
+        from .checkpoint import load_file
+        from .registry import describe
+
         try:
             info = describe(load_file(local))
         except CheckpointError as exc:
