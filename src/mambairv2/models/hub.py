@@ -146,7 +146,9 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
             raise HubError(f"{repo_id} has no checkpoint {name!r} under {FOLDER}/; available: {known}")
         files = [remote[stem]]
     else:
-        files = _candidates(name)
+        # offline, a miss is told from the cache folder alone: huggingface_hub's download module
+        # takes a second or more just to import
+        files = [f for f in _candidates(name) if _maybe_cached(constants.HF_HUB_CACHE, repo_id, f)]
     last: Optional[BaseException] = None
     for repo_file in files:
         try:
@@ -155,8 +157,17 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
             last = exc
             continue
         return _verify_and_record(hf, Path(local), repo_id, repo_file, revision)
+    if remote is None and last is None:
+        raise HubError(f"cannot download {name!r}: offline (HF_HUB_OFFLINE is set), and not in the cache")
     offline = " (offline, and not in the cache)" if remote is None else ""
     raise HubError(f"cannot download {name!r}{offline}: {_reason(last)}")
+
+
+def _maybe_cached(hub_cache: str, repo_id: str, repo_file: str) -> bool:
+    """Whether some snapshot of ``repo_id`` in huggingface_hub's cache folder holds ``repo_file``
+    (huggingface_hub's layout: ``models--{owner}--{name}/snapshots/{commit}/{file}``)."""
+    snapshots = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return any((s / repo_file).exists() for s in snapshots.glob("*"))
 
 
 def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: Optional[str]) -> Downloaded:
