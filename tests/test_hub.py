@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,68 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
         assert r.returncode == 1, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot reach http://127.0.0.1" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0], r.stderr
+
+
+#: runs the command line with an audit hook that logs every connection and name look-up the
+#: process attempts (any address: the hub stand-in, a proxy, a DNS server) to the file in argv[1]
+_COUNTING = """
+import sys, time
+log = open(sys.argv[1], "a")
+def hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname"):
+        log.write(f"{event} {args[1:] if event == 'socket.connect' else args}\\n"); log.flush()
+sys.addaudithook(hook)
+from mambairv2.cli.main import main
+start = time.perf_counter()
+code = main(sys.argv[2:])
+print(f"elapsed {time.perf_counter() - start:.3f}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def counted(env_extra, *args, tmp, log):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE")) and not k.lower().endswith("_proxy")}
+    env.update(PYTHONPATH=str(REPO / "src"), HF_HOME=str(tmp / "hf"), MAMBAIRV2_CACHE_DIR=str(tmp / "mc"),
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", OMP_NUM_THREADS="1", **env_extra)
+    started = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _COUNTING, str(log), *args], env=env,
+                       capture_output=True, text=True, timeout=300)
+    r.wall = time.perf_counter() - started
+    r.elapsed = float(r.stderr.strip().splitlines()[-1].split()[1])  # main() alone, no start-up
+    r.stderr = "\n".join(r.stderr.strip().splitlines()[:-1])
+    return r
+
+
+def test_offline_is_offline(files, tmp_path):
+    """HF_HUB_OFFLINE=1: no command opens a connection or looks a name up; each answers at once
+    with what the local cache holds (listing and misses within a second, without PyTorch)."""
+    log = tmp_path / "connections.log"
+    with HubStandIn(REPO_ID, files) as hub:
+        r = cli({"HF_ENDPOINT": hub.endpoint}, "download", "mambairv2_lightSR_x2", tmp=tmp_path)
+        assert r.returncode == 0, r.stderr
+        served = len(hub.requests)
+        offline = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "1"}
+        runs = {
+            "list": counted(offline, "download", "--list", tmp=tmp_path, log=log),
+            "miss": counted(offline, "download", "notes_x4", tmp=tmp_path, log=log),
+            "cached": counted(offline, "download", "mambairv2_lightSR_x2", tmp=tmp_path, log=log),
+            "info": counted(offline, "info", "mambairv2_lightSR_x2", tmp=tmp_path, log=log),
+        }
+        assert len(hub.requests) == served
+    assert not log.exists() or log.read_text() == "", log.read_text()
+    assert runs["list"].returncode == 0 and runs["list"].stdout.startswith("mambairv2_lightSR_x2\t"), runs["list"]
+    assert "offline" in runs["list"].stderr
+    assert runs["miss"].returncode == 1 and "offline" in runs["miss"].stderr
+    assert runs["cached"].returncode == 0 and runs["info"].returncode == 0, (runs["cached"].stderr, runs["info"].stderr)
+    for name in ("list", "miss"):
+        assert runs[name].elapsed < 1.0, (name, runs[name].elapsed)
+
+
+def test_the_counting_stand_in_sees_connections(files, tmp_path):
+    """The same counter online: the listing is seen (so zero above means zero)."""
+    log = tmp_path / "connections.log"
+    with HubStandIn(REPO_ID, files) as hub:
+        r = counted({"HF_ENDPOINT": hub.endpoint}, "download", "--list", tmp=tmp_path, log=log)
+    assert r.returncode == 0, r.stderr
+    assert "socket.connect" in log.read_text()

@@ -202,7 +202,7 @@ def _tiled(forward: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: i
 
 
 class _Runner:
-    """Calls the model on float32 CPU tiles: device/dtype transfer, no autograd, self-ensemble."""
+    """Calls the model on float32 CPU tiles: device/dtype transfer, inference mode, self-ensemble."""
 
     def __init__(self, model: torch.nn.Module, self_ensemble: bool) -> None:
         self.model = model
@@ -211,9 +211,12 @@ class _Runner:
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x.to(device=self.device, dtype=self.dtype)
-        with torch.no_grad():
+        with torch.inference_mode():
             y = _self_ensemble(self.model, x) if self.self_ensemble else self.model(x)
-        return y.float().cpu()
+        y = y.float().cpu()
+        # outside inference mode an inference tensor cannot be changed in place: hand back a
+        # plain one (a copy of one tile, small beside the network's work)
+        return y.clone() if y.is_inference() and not torch.is_inference_mode_enabled() else y
 
 
 def _run(runner: _Runner, x: Tensor, tile: Optional[int], overlap: int, window: int,

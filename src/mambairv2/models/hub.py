@@ -27,8 +27,6 @@ from typing import Dict, List, Optional, Union
 from ..utils.atomic import atomic_path
 from ..errors import CheckpointError, MambaIRv2Error
 from ..utils.cache_dir import cache_dir
-from .checkpoint import load_file
-from .registry import describe
 
 REPO_ID = "cguoh/MambaIR"
 FOLDER = "MambaIRv2_ckpt"
@@ -84,10 +82,13 @@ def name_of(repo_file: str) -> str:
 
 def list_remote(repo_id: str = REPO_ID, revision: Optional[str] = None) -> Dict[str, str]:
     """Name → file in the repository, for every checkpoint under ``MambaIRv2_ckpt/`` (read from
-    the hub now). Raises HubError offline or when the hub cannot be reached."""
+    the hub now). Raises HubError offline (``HF_HUB_OFFLINE``, without opening a connection) or
+    when the hub cannot be reached."""
     hf = _hf()
     from huggingface_hub import constants
 
+    if constants.is_offline_mode():
+        raise HubError(f"cannot list {repo_id}: offline (HF_HUB_OFFLINE is set)")
     unreachable = _unreachable(constants.ENDPOINT)
     if unreachable:
         raise HubError(f"cannot list {repo_id}: {unreachable}")
@@ -145,7 +146,9 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
             raise HubError(f"{repo_id} has no checkpoint {name!r} under {FOLDER}/; available: {known}")
         files = [remote[stem]]
     else:
-        files = _candidates(name)
+        # offline, a miss is told from the cache folder alone: huggingface_hub's download module
+        # takes a second or more just to import
+        files = [f for f in _candidates(name) if _maybe_cached(constants.HF_HUB_CACHE, repo_id, f)]
     last: Optional[BaseException] = None
     for repo_file in files:
         try:
@@ -154,8 +157,17 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
             last = exc
             continue
         return _verify_and_record(hf, Path(local), repo_id, repo_file, revision)
+    if remote is None and last is None:
+        raise HubError(f"cannot download {name!r}: offline (HF_HUB_OFFLINE is set), and not in the cache")
     offline = " (offline, and not in the cache)" if remote is None else ""
     raise HubError(f"cannot download {name!r}{offline}: {_reason(last)}")
+
+
+def _maybe_cached(hub_cache: str, repo_id: str, repo_file: str) -> bool:
+    """Whether some snapshot of ``repo_id`` in huggingface_hub's cache folder holds ``repo_file``
+    (huggingface_hub's layout: ``models--{owner}--{name}/snapshots/{commit}/{file}``)."""
+    snapshots = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return any((s / repo_file).exists() for s in snapshots.glob("*"))
 
 
 def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: Optional[str]) -> Downloaded:
@@ -165,6 +177,10 @@ def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: 
     if etag and _SHA256.match(etag) and etag != sha:
         problem = f"SHA-256 {sha} differs from the hub's {etag}"
     else:
+        # imported here: listing and offline look-ups answer without loading PyTorch
+        from .checkpoint import load_file
+        from .registry import describe
+
         try:
             info = describe(load_file(local))
         except CheckpointError as exc:

@@ -157,11 +157,18 @@ class WindowAttention(nn.Module):
 
     def position_bias(self, rpi: Tensor) -> Tensor:
         """``heads×n×n`` bias gathered from the table (contiguous). Without autograd the result
-        is cached until the table or the index changes (in place or replaced), except when traced."""
+        is cached until the table or the index changes (in place or replaced), except when traced;
+        tensors made under ``torch.inference_mode()`` are gathered every call."""
         table = self.relative_position_bias_table
         if (torch.is_grad_enabled() and table.requires_grad) or shape_generic():
             return self._gather_bias(rpi)  # traced: the gather, not a cached constant
-        key = (id(table), table.data_ptr(), table._version, rpi.data_ptr(), rpi._version, table.dtype, table.device)
+        if table.is_inference() or rpi.is_inference():
+            # inference tensors keep no version counter, so an in-place change (a state dict
+            # loaded under inference mode, as ComfyUI loads models) could not be seen by a cache
+            return self._gather_bias(rpi).contiguous()
+        # a bias gathered under inference mode is an inference tensor: reused only there
+        key = (id(table), table.data_ptr(), table._version, rpi.data_ptr(), rpi._version, table.dtype,
+               table.device, torch.is_inference_mode_enabled())
         cached = self.__dict__.get("_bias_cache")
         if cached is None or cached[0] != key:
             cached = (key, self._gather_bias(rpi).contiguous())

@@ -80,7 +80,8 @@ class MambaIRv2(nn.Module):
     # -- forward -------------------------------------------------------------------------
     def window_plans(self, b: int, h: int, w: int, device: torch.device) -> Tuple[WindowPlan, WindowPlan]:
         """Window plans without and with shift for a padded ``b×h×w`` input (cached)."""
-        key = (b, h, w, str(device))
+        # plans made under inference mode hold inference tensors, which autograd cannot save
+        key = (b, h, w, str(device), torch.is_inference_mode_enabled())
         plans = self._plans.get(key)
         if plans is None:
             if len(self._plans) > 16:
