@@ -103,7 +103,8 @@ OPTIONAL_TYPES: Dict[str, Tuple[type, ...]] = {
 }
 
 CHOICES: Dict[str, Tuple[Any, ...]] = {
-    "model.variant": ("light", "small", "base", "large", "denoise", "jpeg"),
+    "model.variant": ("light", "small", "base", "large", "denoise", "jpeg",
+                      "mambair-light", "mambair", "mambair-denoise", "mambair-jpeg"),
     "val.protocol": ("whole", "official"),
     "data.task": ("auto", "sr", "denoise", "jpeg"),
     "train.scheduler": ("multistep", "cosine", "constant"),
