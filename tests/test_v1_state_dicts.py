@@ -1,7 +1,8 @@
 """MambaIR (v1): every released configuration (``official_state_dicts_v1.json``): create_model
 builds exactly its keys, shapes and parameter count; a state dict with exactly those keys and
 shapes loads strictly through ``load_model`` and is detected back as the same configuration;
-the out-of-scope files (MambaIRUNet, light checkpoints of older layouts) get a one-line message."""
+the light checkpoints of the older layouts (commits 06dc6cd, 3ad5892) build and load through the
+``cab`` switch; the out-of-scope file (MambaIRUNet) gets a one-line message."""
 import json
 from collections import defaultdict
 
@@ -14,9 +15,11 @@ from mambairv2.models.mambair import MambaIRConfig, v1_variant_name
 from conftest import shared_path
 
 IN_SCOPE = ["cfg00", "cfg01", "cfg02", "cfg03", "cfg04", "cfg05", "cfg06", "cfg07"]
+#: the older light layouts → their ``cab`` switch
+LEGACY = {"cfg09": "light-06dc6cd", "cfg10": "light-06dc6cd", "cfg11": "light-06dc6cd",
+          "cfg12": "light-3ad5892", "cfg13": "light-3ad5892", "cfg14": "light-3ad5892"}
 #: out-of-scope configuration → words its one-line message must contain
-OUT_OF_SCOPE = {"cfg08": "MambaIRUNet", "cfg09": "06dc6cd", "cfg10": "06dc6cd", "cfg11": "06dc6cd",
-                "cfg12": "3ad5892", "cfg13": "3ad5892", "cfg14": "3ad5892"}
+OUT_OF_SCOPE = {"cfg08": "MambaIRUNet"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_every_entry_is_classified(official):
     by_cfg = defaultdict(list)
     for label, e in official["entries"].items():
         by_cfg[e["config"]].append(label)
-    assert set(by_cfg) == set(IN_SCOPE) | set(OUT_OF_SCOPE)
+    assert set(by_cfg) == set(IN_SCOPE) | set(LEGACY) | set(OUT_OF_SCOPE)
     assert len(official["entries"]) == 32  # 24 option files, realSR, realDN, 6 legacy
 
 
@@ -75,6 +78,26 @@ def test_released_shapes_load_and_are_detected_back(cfg, official, tmp_path):
         assert model.config == MambaIRConfig.from_network_g(entry["network_g"]), entry["option_file"]
 
 
+@pytest.mark.parametrize("cfg", sorted(LEGACY))
+def test_legacy_light_layouts_build_and_load(cfg, official, tmp_path):
+    spec = official["configs"][cfg]
+    (entry,) = _entries(official, cfg)
+    config = MambaIRConfig.from_network_g(entry["network_g"]).replace(cab=LEGACY[cfg])
+    assert config.switches() == {"cab": LEGACY[cfg]}
+    with torch.device("meta"):
+        model = create_model("mambair-light", scale=config.upscale, d_state=config.d_state,
+                             mlp_ratio=config.mlp_ratio, cab=LEGACY[cfg])
+    assert model.config == config
+    sd = model.state_dict()
+    assert list(sd) == list(spec["state_dict"])
+    assert {k: list(v.shape) for k, v in sd.items()} == spec["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == spec["num_params"]
+    loaded = load_model(_save_shapes(tmp_path / f"{cfg}.pth", spec["state_dict"]))
+    assert loaded.config == config
+    x = torch.rand(1, 3, 9, 11)
+    assert loaded(x).shape == (1, 3, 9 * config.upscale, 11 * config.upscale)
+
+
 @pytest.mark.parametrize("cfg", sorted(OUT_OF_SCOPE))
 def test_out_of_scope_files_are_named_in_one_line(cfg, official, tmp_path):
     spec = official["configs"][cfg]
@@ -85,9 +108,6 @@ def test_out_of_scope_files_are_named_in_one_line(cfg, official, tmp_path):
     assert "\n" not in message and str(path) in message
     assert OUT_OF_SCOPE[cfg] in message and "not supported" in message
     assert f"{spec['num_params']:,} parameters" in message
-    if cfg != "cfg08":
-        scale = _entries(official, cfg)[0]["network_g"]["upscale"]
-        assert f"light SR x{scale}" in message
 
 
 def test_realsr_entry_is_the_classic_x4_configuration(official):

@@ -278,9 +278,10 @@ def _prompt_hooks(model: nn.Module, counter: _Counter) -> List[Any]:
     ASSM = _parts()[0]
 
     def hook(mod: nn.Module, inputs, output) -> None:
-        if not (mod.training or mod.routing == "gumbel"):
+        # prompt_dim: d_state (into B or C), the scan's width (Δ or y), 0 without ASE (ablations)
+        if mod.prompt_dim and not (mod.training or mod.routing == "gumbel"):
             b, length, _ = inputs[0].shape
-            counter.add("routing", b * length * mod.num_tokens * mod.d_state, 0)
+            counter.add("routing", b * length * mod.num_tokens * mod.prompt_dim, 0)
 
     return [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ASSM)]
 

@@ -10,12 +10,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import analyze, app, bench, configs, convert, degrade, download, evaluate, export, info, train
+from . import ablate, analyze, app, bench, configs, convert, degrade, download, evaluate, export, info, train
 from . import restore as restore_cmd
 from ..errors import MambaIRv2Error
 
 COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs, app, analyze,
-                   download, export)
+                   download, export, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -198,10 +198,10 @@ FIELDS: Dict[str, Field] = {
     "seed": F(0, "seed of the initialisation, the patches and the routing noise"),
     "device": F("auto", "auto | cpu | cuda | cuda:N"),
     # model
-    "model.variant": F("light", "MambaIRv2 variant",
-                       choices=("light", "small", "base", "large", "denoise", "jpeg")),
+    "model.variant": F("light", "a variant of either family, checked against the model catalogue "
+                       "('mambairv2 info --variants': light, base, mambair-light, ...)"),
     "model.scale": F(2, "SR factor (1 for denoise / jpeg)", gt=0),
-    "model.overrides": F({}, "any MambaIRv2Config field, e.g. {embed_dim: 16, depths: [1]}"),
+    "model.overrides": F({}, "any field of the family's config, e.g. {embed_dim: 16, depths: [1]}"),
     "model.init_from": F(None, "warm start: checkpoint (.pth / .safetensors) to load", optional=(str,)),
     "model.init_strict": F(False, "true: every tensor must match (BasicSR strict_load_g); false: copy every "
                                   "tensor whose name and shape match"),

@@ -7,12 +7,34 @@ from typing import Any, Dict, Mapping, Tuple
 
 V1_ARCH = "MambaIR"
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
+#: Channel-attention block layouts: ``auto`` is the released rule (``light`` with the direct
+#: pixel-shuffle head, ``classic`` otherwise); the two older light layouts are those of the
+#: authors' commits 06dc6cd and 3ad5892 (the "MambaIR-n" rows of MambaIRv2's Table 8 use 06dc6cd).
+CAB_LAYOUTS = ("auto", "classic", "light", "light-06dc6cd", "light-3ad5892")
+SCAN_DIRECTIONS = (1, 2, 4)
+#: The ablation switches and their released values (written by :meth:`MambaIRConfig.to_dict`
+#: only where they differ).
+SWITCH_DEFAULTS: Dict[str, Any] = {"scan_directions": 4, "cab": "auto"}
 
 
 @dataclass(frozen=True)
 class MambaIRConfig:
     """Hyper-parameters of one MambaIR (v1) network: the authors' ``network_g`` keys that change
-    the network. The light CAB is chosen by ``upsampler == "pixelshuffledirect"``, as released."""
+    the network. The light CAB is chosen by ``upsampler == "pixelshuffledirect"``, as released.
+
+    Ablation switches (defaults: the released networks):
+
+    - ``scan_directions``: 4 (released: row-major, column-major and both reversed), 2 (row- and
+      column-major) or 1 (row-major): the first n of the released order; the scan's parameters
+      (``x_proj_weight``, ``dt_projs_*``, ``A_logs``, ``Ds``) have one slice per direction.
+      MambaIRv2's Table 8 compares "MambaIR-1/2/4" built this way.
+    - ``cab``: the channel-attention block (see :data:`CAB_LAYOUTS`): ``auto`` (released rule),
+      ``classic`` (3×3 conv to dim/3, GELU, 3×3 conv back, channel attention), ``light``
+      (released light: 1×1 to dim/2, depthwise 3×3, GELU, 1×1 back, dilated depthwise 3×3,
+      channel attention), ``light-06dc6cd`` (the light layout of 2024-03-19..11-07: the classic
+      block with a 3×3 conv to dim/6; released with d_state 16, mlp_ratio 1.5) or
+      ``light-3ad5892`` (before 2024-03-19: depthwise 3×3 + channel attention; d_state 16).
+    """
 
     embed_dim: int = 60
     d_state: int = 16
@@ -23,6 +45,9 @@ class MambaIRConfig:
     img_range: float = 1.0
     upsampler: str = ""
     resi_connection: str = "1conv"
+    # ablation switches (see the class docstring); defaults = the released networks
+    scan_directions: int = 4
+    cab: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -42,6 +67,24 @@ class MambaIRConfig:
             raise ValueError(f"upsampler {self.upsampler!r} needs upscale >= 2")
         if self.embed_dim < 30:
             raise ValueError("embed_dim must be at least 30 (channel attention squeezes by 30)")
+        if self.scan_directions not in SCAN_DIRECTIONS:
+            raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {self.scan_directions!r}")
+        if self.cab not in CAB_LAYOUTS:
+            raise ValueError(f"cab must be one of {CAB_LAYOUTS}, got {self.cab!r}")
+        if self.cab == self._released_cab():  # one spelling per network: configs compare equal
+            object.__setattr__(self, "cab", "auto")
+
+    def _released_cab(self) -> str:
+        return "light" if self.upsampler == "pixelshuffledirect" else "classic"
+
+    @property
+    def cab_layout(self) -> str:
+        """The channel-attention block this network builds (``auto`` resolved)."""
+        return self._released_cab() if self.cab == "auto" else self.cab
+
+    def switches(self) -> Dict[str, Any]:
+        """The ablation switches that differ from the released networks (empty for those)."""
+        return {k: getattr(self, k) for k, v in SWITCH_DEFAULTS.items() if getattr(self, k) != v}
 
     @property
     def arch(self) -> str:
@@ -50,8 +93,8 @@ class MambaIRConfig:
 
     @property
     def light(self) -> bool:
-        """Whether the blocks use the light CAB (released rule: the direct pixel-shuffle head)."""
-        return self.upsampler == "pixelshuffledirect"
+        """Whether the blocks use the (released) light CAB."""
+        return self.cab_layout == "light"
 
     @property
     def d_inner(self) -> int:
@@ -75,9 +118,13 @@ class MambaIRConfig:
         return {"tile": 200, "tile_overlap": 20}
 
     def to_dict(self) -> Dict[str, Any]:
-        """The fields, plus ``arch`` (so a stored configuration says which family it is)."""
+        """The fields, plus ``arch`` (so a stored configuration says which family it is);
+        ablation switches only where they differ from the released value."""
         d = dataclasses.asdict(self)
         d["depths"] = list(self.depths)
+        for k in SWITCH_DEFAULTS:
+            if k not in self.switches():
+                del d[k]
         return {"arch": V1_ARCH, **d}
 
     @classmethod

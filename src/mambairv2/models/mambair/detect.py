@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import torch
 
@@ -17,7 +17,6 @@ Tensor = torch.Tensor
 _SCAN_KEY = "self_attention.A_logs"
 _BLOCK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
 _CAB = "layers.0.residual_group.blocks.0.conv_blk.cab."
-_RELEASED_LIGHT = "the light weights the authors link since 2024-11-07 load"
 
 
 def is_v1_state_dict(sd: Mapping[str, Tensor]) -> bool:
@@ -30,8 +29,10 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     """Infers a MambaIR (v1) configuration from a state dict's keys and shapes.
 
     Recognised but not supported (a one-line :class:`~mambairv2.errors.CheckpointError`
-    saying what the file is): the real-image denoising U-Net ``MambaIRUNet`` and the light SR
-    checkpoints linked before 2024-11-07 (block layouts of commits 06dc6cd and 3ad5892).
+    saying what the file is): the real-image denoising U-Net ``MambaIRUNet``. The light SR
+    checkpoints linked before 2024-11-07 (block layouts of commits 06dc6cd and 3ad5892) load as
+    the ``cab`` layouts ``light-06dc6cd`` and ``light-3ad5892``; the number of scan directions
+    is read from the scan's parameters.
     ``img_range`` is not stored; the released value 1.0 is assumed.
     """
     def fail(message: str) -> None:
@@ -50,17 +51,9 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
         upsampler, upscale = detect_head(sd, in_chans)
     except ValueError as exc:
         fail(f"not a MambaIR state dict: {exc}")
-    if _CAB + "1.attention.1.weight" in sd:
-        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published before 2024-03-19 "
-             f"(commit 3ad5892: CAB = depthwise 3×3 + channel attention; {n:,} parameters): recognised, "
-             f"not supported ({_RELEASED_LIGHT})")
-    light = _CAB + "5.attention.1.weight" in sd
-    if not light and _CAB + "3.attention.1.weight" not in sd:
+    cab = _cab_layout(sd, embed_dim)
+    if cab is None:
         fail("not a MambaIR state dict: unknown channel-attention block layout")
-    if upsampler == "pixelshuffledirect" and not light:
-        fail(f"MambaIR light SR x{upscale} checkpoint in the layout published 2024-03-19..2024-11-07 "
-             f"(commit 06dc6cd: classic CAB with a 3×3 conv to embed_dim/6, d_state 16, mlp_ratio 1.5; "
-             f"{n:,} parameters): recognised, not supported ({_RELEASED_LIGHT})")
     depth_of: Dict[int, int] = {}
     for key in sd:
         m = _BLOCK.match(key)
@@ -71,7 +64,9 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     if groups != list(range(len(groups))):
         fail(f"group indices are not contiguous: {groups}")
     scan_channels, d_state = (int(v) for v in sd[marker].shape)
-    d_inner = scan_channels // DIRECTIONS
+    first = "layers.0.residual_group.blocks.0.self_attention."
+    directions = int(sd[first + "x_proj_weight"].shape[0]) if first + "x_proj_weight" in sd else DIRECTIONS
+    d_inner = scan_channels // directions
     ratio = d_inner / embed_dim
     if int(ratio * embed_dim) != d_inner:  # released rule: d_inner = int(mlp_ratio · embed_dim)
         ratio = math.nextafter(ratio, math.inf)
@@ -79,7 +74,19 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     try:
         return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=tuple(depth_of[g] for g in groups),
                              mlp_ratio=ratio, upscale=upscale, in_chans=in_chans, upsampler=upsampler,
-                             resi_connection=resi)
+                             resi_connection=resi, scan_directions=directions, cab=cab)
     except ValueError as exc:
         fail(f"inconsistent MambaIR state dict: {exc}")
     raise AssertionError("unreachable")
+
+
+def _cab_layout(sd: Mapping[str, Tensor], embed_dim: int) -> Optional[str]:
+    """The channel-attention block layout of the first block (None: not one we know)."""
+    if _CAB + "5.attention.1.weight" in sd:
+        return "light"
+    if _CAB + "1.attention.1.weight" in sd:
+        return "light-3ad5892"
+    if _CAB + "3.attention.1.weight" in sd and _CAB + "0.weight" in sd:
+        hidden = int(sd[_CAB + "0.weight"].shape[0])
+        return {embed_dim // 3: "classic", embed_dim // 6: "light-06dc6cd"}.get(hidden)
+    return None

@@ -23,7 +23,7 @@ from ..layers.stem import RGB_MEAN, PatchEmbedNorm, init_weights
 from .config import MambaIRConfig
 
 Tensor = torch.Tensor
-DIRECTIONS = 4  # row-major, column-major, and both reversed
+DIRECTIONS = 4  # released: row-major, column-major, and both reversed
 
 
 class SS2D(nn.Module):
@@ -36,9 +36,9 @@ class SS2D(nn.Module):
     (4×D×R), ``dt_projs_bias`` (4×D), ``A_logs`` (4D×N), ``Ds`` (4D).
     """
 
-    def __init__(self, dim: int, d_state: int, d_inner: int) -> None:
+    def __init__(self, dim: int, d_state: int, d_inner: int, directions: int = DIRECTIONS) -> None:
         super().__init__()
-        k = DIRECTIONS
+        k = self.directions = directions
         self.d_state = d_state
         self.d_inner = d_inner
         self.dt_rank = math.ceil(dim / 16)
@@ -68,13 +68,18 @@ class SS2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def scan(self, x: Tensor) -> Tensor:
-        """The four-direction scan of ``x`` (``B×D×H×W``), summed in row-major order: ``B×D×L``."""
+        """The scan of ``x`` (``B×D×H×W``) in every direction, summed in row-major order: ``B×D×L``.
+        Directions, the first ``directions`` of: row-major, column-major, both reversed."""
         b, d, h, w = x.shape
         length = h * w
+        k = self.directions
         hw = x.reshape(b, d, length)
-        wh = x.transpose(2, 3).reshape(b, d, length)
-        xs = torch.stack([hw, wh], 1)
-        xs = torch.cat([xs, xs.flip(-1)], 1)  # B×4×D×L
+        if k == 1:
+            xs = hw.unsqueeze(1)
+        else:
+            xs = torch.stack([hw, x.transpose(2, 3).reshape(b, d, length)], 1)
+            if k == 4:
+                xs = torch.cat([xs, xs.flip(-1)], 1)  # B×4×D×L
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
@@ -82,10 +87,14 @@ class SS2D(nn.Module):
         y = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length),
                            -torch.exp(self.A_logs.to(dtype)), bs, cs, self.Ds.to(dtype),
                            delta_bias=self.dt_projs_bias.reshape(-1).to(dtype), delta_softplus=True)
-        y = y.to(x.dtype).view(b, DIRECTIONS, d, length)
+        y = y.to(x.dtype).view(b, k, d, length)
+        if k == 1:
+            return y[:, 0]
+        col = y[:, 1].view(b, d, w, h).transpose(2, 3).reshape(b, d, length)
+        if k == 2:
+            return y[:, 0] + col
         inv = y[:, 2:4].flip(-1)
         # released order of the sum: hw + reversed hw + wh + reversed wh
-        col = y[:, 1].view(b, d, w, h).transpose(2, 3).reshape(b, d, length)
         inv_col = inv[:, 1].reshape(b, d, w, h).transpose(2, 3).reshape(b, d, length)
         return y[:, 0] + inv[:, 0] + col + inv_col
 
@@ -120,24 +129,31 @@ class CAB(nn.Module):
 
     Classic: 3×3 conv to ``dim/3``, GELU, 3×3 conv back, channel attention. Light: 1×1 conv to
     ``dim/2``, depthwise 3×3, GELU, 1×1 conv back, depthwise 3×3 with dilation 2, channel attention.
+    Older light layouts: ``light-06dc6cd`` is the classic block with a conv to ``dim/6``;
+    ``light-3ad5892`` a depthwise 3×3 conv and channel attention.
     """
 
-    def __init__(self, dim: int, light: bool) -> None:
+    def __init__(self, dim: int, layout: str) -> None:
         super().__init__()
-        self.light = light
-        if light:
+        self.layout = layout
+        self.light = light = layout == "light"
+        if layout == "light-3ad5892":
+            self.cab = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim), ChannelAttention(dim))
+        elif light:
             hid = dim // 2
             self.cab = nn.Sequential(
                 nn.Conv2d(dim, hid, 1), nn.Conv2d(hid, hid, 3, 1, 1, groups=hid), nn.GELU(),
                 nn.Conv2d(hid, dim, 1), nn.Conv2d(dim, dim, 3, 1, 2, groups=dim, dilation=2),
                 ChannelAttention(dim))
         else:
-            hid = dim // 3
+            hid = dim // (6 if layout == "light-06dc6cd" else 3)
             self.cab = nn.Sequential(nn.Conv2d(dim, hid, 3, 1, 1), nn.GELU(), nn.Conv2d(hid, dim, 3, 1, 1),
                                      ChannelAttention(dim))
 
     def forward(self, x: Tensor) -> Tensor:
         cab = self.cab
+        if self.layout == "light-3ad5892":
+            return cab[1](cab[0](x))
         if self.light:
             x = conv_act(cab[0](x), cab[1], "gelu")
             return cab[5](cab[4](cab[3](x)))
@@ -147,12 +163,12 @@ class CAB(nn.Module):
 class VSSBlock(nn.Module):
     """``y = x·skip_scale + SS2D(LN(x))``; ``out = y·skip_scale2 + CAB(LN(y))``."""
 
-    def __init__(self, dim: int, d_state: int, d_inner: int, light: bool) -> None:
+    def __init__(self, dim: int, d_state: int, d_inner: int, cab: str, directions: int = DIRECTIONS) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(dim)
-        self.self_attention = SS2D(dim, d_state, d_inner)
+        self.self_attention = SS2D(dim, d_state, d_inner, directions)
         self.skip_scale = nn.Parameter(torch.ones(dim))
-        self.conv_blk = CAB(dim, light)
+        self.conv_blk = CAB(dim, cab)
         self.ln_2 = LayerNorm(dim)
         self.skip_scale2 = nn.Parameter(torch.ones(dim))
 
@@ -168,9 +184,10 @@ class VSSBlock(nn.Module):
 class BasicLayer(nn.Module):
     """The VSS blocks of one group (released name ``residual_group``)."""
 
-    def __init__(self, dim: int, depth: int, d_state: int, d_inner: int, light: bool) -> None:
+    def __init__(self, dim: int, depth: int, d_state: int, d_inner: int, cab: str,
+                 directions: int = DIRECTIONS) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(VSSBlock(dim, d_state, d_inner, light) for _ in range(depth))
+        self.blocks = nn.ModuleList(VSSBlock(dim, d_state, d_inner, cab, directions) for _ in range(depth))
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
         for block in self.blocks:
@@ -191,10 +208,10 @@ def residual_conv(dim: int, kind: str) -> nn.Module:
 class ResidualGroup(nn.Module):
     """Residual state-space group: VSS blocks, a conv on the image, the group's input added."""
 
-    def __init__(self, dim: int, depth: int, d_state: int, d_inner: int, light: bool,
-                 resi_connection: str) -> None:
+    def __init__(self, dim: int, depth: int, d_state: int, d_inner: int, cab: str,
+                 resi_connection: str, directions: int = DIRECTIONS) -> None:
         super().__init__()
-        self.residual_group = BasicLayer(dim, depth, d_state, d_inner, light)
+        self.residual_group = BasicLayer(dim, depth, d_state, d_inner, cab, directions)
         self.conv = residual_conv(dim, resi_connection)
 
     def forward(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -225,7 +242,8 @@ class MambaIR(nn.Module):
         self.conv_first = nn.Conv2d(c.in_chans, c.embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbedNorm(c.embed_dim)
         self.layers = nn.ModuleList(
-            ResidualGroup(c.embed_dim, depth, c.d_state, c.d_inner, c.light, c.resi_connection)
+            ResidualGroup(c.embed_dim, depth, c.d_state, c.d_inner, c.cab_layout, c.resi_connection,
+                          c.scan_directions)
             for depth in c.depths)
         self.norm = LayerNorm(c.embed_dim)
         self.conv_after_body = residual_conv(c.embed_dim, c.resi_connection)

@@ -53,22 +53,30 @@ class SelectiveScan(nn.Module):
         self.A_logs.copy_(torch.log(a))
         self.Ds.fill_(1.0)
 
-    def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
+    def forward(self, x: Tensor, prompt: Optional[Tensor], position: str = "C") -> Tensor:
         """The attentive state-space equation (Eq. 7): h_i = Ā h_{i−1} + B̄ x_i,
         y_i = (C + P) h_i + D x_i. ``x``: ``B×L×D`` (already in scan order); ``prompt``: ``B×L×N``
-        (P, one prompt per token) added to C as is.
+        (P, one prompt per token) added to C as is, or None (no ASE). ``position`` (an ablation,
+        Table 2) adds it to B, to Δ before its softplus, or to y instead (``B×L×D`` prompts there).
         Returns ``B×L×D``."""
         x_dbl = F.linear(x, self.x_proj_weight[0])  # B×L×(R+2N)
         dt, b_, c_ = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        c_ = c_ + prompt  # ASE: the prompt joins the scan's output matrix C (Eq. 6)
+        if prompt is not None and position == "C":
+            c_ = c_ + prompt  # ASE: the prompt joins the scan's output matrix C (Eq. 6)
+        elif prompt is not None and position == "B":
+            b_ = b_ + prompt
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        delta_proj: Optional[Tensor] = self.dt_projs_weight[0]
+        if prompt is not None and position == "delta":
+            dt, delta_proj = F.linear(dt, self.dt_projs_weight[0]) + prompt, None
         # Δ = softplus(dt_projs_weight · dt + bias): the rank-R projection is passed to the scan
         y = selective_scan(
             x.transpose(1, 2), dt.transpose(1, 2), -torch.exp(self.A_logs.to(dtype)),
             b_.transpose(1, 2), c_.transpose(1, 2), self.Ds.to(dtype),
             delta_bias=self.dt_projs_bias.view(-1).to(dtype), delta_softplus=True,
-            delta_proj=self.dt_projs_weight[0])
-        return y.transpose(1, 2).to(x.dtype)
+            delta_proj=delta_proj)
+        y = y.transpose(1, 2).to(x.dtype)
+        return y + prompt if prompt is not None and position == "y" else y
 
 
 def gumbel_softmax_hard(logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -102,30 +110,51 @@ class ASSM(nn.Module):
 
     Routing: in training, straight-through hard Gumbel-softmax; in eval, one-hot(argmax) unless
     ``routing`` is ``"gumbel"`` (the released stochastic inference; ``generator`` seeds it).
+
+    Ablations (see :class:`MambaIRv2Config`): ``ase`` False drops the prompts (no
+    ``embeddingB``), ``sgn`` False scans in raster order, neither keeps no ``route``;
+    ``prompt_position`` and ``prompt_order`` say where and in which order the prompts join.
     """
 
-    def __init__(self, dim: int, d_state: int, num_tokens: int, inner_rank: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, d_state: int, num_tokens: int, inner_rank: int, mlp_ratio: float,
+                 ase: bool = True, sgn: bool = True, prompt_position: str = "C",
+                 prompt_order: str = "raster") -> None:
         super().__init__()
         self.dim = dim
         self.d_state = d_state
         self.num_tokens = num_tokens
         self.inner_rank = inner_rank
+        self.ase = ase
+        self.sgn = sgn
+        self.prompt_position = prompt_position
+        self.prompt_order = prompt_order
         hidden = int(dim * mlp_ratio)
+        #: entries of one prompt (0 without ASE)
+        self.prompt_dim = 0 if not ase else (d_state if prompt_position in ("B", "C") else hidden)
         self.selectiveScan = SelectiveScan(hidden, d_state)
         self.out_norm = LayerNorm(hidden)
         self.out_proj = nn.Linear(hidden, dim)
         self.in_proj = nn.Sequential(nn.Conv2d(dim, hidden, 1, 1, 0))
         self.CPE = nn.Sequential(nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden))
-        self.embeddingB = nn.Embedding(num_tokens, inner_rank)
-        nn.init.uniform_(self.embeddingB.weight, -1 / num_tokens, 1 / num_tokens)
-        self.route = nn.Sequential(nn.Linear(dim, dim // 3), nn.GELU(), nn.Linear(dim // 3, num_tokens),
-                                   nn.LogSoftmax(dim=-1))
+        if ase:
+            self.embeddingB = nn.Embedding(num_tokens, inner_rank)
+            nn.init.uniform_(self.embeddingB.weight, -1 / num_tokens, 1 / num_tokens)
+        if ase or sgn:
+            self.route = nn.Sequential(nn.Linear(dim, dim // 3), nn.GELU(), nn.Linear(dim // 3, num_tokens),
+                                       nn.LogSoftmax(dim=-1))
         self.routing = "argmax"
         self.generator: Optional[torch.Generator] = None
 
-    def route_tokens(self, x: Tensor, embedding_a: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Prompt per token (``B×L×N``, raster order), the chosen prompt index (``B×L``), and
-        the SGN permutation of the tokens with its inverse (see ``ops.sgn_order``)."""
+    def route_tokens(self, x: Tensor, embedding_a: Optional[Tensor]
+                     ) -> Tuple[Optional[Tensor], Tensor, Tensor, Tensor]:
+        """Prompt per token (``B×L×N``, raster order; None without ASE), the chosen prompt index
+        (``B×L``), and the SGN permutation of the tokens with its inverse (see ``ops.sgn_order``)."""
+        if not self.ase:
+            with torch.no_grad():  # the labels only sort: no gradient would reach the routing
+                if self.training or self.routing == "gumbel":
+                    groups = gumbel_softmax_hard(self.route(x), self.generator).argmax(-1)
+                    return (None, groups, *sgn_order(groups))
+                return (None, *sgn_route(linear(linear_act(x, self.route[0], "gelu"), self.route[2])))
         pool = self.embeddingB.weight @ embedding_a  # Eq. 6: P = M·N, T×d prompt pool
         if self.training or self.routing == "gumbel":
             one_hot = gumbel_softmax_hard(self.route(x), self.generator)
@@ -137,15 +166,21 @@ class ASSM(nn.Module):
         # exactly one_hot(groups) @ pool, without the matmul
         return pool[groups], groups, order, inverse
 
-    def forward(self, x: Tensor, size: Tuple[int, int], embedding_a: Tensor) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], embedding_a: Optional[Tensor]) -> Tensor:
         """``x``: ``B×L×C`` tokens in raster order → ``B×L×C``."""
-        b, length, c = x.shape
-        prompt, _, order, inverse = self.route_tokens(x, embedding_a)
+        prompt, order, inverse = None, None, None
+        if self.ase or self.sgn:
+            prompt, _, order, inverse = self.route_tokens(x, embedding_a)
 
         img = self.in_proj(tokens_to_image(x, size))
         img = conv_gate(img, self.CPE[0])
         tokens = image_to_tokens(img)  # B×L×hidden
 
-        y = self.selectiveScan(permute_tokens(tokens, order), prompt)  # SGN-unfold, then ASE
+        if not self.sgn:
+            y = self.selectiveScan(tokens, prompt, self.prompt_position)
+            return linear(self.out_norm(y), self.out_proj)
+        if prompt is not None and self.prompt_order == "sgn":
+            prompt = permute_tokens(prompt, order)  # each prompt travels with its token
+        y = self.selectiveScan(permute_tokens(tokens, order), prompt, self.prompt_position)  # SGN-unfold, then ASE
         y = linear(self.out_norm(y), self.out_proj)
         return permute_tokens(y, inverse)  # SGN-fold

@@ -1,7 +1,7 @@
 """Attentive layer (window attention + ASSM, each with its FFN) and the residual group."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -27,7 +27,8 @@ class AttentiveLayer(nn.Module):
 
     def __init__(self, dim: int, d_state: int, num_heads: int, window_size: int, shift_size: int,
                  inner_rank: int, num_tokens: int, convffn_kernel_size: int, mlp_ratio: float,
-                 ffn: str) -> None:
+                 ffn: str, ase: bool = True, sgn: bool = True, prompt_position: str = "C",
+                 prompt_basis: str = "layer", prompt_order: str = "raster") -> None:
         super().__init__()
         self.dim = dim
         self.window_size = window_size
@@ -40,17 +41,20 @@ class AttentiveLayer(nn.Module):
         self.scale2 = nn.Parameter(1e-4 * torch.ones(dim))
         self.wqkv = nn.Linear(dim, 3 * dim)
         self.win_mhsa = WindowAttention(dim, window_size, num_heads)
-        self.assm = ASSM(dim, d_state, num_tokens, inner_rank, mlp_ratio)
+        self.assm = ASSM(dim, d_state, num_tokens, inner_rank, mlp_ratio, ase, sgn, prompt_position, prompt_order)
         hidden = int(dim * mlp_ratio)
         self.convffn1 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
         self.convffn2 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
-        self.embeddingA = nn.Embedding(inner_rank, d_state)
-        nn.init.uniform_(self.embeddingA.weight, -1 / inner_rank, 1 / inner_rank)
+        if ase and prompt_basis == "layer":  # "shared": the network holds the one basis
+            self.embeddingA = nn.Embedding(inner_rank, self.assm.prompt_dim)
+            nn.init.uniform_(self.embeddingA.weight, -1 / inner_rank, 1 / inner_rank)
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans,
+                basis: Optional[Tensor] = None) -> Tensor:
         """``x``: ``B×L×C`` tokens of an ``H×W`` image (H, W multiples of the window);
         ``plans``: the window partitions without and with shift (``WindowPlan``, or
-        ``RolledWindows`` where traced)."""
+        ``RolledWindows`` where traced); ``basis``: the network's shared prompt basis N
+        (``prompt_basis="shared"``), else this layer's is used."""
         plan = plans[1] if self.shift_size else plans[0]
 
         shortcut = x
@@ -63,7 +67,9 @@ class AttentiveLayer(nn.Module):
         x = torch.addcmul(x_win, shortcut, self.scale1)
 
         shortcut = x
-        x_aca = _add_into(self.assm(self.norm3(x), size, self.embeddingA.weight), x)
+        if basis is None and "embeddingA" in self._modules:
+            basis = self.embeddingA.weight
+        x_aca = _add_into(self.assm(self.norm3(x), size, basis), x)
         x = _add_into(self.convffn2(self.norm4(x_aca), size), x_aca)
         return torch.addcmul(x, shortcut, self.scale2)
 
@@ -84,9 +90,10 @@ class BasicBlock(nn.Module):
             AttentiveLayer(dim=dim, shift_size=0 if i % 2 == 0 else ws // 2, **layer_kwargs)
             for i in range(depth))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans,
+                basis: Optional[Tensor] = None) -> Tensor:
         for layer in self.layers:
-            x = layer(x, size, rpi, plans)
+            x = layer(x, size, rpi, plans, basis)
         return x
 
 
@@ -104,6 +111,7 @@ class ResidualGroup(nn.Module):
                 nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                 nn.Conv2d(dim // 4, dim, 3, 1, 1))
 
-    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans) -> Tensor:
-        y = self.residual_group(x, size, rpi, plans)
+    def forward(self, x: Tensor, size: Tuple[int, int], rpi: Tensor, plans: Plans,
+                basis: Optional[Tensor] = None) -> Tensor:
+        y = self.residual_group(x, size, rpi, plans, basis)
         return image_to_tokens(self.conv(tokens_to_image(y, size))) + x

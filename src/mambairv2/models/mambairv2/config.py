@@ -7,12 +7,42 @@ from typing import Any, Dict, Mapping, Tuple
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 FFN_KINDS = ("conv", "gated")
+#: Where ASE's prompt joins the scan (paper Table 2): the input matrix B, the step Δ (before
+#: its softplus), the output y (before out_norm) or the output matrix C (released, Eq. 7).
+PROMPT_POSITIONS = ("B", "delta", "y", "C")
+PROMPT_BASES = ("layer", "shared")
+PROMPT_ORDERS = ("raster", "sgn")
+#: The ablation switches and their released values; :meth:`MambaIRv2Config.to_dict` writes a
+#: switch only where it differs, so the released models' stored configurations are unchanged.
+SWITCH_DEFAULTS: Dict[str, Any] = {"ase": True, "sgn": True, "prompt_position": "C",
+                                   "prompt_basis": "layer", "prompt_order": "raster"}
 
 
 @dataclass(frozen=True)
 class MambaIRv2Config:
     """Hyper-parameters of one network. The fields are the released ``network_g`` keys, plus
-    ``ffn``: ``"conv"`` (conv-FFN, class MambaIRv2) or ``"gated"`` (gated MLP, MambaIRv2Light)."""
+    ``ffn``: ``"conv"`` (conv-FFN, class MambaIRv2) or ``"gated"`` (gated MLP, MambaIRv2Light),
+    plus the ablation switches below (their defaults are the released networks; ``num_tokens``
+    T and ``inner_rank`` r are Table A.2's).
+
+    - ``ase``: Attentive State-space Equation (Sec. 4.2, Eq. 7): a learnable prompt per token,
+      chosen by the routing, joins the scan. False: no prompt pool (no ``embeddingA``/``embeddingB``
+      parameters); with ``sgn`` also False, no routing either: a plain one-direction scan (the
+      "MHSA only" row of Table 1).
+    - ``sgn``: Semantic Guided Neighbouring: tokens sorted by their routed prompt before the
+      scan, put back after it. False: the scan runs in raster order (Table 1's "+ ASE" row).
+      Without ``ase`` the routing gets no gradient (its labels only feed the sort).
+    - ``prompt_position``: where the prompt joins the scan (Table 2): ``"B"``, ``"delta"``,
+      ``"y"`` or ``"C"`` (released). B and C prompts have ``d_state`` entries; Δ and y prompts
+      have the scan's channel count (``int(embed_dim · mlp_ratio)``), so their ``embeddingA`` is
+      ``inner_rank × channels``.
+    - ``prompt_basis``: the low-rank basis N of the prompt pool P = M·N (Eq. 6): ``"layer"``
+      (released: one ``embeddingA`` per attentive layer) or ``"shared"`` (the paper's Eq. 6:
+      one ``embeddingA`` for the whole network, csguoh/MambaIR#108).
+    - ``prompt_order``: ``"raster"`` (released: the prompts, computed in raster order, are
+      added to the SGN-sorted sequence, csguoh/MambaIR#115) or ``"sgn"`` (each prompt is sorted
+      with its token, as the paper describes).
+    """
 
     embed_dim: int = 48
     d_state: int = 8
@@ -29,6 +59,12 @@ class MambaIRv2Config:
     upsampler: str = "pixelshuffledirect"
     resi_connection: str = "1conv"
     ffn: str = "gated"
+    # ablation switches (see the class docstring); defaults = the released networks
+    ase: bool = True
+    sgn: bool = True
+    prompt_position: str = "C"
+    prompt_basis: str = "layer"
+    prompt_order: str = "raster"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -51,6 +87,22 @@ class MambaIRv2Config:
             raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
         if any(self.embed_dim % h for h in self.num_heads):
             raise ValueError("embed_dim must be divisible by every num_heads entry")
+        for name, choices in (("prompt_position", PROMPT_POSITIONS), ("prompt_basis", PROMPT_BASES),
+                              ("prompt_order", PROMPT_ORDERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        for name in ("ase", "sgn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def switches(self) -> Dict[str, Any]:
+        """The ablation switches that differ from the released networks (empty for those)."""
+        return {k: getattr(self, k) for k, v in SWITCH_DEFAULTS.items() if getattr(self, k) != v}
+
+    @property
+    def prompt_dim(self) -> int:
+        """Entries of one prompt: ``d_state`` (into B or C) or the scan's channels (Δ or y)."""
+        return self.d_state if self.prompt_position in ("B", "C") else int(self.embed_dim * self.mlp_ratio)
 
     @property
     def arch(self) -> str:
@@ -65,9 +117,13 @@ class MambaIRv2Config:
         return "denoise" if self.in_chans == 3 else "jpeg"
 
     def to_dict(self) -> Dict[str, Any]:
+        """The fields; ablation switches only where they differ from the released value."""
         d = dataclasses.asdict(self)
         d["depths"] = list(self.depths)
         d["num_heads"] = list(self.num_heads)
+        for k in SWITCH_DEFAULTS:
+            if k not in self.switches():
+                del d[k]
         return d
 
     @classmethod

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 
@@ -44,10 +44,11 @@ def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") ->
         table = sd[p0 + "win_mhsa.relative_position_bias_table"].shape[0]
         window_size = (int(round(math.sqrt(table))) + 1) // 2
         hidden, d_state = sd[p0 + "assm.selectiveScan.A_logs"].shape
-        inner_rank = sd[p0 + "embeddingA.weight"].shape[0]
-        num_tokens = sd[p0 + "assm.embeddingB.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not a MambaIRv2 state dict: missing {exc.args[0]}") from None
+    switches = _switches(sd, p0, int(hidden), int(d_state))
+    inner_rank = switches.pop("inner_rank", 32)
+    num_tokens = switches.pop("num_tokens", 64)
     if p0 + "convffn1.sg.norm.weight" in sd:
         ffn, kernel = "gated", 5
     else:
@@ -66,6 +67,35 @@ def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") ->
             embed_dim=int(embed_dim), d_state=int(d_state), depths=tuple(depth_of[g] for g in groups),
             num_heads=heads, window_size=window_size, inner_rank=int(inner_rank),
             num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=int(hidden) / int(embed_dim),
-            upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn)
+            upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn,
+            **switches)
     except ValueError as exc:
         raise CheckpointError(f"inconsistent MambaIRv2 state dict: {exc}") from None
+
+
+def _switches(sd: Mapping[str, torch.Tensor], p0: str, hidden: int, d_state: int) -> Dict[str, Any]:
+    """The ablation switches the tensors show, with T and r where they are stored. Switches
+    that own no parameters (``sgn`` with ASE, ``prompt_order``, B vs C, Δ vs y) are only in a
+    checkpoint's stored configuration; a plain state dict reads as their released values."""
+    out: Dict[str, Any] = {}
+    basis = sd.get("embeddingA.weight", sd.get(p0 + "embeddingA.weight"))
+    if "embeddingA.weight" in sd:
+        out["prompt_basis"] = "shared"
+    if p0 + "assm.embeddingB.weight" in sd:
+        if basis is None:
+            raise CheckpointError(f"not a MambaIRv2 state dict: missing {p0}embeddingA.weight")
+        out["num_tokens"], out["inner_rank"] = (int(v) for v in sd[p0 + "assm.embeddingB.weight"].shape)
+        if int(basis.shape[1]) != d_state:
+            if int(basis.shape[1]) != hidden:
+                raise CheckpointError(f"inconsistent MambaIRv2 state dict: prompt basis {tuple(basis.shape)}")
+            raise CheckpointError("a MambaIRv2 ablation with prompts of the scan's width (prompt_position "
+                                  "delta or y): the position is in the configuration a .safetensors "
+                                  "checkpoint stores, not in a plain state dict")
+        return out
+    out["ase"] = False
+    route = sd.get(p0 + "assm.route.2.weight")
+    if route is None:
+        out["sgn"] = False
+    else:
+        out["num_tokens"] = int(route.shape[0])
+    return out

@@ -44,10 +44,15 @@ class MambaIRv2(nn.Module):
         self.patch_embed = PatchEmbedNorm(c.embed_dim)
         layer_kwargs = dict(d_state=c.d_state, window_size=c.window_size, inner_rank=c.inner_rank,
                             num_tokens=c.num_tokens, convffn_kernel_size=c.convffn_kernel_size,
-                            mlp_ratio=c.mlp_ratio, ffn=c.ffn)
+                            mlp_ratio=c.mlp_ratio, ffn=c.ffn, ase=c.ase, sgn=c.sgn,
+                            prompt_position=c.prompt_position, prompt_basis=c.prompt_basis,
+                            prompt_order=c.prompt_order)
         self.layers = nn.ModuleList(
             ResidualGroup(c.embed_dim, depth, c.resi_connection, dict(layer_kwargs, num_heads=heads))
             for depth, heads in zip(c.depths, c.num_heads))
+        if c.ase and c.prompt_basis == "shared":  # Eq. 6: one basis N for every layer (#108)
+            self.embeddingA = nn.Embedding(c.inner_rank, c.prompt_dim)
+            nn.init.uniform_(self.embeddingA.weight, -1 / c.inner_rank, 1 / c.inner_rank)
         self.norm = LayerNorm(c.embed_dim)
         if c.resi_connection == "1conv":
             self.conv_after_body = nn.Conv2d(c.embed_dim, c.embed_dim, 3, 1, 1)
@@ -100,8 +105,9 @@ class MambaIRv2(nn.Module):
             plans = self.window_plans(x.shape[0], size[0], size[1], x.device)
         rpi = self.relative_position_index_SA
         t = self.patch_embed(image_to_tokens(x))
+        basis = self.embeddingA.weight if "embeddingA" in self._modules else None
         for group in self.layers:
-            t = group(t, size, rpi, plans)
+            t = group(t, size, rpi, plans, basis)
         return tokens_to_image(self.norm(t), size)
 
     def forward(self, x: Tensor) -> Tensor:
