@@ -1,8 +1,8 @@
 """The paper's ablations as runnable tables (``mambairv2 ablate``).
 
 Each table is plain data: row name → the variant, the model-config overrides (the ablation
-switches of :class:`~mambairv2.models.mambairv2.MambaIRv2Config` and
-:class:`~mambairv2.models.mambair.MambaIRConfig`), the eval-time routing, and the paper's numbers.
+switches of the families' config classes, ``MambaIRv2Config`` and ``MambaIRConfig``), the
+eval-time routing, and the paper's numbers.
 A run trains every row with the same budget, data, seeds and schedule (one training config
 with ``train.iters`` set by ``--steps``), evaluates each on benchmark folders with the protocol
 (:mod:`mambairv2.protocol.evaluate`), and reports mean ± std over seeds and each row's paired
