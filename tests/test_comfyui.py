@@ -186,18 +186,19 @@ def test_comfyui_upscale_equals_restore(folder, case):
     assert (got4[..., :3] - expected).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("folder,case", [("golden", "light_x2"), ("golden_v1", "light_x2")])
+# the two smallest golden networks: the test runs a dozen tiles
+@pytest.mark.parametrize("folder,case", [("golden", "full_real_x4"), ("golden_v1", "realsr_x4")])
 def test_comfyui_halves_the_tile_on_out_of_memory(folder, case):
     """512 fails, 256 fails, 128 runs: the result is the same image; below 128 ComfyUI gives up."""
     model = upscale_model_loader(str(shared_path(folder, f"{case}.pth")))
     image = _image(40, 56)
     expected = image_upscale_with_model(model, image)
     tight = RunsOutOfMemory(model, limit=128)
-    tight_image = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(300, 140),
+    tight_image = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(136, 150),
                                                   mode="bilinear").movedim(1, -1)
     got = image_upscale_with_model(tight, tight_image)
     assert tight.tiles and max(max(t) for t in tight.tiles) <= 128
-    assert got.shape == (1, 300 * model.scale, 140 * model.scale, 3)
+    assert got.shape == (1, 136 * model.scale, 150 * model.scale, 3)
     small = RunsOutOfMemory(model, limit=64)  # 512, 256, 128 fail; 64 is below ComfyUI's floor
     with pytest.raises(OOM):
         image_upscale_with_model(small, tight_image)
