@@ -116,3 +116,26 @@ def test_numeric_options_are_checked(tmp_path, capsys, argv, needle):
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(device="cuda"), "no CUDA GPU"),
+    (dict(dtype="int8"), "unknown dtype"),
+])
+def test_load_model_device_and_dtype_mistakes_are_sentences(kw, needle):
+    if kw.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    from mambairv2.errors import MambaIRv2Error
+
+    with pytest.raises(MambaIRv2Error, match=needle):
+        mambairv2.load_model("light_x4", **kw)
+
+
+def test_load_model_takes_a_dtype_name():
+    assert next(mambairv2.load_model("light_x4", dtype="float16").parameters()).dtype == torch.float16
+
+
+@pytest.mark.parametrize("kw", [dict(tile=True), dict(tile=64.5), dict(tile_overlap=False), dict(tile_overlap=2.5)])
+def test_tile_values_of_the_wrong_type_are_refused(kw):
+    with pytest.raises(ValueError, match="whole number"):
+        mambairv2.restore(tiny(), np.zeros((16, 16, 3), np.uint8), **kw)

@@ -267,6 +267,10 @@ def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
     """
     from ..errors import NonFiniteOutputError
 
+    if not (tile is None or tile == "auto" or (isinstance(tile, int) and not isinstance(tile, bool))):
+        raise ValueError(f"tile must be None, 'auto' or a whole number of pixels, got {tile!r}")
+    if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int):
+        raise ValueError(f"tile_overlap must be a whole number of pixels, got {tile_overlap!r}")
     was_training = model.training
     if was_training:
         model.eval()

@@ -182,19 +182,27 @@ def _check_values(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
 
 
 def load_file(path: PathLike, device: Union[str, torch.device] = "cpu",
-              dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
+              dtype: Union[None, str, torch.dtype] = None) -> torch.nn.Module:
     """Loads a checkpoint file (configuration inferred) strictly; returns the model in eval mode.
     Names (bundled, authors' checkpoints) are resolved by :func:`mambairv2.models.load_model`.
 
     Args:
         path: ``.pth`` (BasicSR: ``params_ema`` preferred, then ``params``, or a bare state dict)
             or ``.safetensors``.
-        device: where to put the model.
-        dtype: parameter dtype (default float32).
+        device: where to put the model (a name or a ``torch.device``).
+        dtype: parameter dtype (default float32): a ``torch.dtype`` or its name.
     Raises:
         CheckpointError: the file is missing, unreadable, not a checkpoint, refused (arbitrary
             pickled objects) or of another architecture.
+        DeviceError: a device not available here (e.g. CUDA on a CPU build), an unknown dtype.
     """
+    from ..utils.devices import DeviceError, resolve_device, resolve_dtype
+
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype)
+    elif dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise DeviceError(f"dtype must be float32, bfloat16 or float16 (a name or a torch.dtype), got {dtype!r}")
+    device = resolve_device(str(device))  # checked before the file is read
     sd, stored = read_state_dict(path)
     config = detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
