@@ -1,5 +1,6 @@
 """Parameter and MAC counts: the paper's numbers (Tables 3, 5, A.1), the convention's pieces
 checked against hand-written formulas, and the scan's Δ projection counted wherever it runs."""
+from pathlib import Path
 import json
 import math
 
@@ -132,3 +133,23 @@ def test_any_module_is_counted_by_the_same_operator_rules():
     conv, norm, fc, mm = h * w * 8 * 3 * 9, 5 * h * w * 8, h * w * 8 * 6, 6 * h * w * 6
     assert counts.macs_paper == conv + norm + fc + mm
     assert counts.macs_all > counts.macs_paper  # biases
+
+
+def test_a_40000_square_input_is_counted_without_allocating(tmp_path):
+    """The window plans are built on the meta device too: nothing proportional to the image."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import resource, json, sys\n"
+            "from mambairv2.cli.main import main\n"
+            "rc = main(['analyze', 'complexity', '--input-size', '40000x40000', '--json', sys.argv[1]])\n"
+            "print(json.dumps([rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.json")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    rc, max_kib = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rc == 0 and max_kib < 2**20, (rc, max_kib)  # under 1 GiB
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["input_size"] == [40000, 40000]

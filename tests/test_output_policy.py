@@ -75,12 +75,15 @@ def _args(files: Dict[str, Path]) -> Dict[Tuple[str, str], Callable[[str], List[
         ("export", "-o"): lambda out: ["export", "--model", w, "-o", out],
         ("convert", "OUTPUT"): lambda out: ["convert", w, out],
         ("convert", "-o"): lambda out: ["convert", w, "-o", out],
+        ("ablate", "--json"): lambda out: ["ablate", "table1", "--dry-run", "--json", out],
+        ("ablate", "--markdown"): lambda out: ["ablate", "table1", "--dry-run", "--markdown", out],
         ("degrade", "--out"): lambda out: ["degrade", "--hr-dir", hr, "--task", "sr", "--scale", "2", "--out", out],
     }
 
 
 #: The file suffix each file output expects (folder outputs: None).
-SUFFIX = {("restore", "--json"): ".json", ("evaluate", "--json"): ".json", ("bench", "--json"): ".json",
+SUFFIX = {("ablate", "--json"): ".json", ("ablate", "--markdown"): ".md",
+          ("restore", "--json"): ".json", ("evaluate", "--json"): ".json", ("bench", "--json"): ".json",
           ("analyze complexity", "--json"): ".json", ("analyze erf", "-o"): ".png",
           ("analyze attention", "-o"): ".png", ("analyze sgn", "-o"): ".png", ("analyze lam", "-o"): ".png",
           ("export", "-o"): ".onnx", ("convert", "OUTPUT"): ".safetensors", ("convert", "-o"): ".safetensors"}
@@ -116,7 +119,8 @@ def test_wrong_suffix_is_refused(files, capsys, key):
 
 
 @pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
-@pytest.mark.parametrize("key", [k for k in sorted(SUFFIX) if k[1] != "--json" or k[0] == "restore"])
+@pytest.mark.parametrize("key", [k for k in sorted(SUFFIX) if k[1] != "--json" or k[0] == "restore"
+                                 if k[0] != "ablate"])  # ablate reads no file of its own
 def test_an_input_is_never_written_over(files, capsys, key, how, tmp_path):
     """The command's own input (image or checkpoint), named directly or through a link, with
     --overwrite: still refused (the suffix is made to match so that only the policy refuses)."""

@@ -12,5 +12,11 @@ class MambaIRv2Error(Exception):
     code: int = 2  #: exit status of the command line
 
 
+class NonFiniteOutputError(MambaIRv2Error, ValueError):
+    """A model produced NaN or infinite values: the result is not written (exit status 1)."""
+
+    code = 1
+
+
 class CheckpointError(MambaIRv2Error, ValueError):
     """A file or state dict that cannot be used as a checkpoint of this package's networks."""

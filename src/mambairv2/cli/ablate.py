@@ -35,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "the paper's, and exit")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the report as a markdown table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json or --markdown file")
     p.add_argument("--config", default="quickstart_light_x2_cpu", metavar="CONFIG",
                    help="training config every row shares (YAML file or packaged name; default "
                         "quickstart_light_x2_cpu: T91 + BSD200, validated on Set5). The paper's budget: "
@@ -69,12 +70,12 @@ def _seeds(text: str) -> List[int]:
     return list(range(n))
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, overwrite: bool) -> None:
     from ..utils.atomic import atomic_path
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, overwrite=overwrite) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
@@ -83,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import ConfigError
     from ..train.data import DataError
 
+    from ..utils.outputs import OutputError, check_output
+
+    try:  # before any row is trained
+        if args.json:
+            check_output(args.json, "--json", overwrite=args.overwrite, suffixes=(".json",))
+        if args.markdown:
+            check_output(args.markdown, "--markdown", overwrite=args.overwrite, suffixes=(".md",))
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     if args.dry_run:
         report: Dict[str, Any] = A.dry_run(args.table)
         text = A.dry_run_markdown(report)
@@ -101,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         text = A.run_markdown(report)
     sys.stdout.write(text)
     if args.json:
-        _write(args.json, json.dumps(report, indent=1) + "\n")
+        _write(args.json, json.dumps(report, indent=1) + "\n", args.overwrite)
     if args.markdown:
-        _write(args.markdown, text)
+        _write(args.markdown, text, args.overwrite)
     return 0

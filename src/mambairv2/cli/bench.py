@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     sizes, compare = _check_args(args)
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be a positive number of threads, got {args.threads}")
     if args.json_out:
         from ..utils.outputs import OutputError, check_output
 

@@ -82,8 +82,10 @@ def _check_level(args: argparse.Namespace):
             raise CLIError(f"{flag} applies to --task {task}, not {args.task}")
     if args.color and args.task != "jpeg":
         raise CLIError("--color applies to --task jpeg")
+    if args.scale is not None and args.scale < 1:
+        raise CLIError(f"--scale must be a positive integer (2, 3, 4, …), got {args.scale}")
     try:
-        return TaskSpec(args.task, scale=args.scale or 1, sigma=args.sigma, quality=args.quality,
+        return TaskSpec(args.task, scale=args.scale if args.scale is not None else 1, sigma=args.sigma, quality=args.quality,
                         color=args.color)
     except EvaluationError as exc:
         raise CLIError(str(exc)) from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,10 @@ from .errors import CLIError, parse_size
 from .model_option import add_model_argument, load_model_arg, model_from_args, resolve_model
 
 TOLERANCE = 1e-4  # float32: the largest accepted |onnxruntime − PyTorch|
+
+
+#: The oldest opset torch's (dynamo) ONNX exporter writes.
+MIN_OPSET = 18
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         raise CLIError(str(exc)) from None
     size = parse_size(args.size, "--size")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise CLIError(f"--tolerance must be a finite number ≥ 0, got {args.tolerance}")
     try:
         from ..integrations import onnx_export as ox
         import onnx  # noqa: F401
@@ -62,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CLIError(f"ONNX export needs the [onnx] extra ({exc.name} missing): "
                        "pip install 'mambairv2[onnx]'") from None
+    newest = int(onnx.defs.onnx_opset_version())
+    if args.opset is not None and not MIN_OPSET <= args.opset <= newest:
+        raise CLIError(f"--opset must be between {MIN_OPSET} and {newest} (the installed onnx's newest), "
+                       f"got {args.opset}")
     _, model = load_model_arg(args, variants=True)
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     in_chans = describe(model).in_chans

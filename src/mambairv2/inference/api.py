@@ -257,6 +257,38 @@ def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
                    tile_overlap: int = DEFAULT_TILE_OVERLAP, self_ensemble: bool = False,
                    progress: bool = False,
                    on_tile: Optional[Callable[[Optional[int], int, str], None]] = None) -> Tensor:
+    """Restores ``x`` (see :func:`_restore_tensor`) with ``model`` in eval mode (a model in
+    training mode, as ``create_model`` returns it, is switched for the call and back after:
+    dropout and Gumbel routing would make the result random).
+
+    Raises:
+        NonFiniteOutputError: the model produced NaN or infinite values.
+        ValueError: a bad shape, tile or overlap.
+    """
+    from ..errors import NonFiniteOutputError
+
+    if not (tile is None or tile == "auto" or (isinstance(tile, int) and not isinstance(tile, bool))):
+        raise ValueError(f"tile must be None, 'auto' or a whole number of pixels, got {tile!r}")
+    if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int):
+        raise ValueError(f"tile_overlap must be a whole number of pixels, got {tile_overlap!r}")
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        y = _restore_tensor(model, x, tile, tile_overlap, self_ensemble, progress, on_tile)
+    finally:
+        if was_training:
+            model.train()
+    bad = int((~torch.isfinite(y)).sum())
+    if bad:
+        raise NonFiniteOutputError(f"the model produced {bad:,} NaN or infinite values of {y.numel():,}; "
+                                   "nothing written (a broken checkpoint, or float16 overflow: try float32)")
+    return y
+
+
+def _restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg, tile_overlap: int,
+                    self_ensemble: bool, progress: bool,
+                    on_tile: Optional[Callable[[Optional[int], int, str], None]]) -> Tensor:
     """Restores ``x``: ``1×C×H×W`` float in [0, 1] on the CPU, C = 1 (gray), 2 (gray + alpha),
     3 (RGB) or 4 (RGBA). Returns ``1×C×(H·s)×(W·s)`` float32 in [0, 1] on the CPU.
 

@@ -65,12 +65,36 @@ def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
     return _strip_prefix(tensors), config
 
 
+#: A zip checkpoint may declare at most this many bytes per byte of file (plus the slack below):
+#: torch.save stores tensors uncompressed, so a large ratio is a decompression bomb.
+MAX_EXPANSION = 4
+EXPANSION_SLACK = 16 * 2**20
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuses a zip checkpoint whose entries declare far more bytes than the file holds
+    (checked before anything is decompressed)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            declared = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load reports a corrupt archive in its own words
+    size = path.stat().st_size
+    if declared > MAX_EXPANSION * size + EXPANSION_SLACK:
+        raise CheckpointError(f"{path}: declares {declared / 2**20:.0f} MiB of data in a {size / 2**20:.1f} MiB "
+                              "file (a compressed archive; PyTorch checkpoints are stored uncompressed): refused")
+
+
 def _read_torch(path: Path) -> Any:
     with open(path, "rb") as f:
         magic = f.read(2)
     is_zip = magic == b"PK"
     if not is_zip and magic[:1] != b"\x80":
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    if is_zip:
+        _check_declared_sizes(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -133,24 +157,52 @@ def build_and_load(sd: Mapping[str, torch.Tensor], config: Any, source: str = "s
                 parts.append(f"{label}: {', '.join(items[:3])}{more}")
         raise CheckpointError(f"{source}: does not match the detected {config.arch} configuration; "
                               + "; ".join(parts))
+    _check_values(sd, expected, source)
     model.load_state_dict(sd, strict=True)
     return model
 
 
+def _check_values(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+    """Weights of a real floating dtype and finite; index buffers (integer tensors the network
+    computes from its configuration) equal to the computed ones, so that no index read from a
+    file can point outside its table."""
+    for key, want in expected.items():
+        got = sd[key]
+        if want.is_floating_point():
+            if not got.is_floating_point():
+                raise CheckpointError(f"{source}: {key} is {str(got.dtype).replace('torch.', '')}, not floating "
+                                      "point: not a weights file of this network")
+            bad = int((~torch.isfinite(got)).sum())
+            if bad:
+                raise CheckpointError(f"{source}: {key} holds {bad:,} NaN or infinite values "
+                                      "(a diverged or corrupt checkpoint)")
+        elif got.is_floating_point() or got.is_complex() or not torch.equal(got.long(), want.long()):
+            raise CheckpointError(f"{source}: {key} (an index table) does not match the one the configuration "
+                                  "gives (out of range or altered): refused")
+
+
 def load_file(path: PathLike, device: Union[str, torch.device] = "cpu",
-              dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
+              dtype: Union[None, str, torch.dtype] = None) -> torch.nn.Module:
     """Loads a checkpoint file (configuration inferred) strictly; returns the model in eval mode.
     Names (bundled, authors' checkpoints) are resolved by :func:`mambairv2.models.load_model`.
 
     Args:
         path: ``.pth`` (BasicSR: ``params_ema`` preferred, then ``params``, or a bare state dict)
             or ``.safetensors``.
-        device: where to put the model.
-        dtype: parameter dtype (default float32).
+        device: where to put the model (a name or a ``torch.device``).
+        dtype: parameter dtype (default float32): a ``torch.dtype`` or its name.
     Raises:
         CheckpointError: the file is missing, unreadable, not a checkpoint, refused (arbitrary
             pickled objects) or of another architecture.
+        DeviceError: a device not available here (e.g. CUDA on a CPU build), an unknown dtype.
     """
+    from ..utils.devices import DeviceError, resolve_device, resolve_dtype
+
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype)
+    elif dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise DeviceError(f"dtype must be float32, bfloat16 or float16 (a name or a torch.dtype), got {dtype!r}")
+    device = resolve_device(str(device))  # checked before the file is read
     sd, stored = read_state_dict(path)
     config = detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 V1_ARCH = "MambaIR"
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
@@ -48,6 +48,7 @@ class MambaIRConfig:
     # ablation switches (see the class docstring); defaults = the released networks
     scan_directions: int = 4
     cab: str = "auto"
+    hidden_dim: Optional[int] = None  # the scan width when it is not int(mlp_ratio · embed_dim)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -67,6 +68,10 @@ class MambaIRConfig:
             raise ValueError(f"upsampler {self.upsampler!r} needs upscale >= 2")
         if self.embed_dim < 30:
             raise ValueError("embed_dim must be at least 30 (channel attention squeezes by 30)")
+        if self.hidden_dim is not None:
+            object.__setattr__(self, "hidden_dim", int(self.hidden_dim))
+            if self.hidden_dim == int(self.mlp_ratio * self.embed_dim):
+                object.__setattr__(self, "hidden_dim", None)  # one spelling per network
         if self.scan_directions not in SCAN_DIRECTIONS:
             raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {self.scan_directions!r}")
         if self.cab not in CAB_LAYOUTS:
@@ -98,8 +103,9 @@ class MambaIRConfig:
 
     @property
     def d_inner(self) -> int:
-        """Channels of the scan (per direction), as released: ``int(mlp_ratio · embed_dim)``."""
-        return int(self.mlp_ratio * self.embed_dim)
+        """Channels of the scan (per direction): ``hidden_dim``, else as released
+        ``int(mlp_ratio · embed_dim)``."""
+        return self.hidden_dim if self.hidden_dim is not None else int(self.mlp_ratio * self.embed_dim)
 
     @property
     def task(self) -> str:

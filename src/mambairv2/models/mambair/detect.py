@@ -1,7 +1,6 @@
 """The MambaIR (v1) configuration of a state dict, read from its keys and shapes alone."""
 from __future__ import annotations
 
-import math
 import re
 from typing import Dict, Mapping, Optional
 
@@ -68,13 +67,13 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     directions = int(sd[first + "x_proj_weight"].shape[0]) if first + "x_proj_weight" in sd else DIRECTIONS
     d_inner = scan_channels // directions
     ratio = d_inner / embed_dim
-    if int(ratio * embed_dim) != d_inner:  # released rule: d_inner = int(mlp_ratio · embed_dim)
-        ratio = math.nextafter(ratio, math.inf)
+    # released rule: d_inner = int(mlp_ratio · embed_dim); a width it misses is kept as such
+    exact = None if int(ratio * embed_dim) == d_inner else d_inner
     resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
     try:
         return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=tuple(depth_of[g] for g in groups),
-                             mlp_ratio=ratio, upscale=upscale, in_chans=in_chans, upsampler=upsampler,
-                             resi_connection=resi, scan_directions=directions, cab=cab)
+                             mlp_ratio=ratio, hidden_dim=exact, upscale=upscale, in_chans=in_chans,
+                             upsampler=upsampler, resi_connection=resi, scan_directions=directions, cab=cab)
     except ValueError as exc:
         fail(f"inconsistent MambaIR state dict: {exc}")
     raise AssertionError("unreachable")

@@ -116,7 +116,7 @@ class ASSM(nn.Module):
     ``prompt_position`` and ``prompt_order`` say where and in which order the prompts join.
     """
 
-    def __init__(self, dim: int, d_state: int, num_tokens: int, inner_rank: int, mlp_ratio: float,
+    def __init__(self, dim: int, d_state: int, num_tokens: int, inner_rank: int, hidden: int,
                  ase: bool = True, sgn: bool = True, prompt_position: str = "C",
                  prompt_order: str = "raster") -> None:
         super().__init__()
@@ -128,7 +128,6 @@ class ASSM(nn.Module):
         self.sgn = sgn
         self.prompt_position = prompt_position
         self.prompt_order = prompt_order
-        hidden = int(dim * mlp_ratio)
         #: entries of one prompt (0 without ASE)
         self.prompt_dim = 0 if not ase else (d_state if prompt_position in ("B", "C") else hidden)
         self.selectiveScan = SelectiveScan(hidden, d_state)

@@ -112,31 +112,36 @@ def rolled_windows(h: int, w: int, ws: int, shift: int, device: torch.device) ->
 
 def window_plan(b: int, h: int, w: int, ws: int, shift: int, device: torch.device) -> WindowPlan:
     """The plan of a ``b×h×w`` token grid (``h``, ``w`` multiples of ``ws``); ``shift`` is the
-    cyclic shift of the released model (0, or ``ws // 2`` in odd layers)."""
+    cyclic shift of the released model (0, or ``ws // 2`` in odd layers). Built on ``device``
+    with arithmetic only (no data-dependent step), so on the ``meta`` device it allocates nothing
+    whatever the size."""
     rows, cols = h // ws, w // ws
-    window = torch.arange(rows * cols)
+
+    def span(last: int, n: int) -> Tensor:  # rows (or columns) of windows not last / last
+        if n == 1:
+            return torch.zeros(1, dtype=torch.long, device=device)
+        return torch.arange(n - 1, device=device) if last == 0 else torch.full((1,), n - 1, device=device)
+
+    # a window's mask depends only on whether it is in the last row / the last column
+    kinds = [(lr, lc) for lr in ((0, 1) if rows > 1 and shift else (0,)) for lc in ((0, 1) if cols > 1 and shift else (0,))]
     if shift:
-        # a window's mask depends only on whether it is in the last row / the last column
-        small = shifted_window_mask(min(h, 2 * ws), min(w, 2 * ws), ws, shift)
+        small = shifted_window_mask(min(h, 2 * ws), min(w, 2 * ws), ws, shift)  # at most 4 windows, CPU
         sc = min(w, 2 * ws) // ws
-        code = ((window // cols == rows - 1) & (rows > 1)).long() * sc + \
-            ((window % cols == cols - 1) & (cols > 1)).long()
-        keys = sorted(set(code.tolist()))
-        members = [window[code == k] for k in keys]
-        masks = [small[k] if bool(small[k].any()) else None for k in keys]
+        masks = [small[lr * sc + lc] if bool(small[lr * sc + lc].any()) else None for lr, lc in kinds]
+        members = [(span(lr, rows)[:, None] * cols + span(lc, cols)[None, :]).reshape(-1) for lr, lc in kinds]
     else:
-        members, masks = [window], [None]
-    a = torch.arange(ws)
+        members, masks = [torch.arange(rows * cols, device=device)], [None]
+    a = torch.arange(ws, device=device)
     parts, groups = [], []
     for wins, mask in zip(members, masks):
         r, c = (wins // cols)[:, None, None], (wins % cols)[:, None, None]
         tok = ((r * ws + a[None, :, None] + shift) % h) * w + (c * ws + a[None, None, :] + shift) % w
-        parts.append((torch.arange(b)[:, None] * (h * w) + tok.reshape(1, -1)).reshape(-1))
+        parts.append((torch.arange(b, device=device)[:, None] * (h * w) + tok.reshape(1, -1)).reshape(-1))
         groups.append(WindowGroup(b * wins.numel(), None if mask is None else mask.to(device)))
     index = torch.cat(parts)
     inverse = torch.empty_like(index)
-    inverse[index] = torch.arange(index.numel())
-    return WindowPlan(index.to(device), tuple(groups), inverse.to(device))
+    inverse[index] = torch.arange(index.numel(), device=device)
+    return WindowPlan(index, tuple(groups), inverse)
 
 
 class WindowAttention(nn.Module):

@@ -26,7 +26,7 @@ class AttentiveLayer(nn.Module):
     shortcut (``x = s·scale + f(x)``)."""
 
     def __init__(self, dim: int, d_state: int, num_heads: int, window_size: int, shift_size: int,
-                 inner_rank: int, num_tokens: int, convffn_kernel_size: int, mlp_ratio: float,
+                 inner_rank: int, num_tokens: int, convffn_kernel_size: int, hidden: int,
                  ffn: str, ase: bool = True, sgn: bool = True, prompt_position: str = "C",
                  prompt_basis: str = "layer", prompt_order: str = "raster") -> None:
         super().__init__()
@@ -41,8 +41,7 @@ class AttentiveLayer(nn.Module):
         self.scale2 = nn.Parameter(1e-4 * torch.ones(dim))
         self.wqkv = nn.Linear(dim, 3 * dim)
         self.win_mhsa = WindowAttention(dim, window_size, num_heads)
-        self.assm = ASSM(dim, d_state, num_tokens, inner_rank, mlp_ratio, ase, sgn, prompt_position, prompt_order)
-        hidden = int(dim * mlp_ratio)
+        self.assm = ASSM(dim, d_state, num_tokens, inner_rank, hidden, ase, sgn, prompt_position, prompt_order)
         self.convffn1 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
         self.convffn2 = make_ffn(ffn, dim, hidden, convffn_kernel_size)
         if ase and prompt_basis == "layer":  # "shared": the network holds the one basis

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 FFN_KINDS = ("conv", "gated")
@@ -42,6 +42,9 @@ class MambaIRv2Config:
     - ``prompt_order``: ``"raster"`` (released: the prompts, computed in raster order, are
       added to the SGN-sorted sequence, csguoh/MambaIR#115) or ``"sgn"`` (each prompt is sorted
       with its token, as the paper describes).
+
+    ``hidden_dim``: the ASSM/FFN hidden width when it is not ``int(embed_dim · mlp_ratio)``
+    (None: that product, as the authors' option files give it).
     """
 
     embed_dim: int = 48
@@ -59,6 +62,7 @@ class MambaIRv2Config:
     upsampler: str = "pixelshuffledirect"
     resi_connection: str = "1conv"
     ffn: str = "gated"
+    hidden_dim: Optional[int] = None
     # ablation switches (see the class docstring); defaults = the released networks
     ase: bool = True
     sgn: bool = True
@@ -87,6 +91,11 @@ class MambaIRv2Config:
             raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
         if any(self.embed_dim % h for h in self.num_heads):
             raise ValueError("embed_dim must be divisible by every num_heads entry")
+        if self.hidden_dim is not None:
+            object.__setattr__(self, "hidden_dim", int(self.hidden_dim))
+            if self.hidden_dim == int(self.embed_dim * self.mlp_ratio):
+                object.__setattr__(self, "hidden_dim", None)  # one spelling per network
+
         for name, choices in (("prompt_position", PROMPT_POSITIONS), ("prompt_basis", PROMPT_BASES),
                               ("prompt_order", PROMPT_ORDERS)):
             if getattr(self, name) not in choices:
@@ -100,9 +109,14 @@ class MambaIRv2Config:
         return {k: getattr(self, k) for k, v in SWITCH_DEFAULTS.items() if getattr(self, k) != v}
 
     @property
+    def hidden(self) -> int:
+        """The hidden width of the ASSM and the FFNs."""
+        return self.hidden_dim if self.hidden_dim is not None else int(self.embed_dim * self.mlp_ratio)
+
+    @property
     def prompt_dim(self) -> int:
         """Entries of one prompt: ``d_state`` (into B or C) or the scan's channels (Δ or y)."""
-        return self.d_state if self.prompt_position in ("B", "C") else int(self.embed_dim * self.mlp_ratio)
+        return self.d_state if self.prompt_position in ("B", "C") else self.hidden
 
     @property
     def arch(self) -> str:

@@ -62,11 +62,14 @@ def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") ->
     except ValueError as exc:
         raise CheckpointError(f"not a MambaIRv2 state dict: {exc}") from None
     resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
+    # the width itself, not only a ratio: int(embed_dim · hidden/embed_dim) can fall one short
+    ratio = int(hidden) / int(embed_dim)
+    exact = None if int(int(embed_dim) * ratio) == int(hidden) else int(hidden)
     try:
         return MambaIRv2Config(
             embed_dim=int(embed_dim), d_state=int(d_state), depths=tuple(depth_of[g] for g in groups),
             num_heads=heads, window_size=window_size, inner_rank=int(inner_rank),
-            num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=int(hidden) / int(embed_dim),
+            num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=ratio, hidden_dim=exact,
             upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn,
             **switches)
     except ValueError as exc:

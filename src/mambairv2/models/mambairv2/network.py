@@ -44,7 +44,7 @@ class MambaIRv2(nn.Module):
         self.patch_embed = PatchEmbedNorm(c.embed_dim)
         layer_kwargs = dict(d_state=c.d_state, window_size=c.window_size, inner_rank=c.inner_rank,
                             num_tokens=c.num_tokens, convffn_kernel_size=c.convffn_kernel_size,
-                            mlp_ratio=c.mlp_ratio, ffn=c.ffn, ase=c.ase, sgn=c.sgn,
+                            hidden=c.hidden, ffn=c.ffn, ase=c.ase, sgn=c.sgn,
                             prompt_position=c.prompt_position, prompt_basis=c.prompt_basis,
                             prompt_order=c.prompt_order)
         self.layers = nn.ModuleList(
