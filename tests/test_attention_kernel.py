@@ -38,11 +38,14 @@ def _formula(qkv, heads, bias, mask, scale):
 
 
 @needs_kernel
-@pytest.mark.parametrize("windows,n,heads,hd", [(3, 256, 4, 12), (2, 49, 2, 12), (2, 64, 3, 5), (1, 40, 2, 16)])
+@pytest.mark.parametrize("windows,n,heads,hd", [(3, 256, 4, 12), (2, 64, 6, 29), (2, 49, 2, 12), (2, 46, 2, 12),
+                                                (2, 64, 3, 5), (1, 40, 2, 16), (1, 64, 2, 33), (1, 30, 1, 64)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_kernel_equals_the_formula(windows, n, heads, hd, masked):
-    """The light model's shape (16×16 windows, 12-channel heads), windows whose token count is
-    not a multiple of the vector width, other head sizes; strided rows; with and without mask."""
+    """The light model's shape (16×16 windows, 12-channel heads), the base model's (8×8 windows,
+    29 channels), windows whose token count is not a multiple of the vector width nor of the
+    rows done at once (46: several rows left over), other head sizes (several vectors of
+    channels, up to the largest the kernel takes); strided rows; with and without mask."""
     qkv, bias, mask = _inputs(windows, n, heads, hd, masked, row_pad=5)
     out = window_attention_compiled(qkv, heads, bias, mask, hd ** -0.5)
     ref = _formula(qkv, heads, bias, mask, hd ** -0.5)
@@ -95,7 +98,8 @@ def test_chosen_only_where_it_is_faster_and_correct():
         return choose(Probe.of(*tensors), head_dim).name
 
     assert chosen(qkv, bias) == "compiled"
-    assert chosen(qkv, bias, head_dim=MAX_HEAD_DIM + 1) == "sdpa"  # SDPA is faster there
+    assert chosen(qkv, bias, head_dim=29) == "compiled"  # the base model's heads
+    assert chosen(qkv, bias, head_dim=MAX_HEAD_DIM + 1) == "sdpa"  # SDPA is as fast there
     assert chosen(qkv.double(), bias.double()) == "sdpa"
     assert chosen(qkv, bias.requires_grad_(True)) == "reference"  # CPU training: the plain formula
     with torch.no_grad():

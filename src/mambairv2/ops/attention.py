@@ -4,7 +4,7 @@ Implementations (chosen by :func:`choose` from ``ops.implementation``):
 
 - ``reference``: the plain formula ``softmax(q·kᵀ·scale + bias + mask)·v``;
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (flash/efficient kernels);
-- ``compiled``: ``attention_kernel.c`` (CPU float32 inference, heads of ≤ 16 channels).
+- ``compiled``: ``attention_kernel.c`` (CPU float32 inference, heads of ≤ 32 channels).
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def choose(probe: Probe, head_dim: int) -> Choice:
         return Choice(sel, f"selected {sel!r}")
     if sel == "auto" and probe.cpu_float32_inference:
         if not 1 <= head_dim <= MAX_HEAD_DIM:
-            return Choice("sdpa", f"heads of {head_dim} channels (SDPA is faster above {MAX_HEAD_DIM})")
+            return Choice("sdpa", f"heads of {head_dim} channels (SDPA is as fast above {MAX_HEAD_DIM})")
         if attention_kernel_native():
-            return Choice("compiled", "float32 CPU inference, small heads")
+            return Choice("compiled", f"float32 CPU inference, heads of ≤ {MAX_HEAD_DIM} channels")
         error = attention_kernel_error()
         return Choice("sdpa", f"compiled kernel unavailable: {error}" if error
                       else "compiled kernel not built for this CPU's vector units (slower than SDPA)")
