@@ -116,6 +116,8 @@ def measure(cases: List[Tuple[str, int]], rounds: int, threads: int) -> Dict[str
     models = {n: build(n) for n in names}
     inputs = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(s)) for _, s in cases}
     runs = [(n, s) for v, s in cases for n in (v, PEER[v])]
+    # counted first: a run of many minutes must not fail at its end
+    macs = {(n, s): count_macs(n, models[n], s) for n, s in runs}
     times: Dict[Tuple[str, int], List[float]] = {r: [] for r in runs}
     sgemm: List[float] = []
     with torch.inference_mode():
@@ -130,10 +132,9 @@ def measure(cases: List[Tuple[str, int]], rounds: int, threads: int) -> Dict[str
     for v, s in cases:
         row: Dict[str, Any] = {"variant": v, "size": s}
         for key, n in (("ours", v), ("peer", PEER[v])):
-            lat = statistics.median(times[(n, s)])
-            macs = count_macs(n, models[n], s)
-            row[key] = {"model": n, "latency_s": lat, "times_s": times[(n, s)], "macs_g": macs / 1e9,
-                        "gflops": 2 * macs / lat / 1e9, "roofline_fraction": 2 * macs / lat / 1e9 / roofline}
+            lat, m = statistics.median(times[(n, s)]), macs[(n, s)]
+            row[key] = {"model": n, "latency_s": lat, "times_s": times[(n, s)], "macs_g": m / 1e9,
+                        "gflops": 2 * m / lat / 1e9, "roofline_fraction": 2 * m / lat / 1e9 / roofline}
         row["speedup"] = row["peer"]["latency_s"] / row["ours"]["latency_s"]
         row["macs_per_s_ratio"] = row["ours"]["gflops"] / row["peer"]["gflops"]
         kind, target, roof = GOALS[v]
