@@ -211,8 +211,8 @@ class Budget:
 
 
 def training_config(budget: Budget, row: Mapping[str, Any], seed: int, output_dir: Path):
-    """The training config of one row and seed: the budget's config with the row's model, the
-    seed, ``train.iters`` = steps (milestones and warm-up scaled with it), no validation during
+    """The training config of one row and seed: the budget's config with the row's model (its
+    overrides over the config's ``model.overrides``), the seed, ``train.iters`` = steps (milestones and warm-up scaled with it), no validation during
     training (the run evaluates afterwards) and one save at the end."""
     from ..train.config import build_config, load_config
 
@@ -228,8 +228,9 @@ def training_config(budget: Budget, row: Mapping[str, Any], seed: int, output_di
              progress="off", log_every=max(1, min(t["log_every"], t["iters"] // 4 or 1)))
     data["val"]["every"] = 0
     data["seed"] = int(seed)
-    data["model"] = dict(data["model"], variant=row["variant"], overrides=dict(row["overrides"]),
-                         init_from=None)
+    # the config's own model.overrides (e.g. a smaller network for a quick run) under the row's
+    overrides = dict(data["model"].get("overrides") or {}, **row["overrides"])
+    data["model"] = dict(data["model"], variant=row["variant"], overrides=overrides, init_from=None)
     data["output_dir"] = str(output_dir)
     data["name"] = output_dir.name
     return build_config(data, source=f"ablation {output_dir.name}")
