@@ -191,3 +191,17 @@ def test_a_tiny_run_writes_one_row_per_table_row(tmp_path, monkeypatch):
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")} == before
+
+
+def test_paired_difference_uses_students_t():
+    from mambairv2.train.ablation import paired_difference
+
+    def runs(values):
+        return [{"seed": i, "sets": {"S": {"psnr": v}}} for i, v in enumerate(values)]
+
+    two = paired_difference(runs([11.0, 12.2]), runs([10.0, 11.0]), "S", "psnr")
+    assert two["mean"] == pytest.approx(1.1) and two["se"] == pytest.approx(0.1)
+    assert not two["resolved"]  # 11 standard errors, but t(1) needs 12.7
+    three = paired_difference(runs([11.0, 12.1, 13.2]), runs([10.0, 11.0, 12.0]), "S", "psnr")
+    assert three["resolved"]
+    assert paired_difference(runs([11.0]), runs([10.0]), "S", "psnr")["se"] is None
