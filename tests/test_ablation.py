@@ -189,7 +189,7 @@ def test_a_tiny_run_writes_one_row_per_table_row(tmp_path, monkeypatch):
     assert report["rows"][2]["sets"]["Tiny"]["psnr_vs_reference"] is None  # the reference row
     # resumable: a second run reuses every trained row
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")}
-    assert main(args) == 0
+    assert main(args + ["--overwrite"]) == 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")} == before
 
 
