@@ -58,7 +58,8 @@ def descriptor_fields(config: Any) -> Dict[str, Any]:
         "input_channels": config.in_chans,
         "output_channels": config.in_chans,
         "tags": [family.variant_name(config), config.arch, f"{config.embed_dim}dim",
-                 f"{sum(config.depths)}layers", upsampler],
+                 f"{sum(config.depths)}layers", upsampler,
+                 *(f"{k}={v}" for k, v in config.switches().items())],  # ablation switches
     }
 
 

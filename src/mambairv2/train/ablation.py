@@ -211,8 +211,8 @@ class Budget:
 
 
 def training_config(budget: Budget, row: Mapping[str, Any], seed: int, output_dir: Path):
-    """The training config of one row and seed: the budget's config with the row's model, the
-    seed, ``train.iters`` = steps (milestones and warm-up scaled with it), no validation during
+    """The training config of one row and seed: the budget's config with the row's model (its
+    overrides over the config's ``model.overrides``), the seed, ``train.iters`` = steps (milestones and warm-up scaled with it), no validation during
     training (the run evaluates afterwards) and one save at the end."""
     from ..train.config import build_config, load_config
 
@@ -228,8 +228,9 @@ def training_config(budget: Budget, row: Mapping[str, Any], seed: int, output_di
              progress="off", log_every=max(1, min(t["log_every"], t["iters"] // 4 or 1)))
     data["val"]["every"] = 0
     data["seed"] = int(seed)
-    data["model"] = dict(data["model"], variant=row["variant"], overrides=dict(row["overrides"]),
-                         init_from=None)
+    # the config's own model.overrides (e.g. a smaller network for a quick run) under the row's
+    overrides = dict(data["model"].get("overrides") or {}, **row["overrides"])
+    data["model"] = dict(data["model"], variant=row["variant"], overrides=overrides, init_from=None)
     data["output_dir"] = str(output_dir)
     data["name"] = output_dir.name
     return build_config(data, source=f"ablation {output_dir.name}")
@@ -329,23 +330,38 @@ def summarise(values: Sequence[float]) -> Dict[str, Optional[float]]:
             "n": len(values)}
 
 
+#: Two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond the table).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``dof`` degrees of freedom (the table's
+    value at the nearest tabulated dof at or below ``dof``: slightly conservative)."""
+    if dof > 30:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= dof)]
+
+
 def paired_difference(row_runs: Sequence[Mapping[str, Any]], ref_runs: Sequence[Mapping[str, Any]],
                       set_name: str, metric: str) -> Optional[Dict[str, Any]]:
     """Mean over seeds of (row − reference) for the seeds both have, with its standard error
-    (None for one seed); ``resolved``: |mean| > 2 standard errors."""
+    (None for one seed); ``resolved``: the paired t-test rejects "no difference" at 95 %
+    (|mean| > t₀.₉₇₅(n−1) · standard error; with 2 seeds that needs 12.7 standard errors)."""
     ref = {r["seed"]: r["sets"][set_name][metric] for r in ref_runs}
     diffs = [r["sets"][set_name][metric] - ref[r["seed"]] for r in row_runs if r["seed"] in ref]
     if not diffs:
         return None
     mean = statistics.fmean(diffs)
     se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
-    return {"mean": mean, "se": se, "n": len(diffs), "resolved": bool(se is not None and abs(mean) > 2 * se)}
+    resolved = se is not None and abs(mean) > t95(len(diffs) - 1) * se
+    return {"mean": mean, "se": se, "n": len(diffs), "resolved": bool(resolved)}
 
 
 def run_table(table_name: str, budget: Budget, out_dir: Path, rows: Optional[Sequence[str]] = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Optional[Dict[str, Any]]:
     """Trains and evaluates every row (or ``rows``) of a table for every seed; returns the
-    report (rank 0; None on the other ranks of a torchrun)."""
+    report (rank 0; None on the other ranks of a torchrun; see :func:`score`)."""
     table = get_table(table_name)
     names = list(rows) if rows else list(table["rows"])
     unknown = [n for n in names if n not in table["rows"]]
@@ -375,19 +391,27 @@ def run_table(table_name: str, budget: Budget, out_dir: Path, rows: Optional[Seq
             runs[name].append(result)
     if not main:
         return None
-    ref_runs = runs[table["reference"]]
     for name in names:
         row = table["rows"][name]
-        entry: Dict[str, Any] = {"name": name, "variant": row["variant"], "overrides": row["overrides"],
-                                 "routing": row["routing"], "note": row["note"], **row_complexity(row),
-                                 "paper_metrics": paper_metrics(table, row), "runs": runs[name], "sets": {}}
-        for set_name, _ in sets:
+        report["rows"].append({"name": name, "variant": row["variant"], "overrides": row["overrides"],
+                               "routing": row["routing"], "note": row["note"], **row_complexity(row),
+                               "paper_metrics": paper_metrics(table, row), "runs": runs[name]})
+    return score(report)
+
+
+def score(report: Dict[str, Any]) -> Dict[str, Any]:
+    """Fills each row's ``sets``: mean ± std over seeds of PSNR and SSIM and the paired
+    difference from the reference row, from the rows' ``runs`` (also re-scores a stored report)."""
+    ref_runs = next(r["runs"] for r in report["rows"] if r["name"] == report["reference"])
+    for entry in report["rows"]:
+        entry["sets"] = {}
+        for set_name in report["budget"]["sets"]:
             entry["sets"][set_name] = {}
             for metric in ("psnr", "ssim"):
-                entry["sets"][set_name][metric] = summarise([r["sets"][set_name][metric] for r in runs[name]])
+                entry["sets"][set_name][metric] = summarise([r["sets"][set_name][metric] for r in entry["runs"]])
                 entry["sets"][set_name][f"{metric}_vs_reference"] = (
-                    None if name == table["reference"] else paired_difference(runs[name], ref_runs, set_name, metric))
-        report["rows"].append(entry)
+                    None if entry["name"] == report["reference"]
+                    else paired_difference(entry["runs"], ref_runs, set_name, metric))
     return report
 
 
@@ -426,8 +450,8 @@ def _diff(d: Optional[Mapping[str, Any]], digits: int) -> str:
 
 def run_markdown(report: Mapping[str, Any]) -> str:
     """The run as a markdown table: ours (mean ± std over seeds), the paired difference from the
-    reference row (± standard error; n.s.: within 2 standard errors), and the paper's numbers
-    and differences (on its own sets)."""
+    reference row (± standard error; n.s.: not significant in a paired t-test at 95 %), and the
+    paper's numbers and differences (on its own sets)."""
     b = report["budget"]
     lines = [f"### {report['title']}", "",
              f"Budget: config `{b['config']}`{' ' + ' '.join('--set ' + o for o in b['overrides']) if b['overrides'] else ''}, "
