@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay
     import numpy as np
 
 from .errors import CLIError
+from .inputs import hr_images
 
 EPILOG = """outputs (written atomically: a temporary file renamed into place):
   sr       <name>x<S>.png  8-bit: MATLAB bicubic of the HR image mod-cropped to S
@@ -156,7 +157,6 @@ def degrade_realsr(rgb: "np.ndarray", scale: int, options: dict, seed: int, devi
 
 def _run_realsr(args: argparse.Namespace) -> int:
     from ..utils.imageio import atomic_write_bytes
-    from ..protocol.evaluate import list_images
     from ..protocol.task import EvaluationError, TaskSpec, read_clean
 
     if not args.scale or args.scale < 1:
@@ -164,14 +164,7 @@ def _run_realsr(args: argparse.Namespace) -> int:
     if args.sigma is not None or args.quality is not None or args.color:
         raise CLIError("--sigma, --quality and --color do not apply to --task realsr")
     options = realsr_options(args.overrides)
-    try:
-        images, others = list_images(args.hr_dir)
-    except EvaluationError as exc:
-        raise CLIError(f"--hr-dir {exc}") from None
-    for other in others:
-        print(f"warning: skipped {other}: not an image file", file=sys.stderr)
-    if not images:
-        raise CLIError(f"--hr-dir {args.hr_dir}: holds no images")
+    images = hr_images(args.hr_dir)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir}: exists and is not a folder")
@@ -210,7 +203,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seed and --set apply to --task realsr")
 
     from ..utils.imageio import atomic_write_bytes
-    from ..protocol.evaluate import list_images
     from ..protocol.task import EvaluationError, make_input, read_clean
 
     spec = _check_level(args)
@@ -220,15 +212,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir = check_output_dir(args.out, "--out", inputs=[args.hr_dir])
     except OutputError as exc:
         raise CLIError(str(exc)) from None
-    try:
-        images, others = list_images(args.hr_dir)
-    except EvaluationError as exc:
-        raise CLIError(f"--hr-dir {exc}") from None
     warn = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
-    for other in others:
-        warn(f"warning: skipped {other}: not an image file")
-    if not images:
-        raise CLIError(f"--hr-dir {args.hr_dir}: holds no images")
+    images = hr_images(args.hr_dir, warn=warn)
     if out_dir.resolve() == Path(args.hr_dir).resolve():
         raise CLIError("--out must differ from --hr-dir")
     start = time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .errors import CLIError
+from .inputs import hr_images
 from .model_option import add_model_option, load_model_arg, resolve_model
 from .restore import _nonnegative, _tile_arg
 
@@ -112,7 +113,7 @@ def _load(args: argparse.Namespace):
 
 def _datasets(args: argparse.Namespace) -> List[tuple]:
     """``(hr_dir, lr_dir, name, images)`` per dataset, checked; warns about non-image files."""
-    from ..protocol.evaluate import EvaluationError, dataset_name, list_images
+    from ..protocol.evaluate import dataset_name
 
     n = len(args.hr_dir)
     for flag, values in (("--lr-dir", args.lr_dir), ("--name", args.name)):
@@ -120,14 +121,7 @@ def _datasets(args: argparse.Namespace) -> List[tuple]:
             raise CLIError(f"give {flag} once per --hr-dir ({n}), got {len(values)}")
     out = []
     for i, hr in enumerate(args.hr_dir):
-        try:
-            images, others = list_images(hr)
-        except EvaluationError as exc:
-            raise CLIError(f"--hr-dir {exc}") from None
-        for other in others:
-            print(f"warning: skipped {other}: not an image file", file=sys.stderr)
-        if not images:
-            raise CLIError(f"--hr-dir {hr}: holds no images")
+        images = hr_images(hr)
         lr = args.lr_dir[i] if args.lr_dir else None
         if lr is not None and not Path(lr).is_dir():
             raise CLIError(f"--lr-dir {lr}: no such folder")

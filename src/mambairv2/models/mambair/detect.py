@@ -1,12 +1,12 @@
 """The MambaIR (v1) configuration of a state dict, read from its keys and shapes alone."""
 from __future__ import annotations
 
-import re
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 
 from ...errors import CheckpointError
+from ..layers.depths import group_depths
 from ..layers.heads import detect_head
 from .config import MambaIRConfig
 from .network import DIRECTIONS
@@ -14,7 +14,6 @@ from .network import DIRECTIONS
 Tensor = torch.Tensor
 
 _SCAN_KEY = "self_attention.A_logs"
-_BLOCK = re.compile(r"layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
 _CAB = "layers.0.residual_group.blocks.0.conv_blk.cab."
 
 
@@ -53,15 +52,10 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     cab = _cab_layout(sd, embed_dim)
     if cab is None:
         fail("not a MambaIR state dict: unknown channel-attention block layout")
-    depth_of: Dict[int, int] = {}
-    for key in sd:
-        m = _BLOCK.match(key)
-        if m:
-            g, j = int(m.group(1)), int(m.group(2))
-            depth_of[g] = max(depth_of.get(g, 0), j + 1)
-    groups = sorted(depth_of)
-    if groups != list(range(len(groups))):
-        fail(f"group indices are not contiguous: {groups}")
+    try:
+        depths = group_depths(sd, "blocks")
+    except ValueError as exc:
+        fail(str(exc))
     scan_channels, d_state = (int(v) for v in sd[marker].shape)
     first = "layers.0.residual_group.blocks.0.self_attention."
     directions = int(sd[first + "x_proj_weight"].shape[0]) if first + "x_proj_weight" in sd else DIRECTIONS
@@ -71,7 +65,7 @@ def detect_v1_config(sd: Mapping[str, Tensor], source: str = "state dict") -> Ma
     exact = None if int(ratio * embed_dim) == d_inner else d_inner
     resi = "3conv" if "layers.0.conv.0.weight" in sd else "1conv"
     try:
-        return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=tuple(depth_of[g] for g in groups),
+        return MambaIRConfig(embed_dim=embed_dim, d_state=d_state, depths=depths,
                              mlp_ratio=ratio, hidden_dim=exact, upscale=upscale, in_chans=in_chans,
                              upsampler=upsampler, resi_connection=resi, scan_directions=directions, cab=cab)
     except ValueError as exc:

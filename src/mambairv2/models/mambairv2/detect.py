@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Dict, Mapping
 
 import torch
 
 from .config import MambaIRv2Config
 from ...errors import CheckpointError
+from ..layers.depths import group_depths
 from ..layers.heads import detect_head
 
 
@@ -27,16 +27,11 @@ def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") ->
         raise CheckpointError(f"not a MambaIRv2 state dict: missing {', '.join(missing)} "
                               f"(first keys: {', '.join(list(sd)[:3])})")
     embed_dim, in_chans = sd["conv_first.weight"].shape[:2]
-    layer_re = re.compile(r"layers\.(\d+)\.residual_group\.layers\.(\d+)\.")
-    depth_of: Dict[int, int] = {}
-    for key in sd:
-        m = layer_re.match(key)
-        if m:
-            g, j = int(m.group(1)), int(m.group(2))
-            depth_of[g] = max(depth_of.get(g, 0), j + 1)
-    groups = sorted(depth_of)
-    if groups != list(range(len(groups))):
-        raise CheckpointError(f"group indices are not contiguous: {groups}")
+    try:
+        depths = group_depths(sd, "layers")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    groups = range(len(depths))
     p0 = "layers.0.residual_group.layers.0."
     try:
         heads = tuple(int(sd[f"layers.{g}.residual_group.layers.0.win_mhsa.relative_position_bias_table"].shape[1])
@@ -67,7 +62,7 @@ def detect_config(sd: Mapping[str, torch.Tensor], source: str = "state dict") ->
     exact = None if int(int(embed_dim) * ratio) == int(hidden) else int(hidden)
     try:
         return MambaIRv2Config(
-            embed_dim=int(embed_dim), d_state=int(d_state), depths=tuple(depth_of[g] for g in groups),
+            embed_dim=int(embed_dim), d_state=int(d_state), depths=depths,
             num_heads=heads, window_size=window_size, inner_rank=int(inner_rank),
             num_tokens=int(num_tokens), convffn_kernel_size=kernel, mlp_ratio=ratio, hidden_dim=exact,
             upscale=upscale, in_chans=int(in_chans), upsampler=upsampler, resi_connection=resi, ffn=ffn,
