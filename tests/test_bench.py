@@ -33,4 +33,4 @@ def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--variant", "huge"]) != 0
     assert main(["bench", "--sizes", "a,b"]) != 0
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "unknown variant" in err
+    assert "Traceback" not in err and "unknown model 'huge'" in err and "a variant (light" in err

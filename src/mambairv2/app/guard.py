@@ -111,13 +111,13 @@ class ClientFiles:
             if not stat.S_ISREG(info.st_mode):
                 raise Refused(f"{shown}: not a regular file")
             if info.st_size > max_bytes:
-                raise Refused(f"{shown}: the file is {info.st_size / 1e6:.1f} MB, over this page's limit "
-                                 f"of {max_bytes / 1e6:.1f} MB (start the app with a larger --max-upload-mb)")
+                raise Refused(f"{shown}: the file is {info.st_size / 1e6:.1f} MB, over this page's upload "
+                                 f"limit of {max_bytes / 1e6:.1f} MB (start the app with a larger --max-upload-mb)")
             if not read:
                 return b""
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:  # grew while read
-            raise Refused(f"{shown}: over this page's limit of {max_bytes / 1e6:.1f} MB")
+            raise Refused(f"{shown}: over this page's upload limit of {max_bytes / 1e6:.1f} MB")
         return data
 
 
