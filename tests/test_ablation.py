@@ -191,6 +191,16 @@ def test_a_tiny_run_writes_one_row_per_table_row(tmp_path, monkeypatch):
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")}
     assert main(args + ["--overwrite"]) == 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("model.safetensors")} == before
+    # a row stopped before its first training state (only its log and config written) is
+    # trained again by the next run, not refused as another run's folder
+    row = sorted((tmp_path / "runs").rglob("model.safetensors"))[0].parent
+    (row / "model.safetensors").unlink()
+    (row / "trained.json").unlink()
+    for state in (row / "train").rglob("training_states/*"):
+        state.unlink()
+    assert (row / "train" / "log.csv").is_file()
+    assert main(args + ["--overwrite"]) == 0
+    assert (row / "model.safetensors").is_file()
 
 
 def test_paired_difference_uses_students_t():

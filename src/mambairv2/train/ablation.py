@@ -285,6 +285,7 @@ def train_and_evaluate(budget: Budget, row: Mapping[str, Any], seed: int, folder
     from ..models import load_model, save_safetensors, set_routing
     from ..protocol.evaluate import evaluate_folder, model_restorer
     from ..protocol.task import TaskSpec
+    from ..train.checkpointing import find_resume_state
     from ..train.trainer import Trainer
     from ..utils.distributed import Ranks
 
@@ -294,7 +295,10 @@ def train_and_evaluate(budget: Budget, row: Mapping[str, Any], seed: int, folder
     if not trained.exists():
         cfg = training_config(budget, row, seed, folder / "train")
         start = time.time()
-        trainer = Trainer(cfg, resume="auto" if (folder / "train").exists() else None)
+        # The row's folder belongs to this runner: one stopped before its first training state
+        # (nothing to resume) is the same row, begun again rather than refused as "another run".
+        resumable = find_resume_state(folder / "train") is not None if (folder / "train").is_dir() else False
+        trainer = Trainer(cfg, resume="auto" if resumable else None, overwrite=not resumable)
         try:
             summary = trainer.run()
         finally:
