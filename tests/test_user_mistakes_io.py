@@ -197,3 +197,134 @@ def test_load_model_device_and_dtype_through_the_cli(capsys, tmp_path):
     rc, _, err = run(["restore", str(image), "-o", str(tmp_path / "o"), "--model", "light_x4",
                       "--device", "cuda"], capsys)
     assert rc == 2 and "CUDA" in one_line(err), err
+
+
+# -- 2, 3. the caches ---------------------------------------------------------------------------
+hub_standin = pytest.importorskip("hub_standin")
+REPO_ID = "cguoh/MambaIR"
+NAME = "mambairv2_lightSR_x2"
+REPO_FILE = f"MambaIRv2_ckpt/{NAME}.pth"
+
+
+def cli(tmp: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
+    """The command line with its own caches under ``tmp`` (no hub settings, no proxy)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE")) and not k.lower().endswith("_proxy")}
+    env.update({"PYTHONPATH": str(REPO / "src"), "HF_HOME": str(tmp / "hf"), "MAMBAIRV2_CACHE_DIR": str(tmp / "mc"),
+                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", "OMP_NUM_THREADS": "1", **env_extra})
+    return subprocess.run([sys.executable, "-m", "mambairv2", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture()
+def served():
+    pytest.importorskip("huggingface_hub", reason="huggingface_hub is needed (pip install 'mambairv2[hub]')")
+    data = shared_path("golden", "light_x2.pth").read_bytes()
+    with hub_standin.HubStandIn(REPO_ID, {REPO_FILE: data}, max_requests=60) as hub:
+        yield hub, data
+
+
+def _blob(tmp: Path) -> Path:
+    (snapshot,) = (tmp / "hf").rglob(f"snapshots/*/{REPO_FILE}")
+    return snapshot.resolve()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_cached_download_is_replaced_in_one_run(tmp_path, served, damage):
+    hub, data = served
+    online = {"HF_ENDPOINT": hub.endpoint}
+    assert cli(tmp_path, "download", NAME, **online).returncode == 0
+    blob = _blob(tmp_path)
+    blob.chmod(0o644)
+    if damage == "truncated":
+        blob.write_bytes(data[: len(data) // 3])
+    else:
+        blob.write_bytes(bytes(b ^ 0xFF for b in data[:64]) + data[64:])
+    # using it by name: one line saying what to do, nothing fetched
+    before = len(hub.requests)
+    r = cli(tmp_path, "info", NAME, HF_HUB_OFFLINE="1", **online)
+    assert r.returncode == 2 and f"'mambairv2 download {NAME}' replaces it" in one_line(r.stderr), r.stderr
+    assert len(hub.requests) == before
+    # one download run detects it (SHA-256), discards it and fetches it again
+    r = cli(tmp_path, "download", NAME, **online)
+    assert r.returncode == 0, r.stderr
+    assert _blob(tmp_path).read_bytes() == data and hashlib.sha256(data).hexdigest() in r.stdout
+    assert cli(tmp_path, "info", NAME, HF_HUB_OFFLINE="1", **online).returncode == 0
+    assert sum(req.startswith("GET /cguoh/MambaIR/resolve") for req in hub.requests[before:]) == 1
+
+
+def test_cache_entries_that_are_folders_or_garbage(tmp_path, served):
+    hub, data = served
+    online = {"HF_ENDPOINT": hub.endpoint}
+    offline = {**online, "HF_HUB_OFFLINE": "1"}
+    record = tmp_path / "mc" / "downloads.json"
+    # the record of verified downloads as binary garbage: read as empty, rewritten by a download
+    record.parent.mkdir(parents=True)
+    record.write_bytes(b"\x00\xff\xfe garbage \x80")
+    r = cli(tmp_path, "info", NAME, **offline)
+    assert r.returncode == 2 and "unknown model" in one_line(r.stderr)
+    assert cli(tmp_path, "download", NAME, **online).returncode == 0
+    assert NAME in json.loads(record.read_text())
+    # ... as a folder: one line naming it, before anything is fetched
+    record.unlink()
+    record.mkdir()
+    (record / "keep").write_text("x")
+    before = len(hub.requests)
+    for args, env in ((("download", NAME), online), (("download", "--list"), offline), (("info", NAME), offline)):
+        r = cli(tmp_path, *args, **env)
+        line = one_line(r.stderr)
+        assert r.returncode != 0 and str(record) in line and ("remove it" in line or "name a file" in line), line
+    assert len(hub.requests) == before and (record / "keep").exists()
+    (record / "keep").unlink()
+    record.rmdir()
+    # the cached checkpoint is a folder: an empty one is replaced by the download, a full one named
+    assert cli(tmp_path, "download", NAME, **online).returncode == 0
+    (snapshot,) = (tmp_path / "hf").rglob(f"snapshots/*/{REPO_FILE}")
+    snapshot.unlink()
+    snapshot.mkdir()
+    r = cli(tmp_path, "info", NAME, **offline)
+    assert r.returncode == 2 and "is not a file; remove it" in one_line(r.stderr), r.stderr
+    assert cli(tmp_path, "download", NAME, **online).returncode == 0 and snapshot.is_file()
+    snapshot.unlink()
+    snapshot.mkdir()
+    (snapshot / "x").write_text("x")
+    r = cli(tmp_path, "download", NAME, **online)
+    assert r.returncode == 1 and "remove it" in one_line(r.stderr) and (snapshot / "x").exists()
+    # the mambairv2 cache folder is a file: one line naming the variable, nothing fetched
+    before = len(hub.requests)
+    (tmp_path / "afile").write_text("x")
+    r = cli(tmp_path, "download", NAME, MAMBAIRV2_CACHE_DIR=str(tmp_path / "afile"), **online)
+    assert r.returncode == 2 and "MAMBAIRV2_CACHE_DIR" in one_line(r.stderr) and len(hub.requests) == before
+
+
+def test_compiled_kernels_in_the_cache_that_are_garbage_or_folders(tmp_path):
+    """A damaged library is rebuilt; an empty folder in its place too; a folder with contents
+    is the user's: the kernel is reported unavailable (pure-PyTorch path) with a line saying why.
+    Each step is a new process, as a cache damaged between runs is met."""
+    from mambairv2.ops import native
+
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    code = ("from mambairv2.ops.native import NativeKernel\n"
+            "k = NativeKernel('layer_norm_kernel.c', 'layer-norm kernel', 'mambairv2_layer_norm_f32', [])\n"
+            "print(k.available(), k.error())\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MAMBAIRV2_CACHE_DIR": str(tmp_path)}
+
+    def load() -> str:
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert load() == "True None"
+    (built,) = tmp_path.glob("layer_norm_kernel-*.so")
+    good = built.read_bytes()
+    built.write_bytes(b"\x7fELF not really a library")
+    assert load() == "True None" and built.read_bytes() == good
+    built.unlink()
+    built.mkdir()
+    assert load() == "True None" and built.is_file()
+    built.unlink()
+    built.mkdir()
+    (built / "x").write_text("x")
+    answer = load()
+    assert answer.startswith("False ") and "is a folder where the compiled kernel belongs; remove it" in answer
