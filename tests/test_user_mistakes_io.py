@@ -328,3 +328,32 @@ def test_compiled_kernels_in_the_cache_that_are_garbage_or_folders(tmp_path):
     (built / "x").write_text("x")
     answer = load()
     assert answer.startswith("False ") and "is a folder where the compiled kernel belongs; remove it" in answer
+
+
+# -- 8. analyses count any size without allocating activations ------------------------------------
+@pytest.mark.parametrize("variant", ["light", "mambair-light"])
+def test_a_40000_square_count_allocates_nothing_image_sized(variant):
+    """Every tensor with data (not on ``meta``) made while counting a 40000×40000 input stays
+    tiny: the count is a function of shapes only, for both families."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from mambairv2.analysis.complexity import variant_complexity
+
+    class Largest(TorchDispatchMode):
+        numel = seen = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            Largest.seen += 1
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    with Largest():
+        big = variant_complexity(variant, 2, (40000, 40000))
+    small = variant_complexity(variant, 2, (64, 64))
+    assert Largest.seen > 100  # the forward's operators passed through the watch
+    assert Largest.numel < 2**20, Largest.numel  # a weight-sized tensor at most, never 40000²-sized
+    assert big.macs_paper > 1e5 * small.macs_paper  # and it did count the large input
