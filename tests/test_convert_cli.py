@@ -71,7 +71,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, content, needle):
     assert not out.exists() and os.listdir(tmp_path) == ["bad.pth"]
 
 
-def test_output_name_must_be_safetensors(tmp_path, small_pth, capsys):
+def test_output_name_must_be_safetensors_or_pth(tmp_path, small_pth, capsys):
     path, _ = small_pth
-    assert main(["convert", str(path), str(tmp_path / "o.pth")]) == 2
-    assert ".safetensors" in capsys.readouterr().err
+    assert main(["convert", str(path), str(tmp_path / "o.bin")]) == 2
+    assert ".safetensors or .pth" in capsys.readouterr().err and not (tmp_path / "o.bin").exists()

@@ -20,7 +20,7 @@ from mambairv2.utils.imageio import ImageData, encode_image
 #: Options whose help says "write" but that name no output.
 NOT_OUTPUTS = {("analyze complexity", "--output-size")}
 #: argparse destinations that name something a command writes.
-OUTPUT_DESTS = {"output", "output_option", "json", "json_out", "save_dir", "out"}
+OUTPUT_DESTS = {"output", "output_option", "json", "json_out", "save_dir", "out", "output_dir"}
 
 
 def output_options() -> List[Tuple[str, str]]:
@@ -78,6 +78,8 @@ def _args(files: Dict[str, Path]) -> Dict[Tuple[str, str], Callable[[str], List[
         ("ablate", "--json"): lambda out: ["ablate", "table1", "--dry-run", "--json", out],
         ("ablate", "--markdown"): lambda out: ["ablate", "table1", "--dry-run", "--markdown", out],
         ("degrade", "--out"): lambda out: ["degrade", "--hr-dir", hr, "--task", "sr", "--scale", "2", "--out", out],
+        ("ablate", "--output-dir"): lambda out: ["ablate", "table1", "--steps", "1", "--seeds", "1", "--sets", hr,
+                                                 "--output-dir", out],
     }
 
 
@@ -87,7 +89,7 @@ SUFFIX = {("ablate", "--json"): ".json", ("ablate", "--markdown"): ".md",
           ("analyze complexity", "--json"): ".json", ("analyze erf", "-o"): ".png",
           ("analyze attention", "-o"): ".png", ("analyze sgn", "-o"): ".png", ("analyze lam", "-o"): ".png",
           ("export", "-o"): ".onnx", ("convert", "OUTPUT"): ".safetensors", ("convert", "-o"): ".safetensors"}
-FOLDERS = {("restore", "-o"), ("evaluate", "--save-dir"), ("degrade", "--out")}
+FOLDERS = {("restore", "-o"), ("evaluate", "--save-dir"), ("degrade", "--out"), ("ablate", "--output-dir")}
 
 
 def test_every_output_option_is_covered(files):
@@ -164,8 +166,32 @@ def test_folder_outputs_refuse_a_file_and_degrade_its_input_folder(files, capsys
         target.write_bytes(b"x")
         rc, err = run(_args(files)[key](str(target)), capsys)
         assert rc == 2 and target.read_bytes() == b"x", (key, err)
-    rc, err = run(_args(files)[("degrade", "--out")](str(files["hr"])), capsys)
-    assert rc == 2 and "input folder" in err
+    for key in (("degrade", "--out"), ("ablate", "--output-dir")):
+        rc, err = run(_args(files)[key](str(files["hr"])), capsys)
+        assert rc == 2 and "input folder" in err and len(err.strip().splitlines()) == 1, (key, err)
+
+
+def test_download_checks_its_destinations_before_fetching(tmp_path, capsys, monkeypatch):
+    """``download`` names no output: it writes into huggingface_hub's cache folder and the
+    mambairv2 cache folder (its record of verified downloads). A file where a folder belongs, or a
+    folder where the record belongs, is one line naming it, before any request (offline here, so
+    a missed check could not reach the network either)."""
+    pytest.importorskip("huggingface_hub", reason="huggingface_hub is needed")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [("MAMBAIRV2_CACHE_DIR", afile, "the mambairv2 cache folder (MAMBAIRV2_CACHE_DIR)"),
+             ("HF_HUB_CACHE", afile, "the huggingface_hub cache folder"),
+             ("MAMBAIRV2_CACHE_DIR", tmp_path / "mc", "the record of verified downloads")]
+    (tmp_path / "mc" / "downloads.json").mkdir(parents=True)
+    for what, path, needle in cases:
+        monkeypatch.setenv("MAMBAIRV2_CACHE_DIR", str(path if what == "MAMBAIRV2_CACHE_DIR" else tmp_path / "ok"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(path if what == "HF_HUB_CACHE" else tmp_path / "hub"))
+        rc, err = run(["download", "mambairv2_lightSR_x2"], capsys)
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, (what, err)
+    assert afile.read_text() == "x"
 
 
 def test_restore_json_and_evaluate_json_never_replace_their_inputs(files, capsys):

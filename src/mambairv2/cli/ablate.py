@@ -84,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import ConfigError
     from ..train.data import DataError
 
-    from ..utils.outputs import OutputError, check_output
+    from ..utils.outputs import OutputError, check_output, check_output_dir
 
     try:  # before any row is trained
         if args.json:
             check_output(args.json, "--json", overwrite=args.overwrite, suffixes=(".json",))
         if args.markdown:
             check_output(args.markdown, "--markdown", overwrite=args.overwrite, suffixes=(".md",))
+        if not args.dry_run:  # the folder of trained rows: resumed, so an existing one is expected
+            check_output_dir(args.output_dir, "--output-dir", inputs=[s for s in args.sets if Path(s).exists()])
     except OutputError as exc:
         raise CLIError(str(exc)) from None
     if args.dry_run:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Tuple
 if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay light
     import numpy as np
 
+from ..utils.text import printable
 from .errors import CLIError
 from .inputs import hr_images
 
@@ -185,12 +186,12 @@ def _run_realsr(args: argparse.Namespace) -> int:
             written += 1
         except (EvaluationError, ValueError) as exc:
             failed += 1
-            print(f"warning: skipped {path}: {exc}", file=sys.stderr)
+            print(printable(f"warning: skipped {path}: {exc}"), file=sys.stderr)
         except OSError as exc:
             failed += 1
-            print(f"failed: {path}: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
-    print(f"wrote {written}, skipped {skipped}, failed {failed} (real-world x{args.scale}, seed {args.seed}) "
-          f"in {time.monotonic() - start:.1f} s; outputs in {out_dir}", file=sys.stderr)
+            print(printable(f"failed: {path}: cannot write {target}: {exc.strerror or exc}"), file=sys.stderr)
+    print(printable(f"wrote {written}, skipped {skipped}, failed {failed} (real-world x{args.scale}, seed "
+                    f"{args.seed}) in {time.monotonic() - start:.1f} s; outputs in {out_dir}"), file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = check_output_dir(args.out, "--out", inputs=[args.hr_dir])
     except OutputError as exc:
         raise CLIError(str(exc)) from None
-    warn = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731
+    warn = lambda msg: tqdm.write(printable(msg), file=sys.stderr)  # noqa: E731
     images = hr_images(args.hr_dir, warn=warn)
     if out_dir.resolve() == Path(args.hr_dir).resolve():
         raise CLIError("--out must differ from --hr-dir")
@@ -245,6 +246,6 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             warn(f"failed: {path}: cannot write {target}: {exc.strerror or exc}")
     bar.close()
-    print(f"wrote {written}, skipped {skipped}, failed {failed} ({spec.describe()}) "
-          f"in {time.monotonic() - start:.1f} s; outputs in {out_dir}", file=sys.stderr)
+    print(printable(f"wrote {written}, skipped {skipped}, failed {failed} ({spec.describe()}) "
+                    f"in {time.monotonic() - start:.1f} s; outputs in {out_dir}"), file=sys.stderr)
     return 1 if failed else 0

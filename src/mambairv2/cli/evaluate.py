@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..utils.text import printable
 from .errors import CLIError
 from .inputs import hr_images
 from .model_option import add_model_option, load_model_arg, resolve_model
@@ -220,15 +221,15 @@ def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: 
         text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(args.json, text.encode(), overwrite=args.overwrite)
     metric = data["metric"]
-    print(f"{spec.describe()}, model {label}, protocol {args.protocol}"
-          f"{', self-ensemble' if args.self_ensemble else ''}; metrics on "
-          f"{ {'y': 'Y', 'rgb': 'RGB'}.get(metric['channels'], metric['channels'])}, "
-          f"crop {metric['crop_border']}, 8-bit")
+    print(printable(f"{spec.describe()}, model {label}, protocol {args.protocol}"
+                    f"{', self-ensemble' if args.self_ensemble else ''}; metrics on "
+                    f"{ {'y': 'Y', 'rgb': 'RGB'}.get(metric['channels'], metric['channels'])}, "
+                    f"crop {metric['crop_border']}, 8-bit"))
     print(ev.table(results))
     if not args.quiet:
         images = sum(len(r.images) for r in results)
-        print(f"evaluated {images} images in {seconds:.1f} s"
-              + (f"; results in {args.json}" if args.json else ""), file=sys.stderr)
+        print(printable(f"evaluated {images} images in {seconds:.1f} s"
+                        + (f"; results in {args.json}" if args.json else "")), file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

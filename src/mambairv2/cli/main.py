@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from . import ablate, analyze, app, bench, configs, convert, degrade, download, evaluate, export, info, train
 from . import restore as restore_cmd
 from ..errors import MambaIRv2Error
+from ..utils.text import printable
 
 COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, configs, app, analyze,
                    download, export, ablate)
@@ -45,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MambaIRv2Error as exc:  # every user mistake or bad input: one line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -56,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: never show a traceback
         if os.environ.get("MAMBAIRV2_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (set MAMBAIRV2_DEBUG=1 for a traceback)",
+        print(printable(f"internal error: {type(exc).__name__}: {exc} (set MAMBAIRV2_DEBUG=1 for a traceback)"),
               file=sys.stderr)
         return 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..defaults import DEFAULT_TILE_OVERLAP
+from ..utils.text import printable
 from .errors import CLIError
 from .model_option import add_model_option, load_model_arg, resolve_model
 
@@ -120,7 +121,7 @@ class Reporter:
     def err(self, msg: str) -> None:
         from tqdm import tqdm
 
-        tqdm.write(self.prefix + msg, file=sys.stderr)
+        tqdm.write(printable(self.prefix + msg), file=sys.stderr)
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -132,13 +133,13 @@ class Reporter:
             self.err(f"failed: {r.input}: {r.reason}")
         elif r.status == "skipped":
             if self.lines:
-                print(f"{self.prefix}skipped: {r.input}: {r.reason}", flush=True)
+                print(printable(f"{self.prefix}skipped: {r.input}: {r.reason}"), flush=True)
             else:
                 self.info(f"skipped: {r.input}: {r.reason}")
         elif self.lines:
             (w, h), (ow, oh) = r.size_in, r.size_out
-            print(f"{self.prefix}restored: {r.input}: {w}×{h} → {ow}×{oh} in {r.seconds:.2f} s → {r.output}",
-                  flush=True)
+            print(printable(f"{self.prefix}restored: {r.input}: {w}×{h} → {ow}×{oh} in {r.seconds:.2f} s → "
+                            f"{r.output}"), flush=True)
         for note in r.notes:
             self.info(f"note: {r.output}: {note}")
 

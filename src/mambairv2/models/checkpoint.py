@@ -18,7 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_path
-from .registry import config_from_stored, detect, family_of
+from .registry import REDO_STORED, config_from_stored, detect, family_of
 
 PathLike = Union[str, os.PathLike]
 StateDict = Dict[str, torch.Tensor]
@@ -27,7 +27,8 @@ CONFIG_METADATA_KEY = "mambairv2_config"
 
 # -- reading -------------------------------------------------------------------------------
 def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
-    """Tensors of a checkpoint file and, for our ``.safetensors``, the stored configuration."""
+    """Tensors of a checkpoint file and the configuration our files store beside them (the
+    ``.safetensors`` header's, or the ``.pth`` entry next to ``params``), None where there is none."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -39,7 +40,19 @@ def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]
         head = f.read(16)
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_safetensors(path)
-    return _unwrap(_read_torch(path), path), None
+    obj = _read_torch(path)
+    return _unwrap(obj, path), _stored_config(obj, path) if isinstance(obj, Mapping) else None
+
+
+def _stored_config(entries: Mapping[str, Any], path: Path) -> Optional[Any]:
+    """The configuration stored under :data:`CONFIG_METADATA_KEY` (None when there is none);
+    its type is checked by :func:`~mambairv2.models.registry.config_from_stored`."""
+    if CONFIG_METADATA_KEY not in entries:
+        return None
+    config = entries[CONFIG_METADATA_KEY]
+    if config is None:  # we write an object; null would read as "detect from the tensors"
+        raise CheckpointError(f"{path}: the stored configuration is a JSON null, not an object; {REDO_STORED}")
+    return config
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -56,13 +69,12 @@ def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
-    config = None
     if CONFIG_METADATA_KEY in meta:
         try:
-            config = json.loads(meta[CONFIG_METADATA_KEY])
+            meta = {CONFIG_METADATA_KEY: json.loads(meta[CONFIG_METADATA_KEY])}
         except json.JSONDecodeError:
-            raise CheckpointError(f"{path}: the stored configuration is not valid JSON") from None
-    return _strip_prefix(tensors), config
+            raise CheckpointError(f"{path}: the stored configuration is not valid JSON; {REDO_STORED}") from None
+    return _strip_prefix(tensors), _stored_config(meta, path)
 
 
 #: A zip checkpoint may declare at most this many bytes per byte of file (plus the slack below):
@@ -228,11 +240,18 @@ def save_safetensors(model: torch.nn.Module, path: PathLike) -> Path:
 
 
 def save_checkpoint(path: PathLike, params: Mapping[str, torch.Tensor],
-                    params_ema: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
-    """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically."""
-    obj = {"params": {k: v.detach().cpu() for k, v in params.items()}}
+                    params_ema: Optional[Mapping[str, torch.Tensor]] = None, config: Any = None) -> Path:
+    """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically.
+
+    ``config`` (the network's configuration) is stored as a plain dict under
+    :data:`CONFIG_METADATA_KEY` beside ``params``: :func:`load_file` reads it back (fields the
+    tensors cannot tell, such as ``img_range``), while BasicSR's loader, which reads only
+    ``params``/``params_ema``, ignores it."""
+    obj: Dict[str, Any] = {"params": {k: v.detach().cpu() for k, v in params.items()}}
     if params_ema is not None:
         obj["params_ema"] = {k: v.detach().cpu() for k, v in params_ema.items()}
+    if config is not None:
+        obj[CONFIG_METADATA_KEY] = config.to_dict()
     with atomic_path(path) as tmp:
         torch.save(obj, str(tmp))
     return Path(path)

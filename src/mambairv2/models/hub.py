@@ -138,6 +138,7 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
     hf = _hf()
     from huggingface_hub import constants
 
+    check_destinations(constants.HF_HUB_CACHE)
     remote = None if constants.is_offline_mode() else list_remote(repo_id, revision)
     if remote is not None:
         stem = name_of(name) if name.endswith(EXTENSIONS) else name
@@ -151,11 +152,25 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
         files = [f for f in _candidates(name) if _maybe_cached(constants.HF_HUB_CACHE, repo_id, f)]
     last: Optional[BaseException] = None
     for repo_file in files:
+        cached = _maybe_cached(constants.HF_HUB_CACHE, repo_id, repo_file)
+        _clear_non_file(constants.HF_HUB_CACHE, repo_id, repo_file)
         try:
             local = hf.hf_hub_download(repo_id, repo_file, revision=revision, force_download=force)
         except Exception as exc:  # noqa: BLE001
             last = exc
             continue
+        try:
+            return _verify_and_record(hf, Path(local), repo_id, repo_file, revision)
+        except HubError:
+            if not cached or force or remote is None:
+                raise
+        # the copy in the cache was damaged after it was verified (truncated, altered): it is
+        # gone now, so one more download (once) replaces it in this same run
+        try:
+            local = hf.hf_hub_download(repo_id, repo_file, revision=revision, force_download=True)
+        except Exception as exc:  # noqa: BLE001
+            raise HubError(f"{repo_file}: the cached copy was damaged and removed; downloading it again "
+                           f"failed: {_reason(exc)}") from None
         return _verify_and_record(hf, Path(local), repo_id, repo_file, revision)
     if remote is None and last is None:
         raise HubError(f"cannot download {name!r}: offline (HF_HUB_OFFLINE is set), and not in the cache")
@@ -163,11 +178,43 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
     raise HubError(f"cannot download {name!r}{offline}: {_reason(last)}")
 
 
-def _maybe_cached(hub_cache: str, repo_id: str, repo_file: str) -> bool:
-    """Whether some snapshot of ``repo_id`` in huggingface_hub's cache folder holds ``repo_file``
+def check_destinations(hub_cache: Union[str, Path]) -> None:
+    """The folders and file a download writes (huggingface_hub's cache folder, the mambairv2
+    cache folder and its record of verified downloads), checked before anything is fetched.
+
+    Raises:
+        OutputError: one of them is a file where a folder belongs, or a folder where the
+            record belongs (one line naming it and what to do).
+    """
+    from ..utils.outputs import check_output, check_output_dir
+
+    check_output_dir(hub_cache, "the huggingface_hub cache folder (HF_HUB_CACHE or HF_HOME)")
+    check_output_dir(cache_dir(), "the mambairv2 cache folder (MAMBAIRV2_CACHE_DIR)")
+    check_output(record_path(), "the record of verified downloads", overwrite=True, suffixes=(".json",))
+
+
+def _snapshot_files(hub_cache: Union[str, Path], repo_id: str, repo_file: str) -> List[Path]:
+    """``repo_file`` in every snapshot of ``repo_id`` in huggingface_hub's cache folder
     (huggingface_hub's layout: ``models--{owner}--{name}/snapshots/{commit}/{file}``)."""
     snapshots = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    return any((s / repo_file).exists() for s in snapshots.glob("*"))
+    return [s / repo_file for s in snapshots.glob("*")]
+
+
+def _clear_non_file(hub_cache: Union[str, Path], repo_id: str, repo_file: str) -> None:
+    """Removes an empty folder standing where a cached checkpoint belongs (huggingface_hub would
+    take it for the file); a folder with contents is the user's: one line says to remove it."""
+    for path in _snapshot_files(hub_cache, repo_id, repo_file):
+        if path.is_dir() and not path.is_symlink():
+            try:
+                path.rmdir()
+            except OSError:
+                raise HubError(f"{path}: a folder stands where the cached {repo_file} belongs; "
+                               "remove it and download again") from None
+
+
+def _maybe_cached(hub_cache: str, repo_id: str, repo_file: str) -> bool:
+    """Whether some snapshot of ``repo_id`` in huggingface_hub's cache folder holds ``repo_file``."""
+    return any(p.exists() for p in _snapshot_files(hub_cache, repo_id, repo_file))
 
 
 def _verify_and_record(hf, local: Path, repo_id: str, repo_file: str, revision: Optional[str]) -> Downloaded:
@@ -214,6 +261,8 @@ def _evict(local: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            raise HubError(f"{p}: a folder stands where a cached checkpoint belongs; remove it") from None
 
 
 def sha256_of(path: Union[str, Path]) -> str:
@@ -225,12 +274,28 @@ def sha256_of(path: Union[str, Path]) -> str:
 
 
 def read_records() -> Dict[str, dict]:
-    """Name → record of every verified download (empty when none)."""
+    """Name → record of every verified download (empty when none). A record file that is not
+    a JSON object of records (binary garbage, another JSON type) counts as empty and is
+    rewritten at the next download; entries that are not records are left out.
+
+    Raises:
+        HubError: the record's path is a folder, or the file cannot be read (one line).
+    """
+    path = record_path()
     try:
-        data = json.loads(record_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
         return {}
-    return data if isinstance(data, dict) else {}
+    except IsADirectoryError:
+        raise HubError(f"{path}: is a folder, not the record of verified downloads; remove it "
+                       "(the next 'mambairv2 download' writes the record anew)") from None
+    except OSError as exc:
+        raise HubError(f"{path}: cannot read the record of verified downloads ({exc.strerror or exc})") from None
+    except ValueError:  # not JSON, not UTF-8
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("sha256"), str)}
 
 
 def _record(item: Downloaded) -> None:
@@ -257,10 +322,19 @@ def cached_checkpoint(name: str, repo_id: str = REPO_ID) -> Optional[Path]:
             local = Path(hf.hf_hub_download(repo_id, repo_file, local_files_only=True))
         except Exception:  # noqa: BLE001 - not cached (or no such name)
             continue
-        known = read_records().get(name_of(repo_file))
-        if known is None or known.get("sha256") != sha256_of(local):
+        if not local.is_file():
+            raise CheckpointError(f"{name}: the cached {repo_file} ({local}) is not a file; remove it and run "
+                                  f"'mambairv2 download {name}'")
+        try:
+            known = read_records().get(name_of(repo_file))
+        except HubError as exc:  # a name that is cached but cannot be checked: not "unknown"
+            raise CheckpointError(str(exc)) from None
+        if known is None:
             raise CheckpointError(f"{name}: the cached {repo_file} was not verified by "
                                   f"'mambairv2 download {name}'; run it")
+        if known["sha256"] != sha256_of(local):
+            raise CheckpointError(f"{name}: the cached {repo_file} changed since it was verified (damaged or "
+                                  f"altered); 'mambairv2 download {name}' replaces it")
         return local
     return None
 

@@ -3,6 +3,9 @@ which family (of a config, a model, a state dict or a stored configuration), a f
 a variant, and a plain description. This is the only place where MambaIR and MambaIRv2 differ."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
@@ -71,12 +74,71 @@ def detect(sd: Mapping[str, torch.Tensor], source: str = "state dict") -> Any:
     return family_of(sd).detect(sd, source)
 
 
-def config_from_stored(stored: Mapping[str, Any], source: str = "file") -> Any:
-    """The configuration a checkpoint stored in its header."""
+#: What to do about a stored configuration that cannot be read.
+REDO_STORED = "convert the original checkpoint again ('mambairv2 convert')"
+
+
+def config_from_stored(stored: Any, source: str = "file") -> Any:
+    """The configuration a checkpoint stored beside its tensors (a JSON object of the family's
+    config fields), its JSON types checked field by field before any is used.
+
+    Raises:
+        CheckpointError: not an object, a field of the wrong type, or values the family refuses.
+    """
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"{source}: the stored configuration is a JSON {_json_kind(stored)}, not an "
+                              f"object; {REDO_STORED}")
+    arch = stored.get("arch", "")
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{source}: the stored configuration's arch is {_shown(arch)}, not a name; {REDO_STORED}")
+    family = family_of(stored)
+    hints = typing.get_type_hints(family.config_class)
+    for f in dataclasses.fields(family.config_class):
+        if f.name in stored and not _fits(stored[f.name], hints[f.name]):
+            raise CheckpointError(f"{source}: the stored configuration's {f.name} is {_shown(stored[f.name])}, "
+                                  f"not {_type_words(hints[f.name])}; {REDO_STORED}")
     try:
-        return family_of(stored).config_from_dict(stored)
+        return family.config_from_dict(stored)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: invalid stored configuration ({exc})") from None
+        raise CheckpointError(f"{source}: invalid stored configuration ({exc}); {REDO_STORED}") from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of a config field's annotated type (``bool`` is no number)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_words(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return " or ".join(_type_words(a) for a in args)
+    if origin in (tuple, list):
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], str(args[0]))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null", int: "number",
+            float: "number"}.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def set_routing(model: torch.nn.Module, mode: str = "argmax", seed: Optional[int] = None) -> torch.nn.Module:

@@ -55,6 +55,11 @@ def _build(cc: str, source: Path) -> Tuple[Path, List[str]]:
         key = hashlib.sha256(b"\0".join([code, " ".join(flags).encode(), version.encode(),
                                          _cpu_signature().encode(), platform.machine().encode()]))
         target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+        if target.is_dir() and not target.is_symlink():
+            try:
+                target.rmdir()  # an empty folder in its place: built anew below
+            except OSError:
+                raise RuntimeError(f"{target} is a folder where the compiled kernel belongs; remove it") from None
         if target.exists():
             return target, flags
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +120,12 @@ class NativeKernel:
                 return None
             try:
                 path, flags = _build(cc, self.source)
-                lib = ctypes.CDLL(str(path))
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # a damaged library in the cache (truncated, overwritten): rebuilt once
+                    path.unlink(missing_ok=True)
+                    path, flags = _build(cc, self.source)
+                    lib = ctypes.CDLL(str(path))
                 fn = getattr(lib, self.symbol)
                 fn.argtypes, fn.restype = self.argtypes, ctypes.c_int
             except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path

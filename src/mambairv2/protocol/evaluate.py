@@ -30,6 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..utils.text import printable
 from . import degrade, metrics
 from .task import TASKS, EvaluationError, TaskSpec, make_input, read_clean  # noqa: F401 - re-exported
 
@@ -284,8 +285,11 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
             raise EvaluationError(f"{path.name}: the method returned {y.shape[1]}×{y.shape[0]}×{y.shape[2]} "
                                   f"for a {target.shape[1]}×{target.shape[0]}×{target.shape[2]} target")
         out = metrics.to_uint8(y)  # BasicSR's tensor2img: clamp to [0, 1], ×255, round
-        r = ImageResult(path.name, metrics.psnr(out, target, spec.crop_border, spec.channels),
-                        metrics.ssim(out, target, spec.crop_border, spec.channels))
+        try:
+            r = ImageResult(path.name, metrics.psnr(out, target, spec.crop_border, spec.channels),
+                            metrics.ssim(out, target, spec.crop_border, spec.channels))
+        except ValueError as exc:  # an image too small for the metric after cropping
+            raise EvaluationError(f"{path}: {exc}; evaluate larger images") from None
         result.images.append(r)
         if on_output is not None:
             on_output(path, out, target)
@@ -310,8 +314,9 @@ def report(spec: TaskSpec, model: str, results: Sequence[DatasetResult], protoco
 
 def table(results: Sequence[DatasetResult]) -> str:
     """A plain-text table: dataset, images, mean PSNR (dB, 2 decimals), mean SSIM (4 decimals)."""
-    width = max([7] + [len(r.name) for r in results])
+    names = [printable(r.name) for r in results]  # one row per dataset, whatever its folder's name
+    width = max([7] + [len(n) for n in names])
     lines = [f"{'dataset':<{width}}  {'images':>6}  {'PSNR':>7}  {'SSIM':>6}"]
-    for r in results:
-        lines.append(f"{r.name:<{width}}  {len(r.images):>6}  {r.psnr:>7.2f}  {r.ssim:>6.4f}")
+    for name, r in zip(names, results):
+        lines.append(f"{name:<{width}}  {len(r.images):>6}  {r.psnr:>7.2f}  {r.ssim:>6.4f}")
     return "\n".join(lines)
