@@ -1,7 +1,10 @@
 """Reading and writing checkpoints: the authors' BasicSR ``.pth`` files (``params_ema``,
 ``params`` or a bare state dict) and ``.safetensors`` with the configuration in the header.
 
-The configuration is inferred from the tensors alone. Loading never unpickles arbitrary
+The configuration is inferred from the tensors, unless the file stores one: the header of our
+``.safetensors``, or for our trainer's ``.pth`` files a ``mambairv2_config`` entry (a JSON
+string) beside ``params``, written only when the configuration holds what the tensors cannot
+tell (ablation switches, a real-world degradation). Loading never unpickles arbitrary
 objects (``torch.load(weights_only=True)``), and every failure is a :class:`CheckpointError`
 with a one-line message saying what is wrong.
 """
@@ -18,6 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_path
+from .degradation import from_file_name
 from .registry import config_from_stored, detect, family_of
 
 PathLike = Union[str, os.PathLike]
@@ -27,7 +31,7 @@ CONFIG_METADATA_KEY = "mambairv2_config"
 
 # -- reading -------------------------------------------------------------------------------
 def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
-    """Tensors of a checkpoint file and, for our ``.safetensors``, the stored configuration."""
+    """Tensors of a checkpoint file and the configuration it stores (None when it stores none)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -39,7 +43,8 @@ def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]
         head = f.read(16)
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_safetensors(path)
-    return _unwrap(_read_torch(path), path), None
+    obj = _read_torch(path)
+    return _unwrap(obj, path), _stored_in_torch(obj, path)
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -56,13 +61,24 @@ def _read_safetensors(path: Path) -> Tuple[StateDict, Optional[Dict[str, Any]]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
-    config = None
-    if CONFIG_METADATA_KEY in meta:
-        try:
-            config = json.loads(meta[CONFIG_METADATA_KEY])
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path}: the stored configuration is not valid JSON") from None
-    return _strip_prefix(tensors), config
+    return _strip_prefix(tensors), _parse_stored(meta.get(CONFIG_METADATA_KEY), path)
+
+
+def _stored_in_torch(obj: Any, path: Path) -> Optional[Dict[str, Any]]:
+    """The configuration a ``.pth`` of our trainer stores beside ``params`` (None in others)."""
+    return _parse_stored(obj.get(CONFIG_METADATA_KEY) if isinstance(obj, Mapping) else None, path)
+
+
+def _parse_stored(text: Any, path: Path) -> Optional[Dict[str, Any]]:
+    if text is None:
+        return None
+    try:
+        config = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the stored configuration is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the stored configuration is not a JSON object")
+    return config
 
 
 #: A zip checkpoint may declare at most this many bytes per byte of file (plus the slack below):
@@ -204,15 +220,22 @@ def load_file(path: PathLike, device: Union[str, torch.device] = "cpu",
         raise DeviceError(f"dtype must be float32, bfloat16 or float16 (a name or a torch.dtype), got {dtype!r}")
     device = resolve_device(str(device))  # checked before the file is read
     sd, stored = read_state_dict(path)
-    config = detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
+    config = _config_of(sd, stored, path)
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
     return model.to(device=device).eval()
 
 
 def read_config(path: PathLike) -> Any:
-    """The configuration of a checkpoint file (stored, or detected from its tensors)."""
+    """The configuration of a checkpoint file (stored, or detected from its tensors; the
+    authors' real-world SR checkpoints marked ``realsr`` by their file names)."""
     sd, stored = read_state_dict(path)
-    return detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
+    return _config_of(sd, stored, path)
+
+
+def _config_of(sd: StateDict, stored: Optional[Mapping[str, Any]], path: PathLike) -> Any:
+    if stored is not None:
+        return config_from_stored(stored, str(path))
+    return from_file_name(detect(sd, str(path)), path)
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -228,11 +251,15 @@ def save_safetensors(model: torch.nn.Module, path: PathLike) -> Path:
 
 
 def save_checkpoint(path: PathLike, params: Mapping[str, torch.Tensor],
-                    params_ema: Optional[Mapping[str, torch.Tensor]] = None) -> Path:
-    """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically."""
-    obj = {"params": {k: v.detach().cpu() for k, v in params.items()}}
+                    params_ema: Optional[Mapping[str, torch.Tensor]] = None, config: Any = None) -> Path:
+    """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically;
+    ``config`` (the network's) is stored too when the tensors cannot tell it all: ablation
+    switches or a real-world degradation (otherwise the file is exactly BasicSR's)."""
+    obj: Dict[str, Any] = {"params": {k: v.detach().cpu() for k, v in params.items()}}
     if params_ema is not None:
         obj["params_ema"] = {k: v.detach().cpu() for k, v in params_ema.items()}
+    if config is not None and (config.switches() or config.degradation is not None):
+        obj[CONFIG_METADATA_KEY] = json.dumps(config.to_dict())
     with atomic_path(path) as tmp:
         torch.save(obj, str(tmp))
     return Path(path)
