@@ -215,3 +215,14 @@ def test_paired_difference_uses_students_t():
     three = paired_difference(runs([11.0, 12.1, 13.2]), runs([10.0, 11.0, 12.0]), "S", "psnr")
     assert three["resolved"]
     assert paired_difference(runs([11.0]), runs([10.0]), "S", "psnr")["se"] is None
+
+
+def test_trainer_pth_stores_switches_the_tensors_cannot_tell(tmp_path):
+    from mambairv2.models import save_checkpoint
+
+    model = create_model("light", scale=2, prompt_order="sgn", sgn=True, **TINY_V2)
+    path = save_checkpoint(tmp_path / "net_g.pth", model.state_dict(), config=model.config)
+    assert load_model(path).config.prompt_order == "sgn"  # raster by the tensors alone
+    released = create_model("light", scale=2, **TINY_V2)
+    path = save_checkpoint(tmp_path / "plain.pth", released.state_dict(), config=released.config)
+    assert set(torch.load(path, weights_only=True)) == {"params"}  # exactly BasicSR's

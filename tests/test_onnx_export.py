@@ -138,3 +138,38 @@ def test_the_dynamic_graph_does_not_depend_on_the_traced_size(tmp_path):
     errors = verify_onnx(tmp_path / f"{TRACE_SIZE[0]}x{TRACE_SIZE[1]}.onnx", model,
                          verification_inputs(3, [(37, 53), (64, 48), (5, 70)]))
     assert max(err for _, err in errors) < 1e-4, errors
+
+
+#: Tiny networks with every non-default ablation switch (docs/ablation.md), independent switches
+#: grouped in one network; T and r differ from every variant's. Window 4: 9×11 is no multiple.
+TINY_V2 = dict(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4, d_state=4, inner_rank=3, num_tokens=5)
+TINY_V1 = dict(embed_dim=30, depths=(1,), d_state=4, mlp_ratio=1.0)
+SWITCHED = [
+    ("light", dict(TINY_V2, ase=False)),  # routing and SGN order without prompts
+    ("light", dict(TINY_V2, ase=False, sgn=False)),  # a plain scan
+    ("light", dict(TINY_V2, sgn=False, prompt_position="B", prompt_basis="shared")),
+    ("light", dict(TINY_V2, prompt_position="delta", prompt_order="sgn")),
+    ("base", dict(TINY_V2, prompt_position="y", prompt_basis="shared", prompt_order="sgn")),
+    ("mambair-light", dict(TINY_V1, scan_directions=1, cab="light-06dc6cd")),
+    ("mambair-light", dict(TINY_V1, scan_directions=2, cab="light-3ad5892")),
+    ("mambair-light", dict(TINY_V1, cab="classic")),
+    ("mambair", dict(TINY_V1, scan_directions=2, cab="light")),
+]
+
+
+@pytest.mark.parametrize("variant,fields", SWITCHED,
+                         ids=lambda v: v if isinstance(v, str) else "-".join(
+                             f"{k}={x}" for k, x in v.items() if k not in TINY_V2 and k not in TINY_V1))
+def test_models_with_ablation_switches_export_and_verify(tmp_path, variant, fields):
+    _needs_onnx()
+    from mambairv2 import create_model
+    from mambairv2.integrations.onnx_export import export_onnx, verification_inputs, verify_onnx
+
+    torch.manual_seed(0)
+    model = create_model(variant, scale=2, **fields).eval()
+    switched = {k: v for k, v in fields.items() if k not in TINY_V2 and k not in TINY_V1}
+    assert model.config.switches() == switched  # every switch in the list is a non-default value
+    path = export_onnx(model, tmp_path / "m.onnx", dynamic=True)
+    errors = verify_onnx(path, model, verification_inputs(3, [(9, 11)]))
+    assert [shape[2:] for shape, _ in errors] == [(9, 11)]
+    assert errors[0][1] <= 1e-4, errors

@@ -26,15 +26,15 @@ class ModelInfo:
     """What the page shows about a checkpoint once it is loaded."""
 
     variant: str  # light, small, base, large, denoise, jpeg or custom
-    task: str  # sr, denoise or jpeg
+    task: str  # sr, realsr (real-world SR), denoise or jpeg
     scale: int
     in_chans: int
     parameters: int
     family: str = "MambaIRv2"
 
     def describe(self) -> str:
-        what = {"sr": f"super-resolution ×{self.scale}", "denoise": "colour denoising",
-                "jpeg": "JPEG artifact removal"}.get(self.task, self.task)
+        what = {"sr": f"super-resolution ×{self.scale}", "realsr": f"real-world super-resolution ×{self.scale}",
+                "denoise": "colour denoising", "jpeg": "JPEG artifact removal"}.get(self.task, self.task)
         return (f"{self.family} **{self.variant}**, task **{self.task}** ({what}), scale **×{self.scale}**, "
                 f"{'gray' if self.in_chans == 1 else 'RGB'} input, {self.parameters / 1e6:.2f} M parameters")
 

@@ -98,9 +98,12 @@ def variants() -> list:
 
 
 def _print_models(rows: list) -> None:
-    print(f"{'name':<28} {'family':<10} {'task':<8} {'scales':<8} source")
+    from ..models.degradation import task_name
+
+    print(f"{'name':<28} {'family':<10} {'task':<22} {'scales':<8} source")
     for r in rows:
-        print(f"{r['name']:<28} {r['family']:<10} {r['task']:<8} {','.join(map(str, r['scales'])):<8} {r['source']}")
+        task = task_name(r["task"]) if r["task"] else "?"
+        print(f"{r['name']:<28} {r['family']:<10} {task:<22} {','.join(map(str, r['scales'])):<8} {r['source']}")
 
 
 def _print_variants(rows: list) -> None:
@@ -128,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     args.model = args.model or args.file
     if not args.model:
         raise CLIError("give a model (a checkpoint file or a name), or --models, --kernels or --variants")
+    from ..models.degradation import task_name
+
     d = describe(args)
     if args.json:
         print(json.dumps(d, indent=2))
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"family:   {d['family']}")
     print(f"arch:     {d['arch']}")
     print(f"variant:  {d['variant']}")
-    print(f"task:     {d['task']}")
+    print(f"task:     {d['task']} ({task_name(d['task'])})")
     print(f"scale:    x{d['scale']}")
     print(f"channels: {d['in_chans']}")
     print(f"params:   {d['params']:,}")

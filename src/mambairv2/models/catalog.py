@@ -203,8 +203,9 @@ def stored_config(path: Path) -> Optional[dict]:
 
 
 def list_models() -> List[Dict[str, object]]:
-    """Every model name this install knows: name, family, task, scales, source (``bundled``,
-    ``variant`` or ``downloaded``)."""
+    """Every model name this install knows: name, family, task (``sr``, ``realsr`` for real-world
+    SR, ``denoise``, ``jpeg``), scales, source (``bundled``, ``variant`` or ``downloaded``)."""
+    from .degradation import model_task
     from .hub import read_records
     from .registry import FAMILIES, family_of
 
@@ -213,7 +214,7 @@ def list_models() -> List[Dict[str, object]]:
         stored = stored_config(path) or {}
         family = family_of(stored)
         config = family.config_from_dict(stored)
-        rows.append(dict(name=name, family=family.display, task=config.task, scales=[config.upscale],
+        rows.append(dict(name=name, family=family.display, task=model_task(config), scales=[config.upscale],
                          source="bundled"))
     for family in FAMILIES:
         for name in family.variants:

@@ -1,7 +1,10 @@
 """Reading and writing checkpoints: the authors' BasicSR ``.pth`` files (``params_ema``,
 ``params`` or a bare state dict) and ``.safetensors`` with the configuration in the header.
 
-The configuration is inferred from the tensors alone. Loading never unpickles arbitrary
+The configuration is inferred from the tensors, unless the file stores one: the header of our
+``.safetensors``, or for our trainer's ``.pth`` files a ``mambairv2_config`` entry (a JSON
+string) beside ``params``, written only when the configuration holds what the tensors cannot
+tell (ablation switches, a real-world degradation). Loading never unpickles arbitrary
 objects (``torch.load(weights_only=True)``), and every failure is a :class:`CheckpointError`
 with a one-line message saying what is wrong.
 """
@@ -18,6 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_path
+from .degradation import from_file_name
 from .registry import REDO_STORED, config_from_stored, detect, family_of
 
 PathLike = Union[str, os.PathLike]
@@ -216,15 +220,22 @@ def load_file(path: PathLike, device: Union[str, torch.device] = "cpu",
         raise DeviceError(f"dtype must be float32, bfloat16 or float16 (a name or a torch.dtype), got {dtype!r}")
     device = resolve_device(str(device))  # checked before the file is read
     sd, stored = read_state_dict(path)
-    config = detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
+    config = _config_of(sd, stored, path)
     model = build_and_load(sd, config, source=str(path), dtype=dtype or torch.float32)
     return model.to(device=device).eval()
 
 
 def read_config(path: PathLike) -> Any:
-    """The configuration of a checkpoint file (stored, or detected from its tensors)."""
+    """The configuration of a checkpoint file (stored, or detected from its tensors; the
+    authors' real-world SR checkpoints marked ``realsr`` by their file names)."""
     sd, stored = read_state_dict(path)
-    return detect(sd, str(path)) if stored is None else config_from_stored(stored, str(path))
+    return _config_of(sd, stored, path)
+
+
+def _config_of(sd: StateDict, stored: Optional[Mapping[str, Any]], path: PathLike) -> Any:
+    if stored is not None:
+        return config_from_stored(stored, str(path))
+    return from_file_name(detect(sd, str(path)), path)
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -239,18 +250,29 @@ def save_safetensors(model: torch.nn.Module, path: PathLike) -> Path:
     return Path(path)
 
 
+def _tensors_tell(params: Mapping[str, torch.Tensor], config: Any) -> bool:
+    """Whether detection from ``params`` alone gives ``config`` back (the degradation included)."""
+    if config.degradation is not None:
+        return False
+    try:
+        return detect(params) == config
+    except CheckpointError:
+        return False
+
+
 def save_checkpoint(path: PathLike, params: Mapping[str, torch.Tensor],
                     params_ema: Optional[Mapping[str, torch.Tensor]] = None, config: Any = None) -> Path:
     """Writes a BasicSR-format ``.pth`` (``params`` and optionally ``params_ema``) atomically.
 
     ``config`` (the network's configuration) is stored as a plain dict under
-    :data:`CONFIG_METADATA_KEY` beside ``params``: :func:`load_file` reads it back (fields the
-    tensors cannot tell, such as ``img_range``), while BasicSR's loader, which reads only
-    ``params``/``params_ema``, ignores it."""
+    :data:`CONFIG_METADATA_KEY` beside ``params`` when the tensors alone would not give it back
+    (``img_range``, ablation switches that add no tensors, a real-world degradation):
+    :func:`load_file` reads it; BasicSR's loader, which reads only ``params``/``params_ema``,
+    ignores it. Otherwise the file is exactly BasicSR's."""
     obj: Dict[str, Any] = {"params": {k: v.detach().cpu() for k, v in params.items()}}
     if params_ema is not None:
         obj["params_ema"] = {k: v.detach().cpu() for k, v in params_ema.items()}
-    if config is not None:
+    if config is not None and not _tensors_tell(params, config):
         obj[CONFIG_METADATA_KEY] = config.to_dict()
     with atomic_path(path) as tmp:
         torch.save(obj, str(tmp))

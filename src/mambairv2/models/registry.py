@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Tuple
 import torch
 
 from ..errors import CheckpointError
+from .degradation import model_task, task_name
 from .family import Family
 from .mambair import FAMILY as MAMBAIR
 from .mambairv2 import FAMILY as MAMBAIRV2
@@ -166,7 +167,7 @@ class ModelInfo:
     family: str        # "MambaIRv2" / "MambaIR"
     arch: str          # the authors' class name
     variant: str       # paper variant or "custom"
-    task: str          # "sr", "denoise", "jpeg"
+    task: str          # "sr", "realsr" (real-world SR), "denoise", "jpeg"
     scale: int
     in_chans: int
     pad_multiple: int
@@ -174,15 +175,16 @@ class ModelInfo:
 
     @property
     def label(self) -> str:
-        """``MambaIRv2 light x4`` / ``MambaIR mambair x4 (custom)``-style label."""
-        scale = f" x{self.scale}" if self.task == "sr" else ""
-        return f"{self.family} {self.variant}{scale} ({self.task})"
+        """``MambaIRv2 light x4 (SR)`` / ``MambaIR mambair x4 (real-world SR)`` /
+        ``MambaIRv2 denoise (denoising)``-style label."""
+        scale = f" x{self.scale}" if self.scale > 1 else ""
+        return f"{self.family} {self.variant}{scale} ({task_name(self.task)})"
 
 
 def describe(model: torch.nn.Module) -> ModelInfo:
     """The :class:`ModelInfo` of a network of any family."""
     family = family_of(model)
     c = model.config
-    return ModelInfo(family=family.display, arch=c.arch, variant=family.variant_name(c), task=c.task,
+    return ModelInfo(family=family.display, arch=c.arch, variant=family.variant_name(c), task=model_task(c),
                      scale=int(c.upscale), in_chans=int(c.in_chans), pad_multiple=family.pad_multiple(c),
                      params=sum(p.numel() for p in model.parameters()))

@@ -80,13 +80,15 @@ def state_path(out_dir: Path, step: int) -> Path:
 def save_training_checkpoint(out_dir: Path, step: int, params: Mapping[str, torch.Tensor],
                              params_ema: Optional[Mapping[str, torch.Tensor]],
                              state: Dict[str, Any], keep: int = 0,
-                             params_d: Optional[Mapping[str, torch.Tensor]] = None) -> Tuple[Path, Path]:
+                             params_d: Optional[Mapping[str, torch.Tensor]] = None,
+                             config: Any = None) -> Tuple[Path, Path]:
     """Writes ``net_g_<step>.pth``, ``net_g_latest.pth`` (and with ``params_d`` the
     discriminator's ``net_d_<step>.pth``, ``net_d_latest.pth``), then ``<step>.state``; keeps the
-    newest ``keep`` step checkpoints (0: all)."""
+    newest ``keep`` step checkpoints (0: all). ``config``: the generator's network configuration,
+    stored in its files where the tensors cannot tell it (see ``save_checkpoint``)."""
     out_dir = Path(out_dir)
-    net = save_checkpoint(net_path(out_dir, step), params, params_ema)
-    save_checkpoint(out_dir / "models" / "net_g_latest.pth", params, params_ema)
+    net = save_checkpoint(net_path(out_dir, step), params, params_ema, config=config)
+    save_checkpoint(out_dir / "models" / "net_g_latest.pth", params, params_ema, config=config)
     if params_d is not None:
         save_checkpoint(net_d_path(out_dir, step), params_d)
         save_checkpoint(out_dir / "models" / "net_d_latest.pth", params_d)

@@ -479,11 +479,13 @@ def _check_model(cfg: Dict[str, Any]) -> None:
 
 def model_config(cfg: Mapping[str, Any]):
     """The network configuration a training config describes (any family's variant, see
-    ``mambairv2 info --variants``)."""
+    ``mambairv2 info --variants``); ``data.task: realsr`` marks it ``degradation: realsr``, which
+    the checkpoints store so that the result is named a real-world SR model."""
     from ..models.registry import family_of_variant
 
     m = cfg["model"]
-    return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **dict(m["overrides"]))
+    extra = {"degradation": "realsr"} if cfg["data"]["task"] == "realsr" else {}
+    return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **{**dict(m["overrides"]), **extra})
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:

@@ -607,7 +607,8 @@ class Trainer:
             state["optimizer_d"] = self.optimizer_d.state_dict()
         save_training_checkpoint(self.out, self.step, self.model.state_dict(),
                                  self.ema.state_dict() if self.ema is not None else None,
-                                 state, keep=self.t["keep_checkpoints"], params_d=params_d)
+                                 state, keep=self.t["keep_checkpoints"], params_d=params_d,
+                                 config=self.model.config)
 
     def _save_after_crash(self, exc: BaseException) -> None:
         """Saves the last completed step before an unexpected error propagates (single

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..degradation import check_degradation
 
 V1_ARCH = "MambaIR"
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
@@ -34,6 +36,10 @@ class MambaIRConfig:
       channel attention), ``light-06dc6cd`` (the light layout of 2024-03-19..11-07: the classic
       block with a 3×3 conv to dim/6; released with d_state 16, mlp_ratio 1.5) or
       ``light-3ad5892`` (before 2024-03-19: depthwise 3×3 + channel attention; d_state 16).
+
+    ``degradation``: ``"realsr"`` for a real-world SR model (the authors' MambaIR-real, or one
+    trained with ``data.task: realsr``), None otherwise (:mod:`mambairv2.models.degradation`).
+    Not part of the network: configs that differ only there compare equal.
     """
 
     embed_dim: int = 60
@@ -49,6 +55,7 @@ class MambaIRConfig:
     scan_directions: int = 4
     cab: str = "auto"
     hidden_dim: Optional[int] = None  # the scan width when it is not int(mlp_ratio · embed_dim)
+    degradation: Optional[str] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -78,6 +85,7 @@ class MambaIRConfig:
             raise ValueError(f"cab must be one of {CAB_LAYOUTS}, got {self.cab!r}")
         if self.cab == self._released_cab():  # one spelling per network: configs compare equal
             object.__setattr__(self, "cab", "auto")
+        check_degradation(self.degradation, self.upscale)
 
     def _released_cab(self) -> str:
         return "light" if self.upsampler == "pixelshuffledirect" else "classic"
@@ -125,12 +133,15 @@ class MambaIRConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """The fields, plus ``arch`` (so a stored configuration says which family it is);
-        ablation switches only where they differ from the released value."""
+        ablation switches only where they differ from the released value, the degradation only
+        where it is set."""
         d = dataclasses.asdict(self)
         d["depths"] = list(self.depths)
         for k in SWITCH_DEFAULTS:
             if k not in self.switches():
                 del d[k]
+        if self.degradation is None:
+            del d["degradation"]
         return {"arch": V1_ARCH, **d}
 
     @classmethod

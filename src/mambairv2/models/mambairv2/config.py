@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..degradation import check_degradation
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 FFN_KINDS = ("conv", "gated")
@@ -45,6 +47,10 @@ class MambaIRv2Config:
 
     ``hidden_dim``: the ASSM/FFN hidden width when it is not ``int(embed_dim · mlp_ratio)``
     (None: that product, as the authors' option files give it).
+
+    ``degradation``: what the network was trained on when it is not the task's standard
+    synthetic degradation: ``"realsr"`` (real-world SR, :mod:`mambairv2.models.degradation`).
+    Not part of the network: configs that differ only there compare equal.
     """
 
     embed_dim: int = 48
@@ -69,6 +75,7 @@ class MambaIRv2Config:
     prompt_position: str = "C"
     prompt_basis: str = "layer"
     prompt_order: str = "raster"
+    degradation: Optional[str] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -103,6 +110,7 @@ class MambaIRv2Config:
         for name in ("ase", "sgn"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_degradation(self.degradation, self.upscale)
 
     def switches(self) -> Dict[str, Any]:
         """The ablation switches that differ from the released networks (empty for those)."""
@@ -131,13 +139,16 @@ class MambaIRv2Config:
         return "denoise" if self.in_chans == 3 else "jpeg"
 
     def to_dict(self) -> Dict[str, Any]:
-        """The fields; ablation switches only where they differ from the released value."""
+        """The fields; ablation switches only where they differ from the released value, the
+        degradation only where it is set."""
         d = dataclasses.asdict(self)
         d["depths"] = list(self.depths)
         d["num_heads"] = list(self.num_heads)
         for k in SWITCH_DEFAULTS:
             if k not in self.switches():
                 del d[k]
+        if self.degradation is None:
+            del d["degradation"]
         return d
 
     @classmethod
