@@ -180,7 +180,7 @@ class FreshEnv:
         r = subprocess.run([str(self.python), *args], capture_output=True, text=True, timeout=600,
                            cwd=str(self.root), env=_environ(proxies, **extra))
         if args[1:2] != (SNAPSHOT,):
-            shown = " ".join(Path(a).name if a.startswith("/") else a.split("\n")[0] for a in args)
+            shown = " ".join(Path(a).name if a.startswith("/") else a.strip().split("\n")[0] for a in args)
             print(f"  {shown[:70]}: {time.monotonic() - began:.1f} s")
         return r
 
