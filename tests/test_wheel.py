@@ -23,10 +23,9 @@ def _sources(dest: Path) -> None:
     shutil.copytree(REPO / "src", dest / "src", ignore=ignore)
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def build_wheel(root: Path) -> Path:
+    """Builds the package's wheel from a copy of the tracked sources under ``root``; its path."""
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
-    root = tmp_path_factory.mktemp("wheel")
     project = root / "project"
     project.mkdir()
     _sources(project)
@@ -34,7 +33,13 @@ def installed(tmp_path_factory):
                             "-q", "-w", str(root / "dist"), str(project)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
-    wheel = next((root / "dist").glob("mambairv2-*.whl"))
+    return next((root / "dist").glob("mambairv2-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wheel")
+    wheel = build_wheel(root)
     target = root / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                            str(wheel)], capture_output=True, text=True, timeout=600)
