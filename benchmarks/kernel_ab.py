@@ -7,7 +7,7 @@ swapped between forwards, so everything else (model, PyTorch, machine state) is 
 entry point and its arguments must be the same in both versions. Times are per forward: wall and
 process CPU time (CPU time is less disturbed by other load on the machine), and the CPU time of
 the kernel's calls alone (the calls one forward makes, recorded with their arguments and
-replayed); medians over the rounds, the order of A and B alternating from round to round.
+replayed; with several threads compare wall times: CPU time counts the threads' waiting); medians over the rounds, the order of A and B alternating from round to round.
 
     python benchmarks/kernel_ab.py scan [--against main] [--cases light:128,base:64]
         [--rounds 5] [--threads 1] [--json benchmarks/results/kernel_ab_scan.json]
@@ -98,6 +98,7 @@ def measure(kernel: str, rev: str, cases: List[str], rounds: int, threads: int) 
                 wall: Dict[str, List[float]] = {k: [] for k in builds}
                 cpu: Dict[str, List[float]] = {k: [] for k in builds}
                 calls_cpu: Dict[str, List[float]] = {k: [] for k in builds}
+                calls_wall: Dict[str, List[float]] = {k: [] for k in builds}
                 outs = {}
                 with torch.inference_mode():
                     for name, build in builds.items():
@@ -111,9 +112,10 @@ def measure(kernel: str, rev: str, cases: List[str], rounds: int, threads: int) 
                             model(x)
                             wall[name].append(time.perf_counter() - t0)
                             cpu[name].append(time.process_time() - c0)
-                            c0 = time.process_time()
+                            t0, c0 = time.perf_counter(), time.process_time()
                             for fn, args, kwargs in calls:
                                 fn(*args, **kwargs)
+                            calls_wall[name].append(time.perf_counter() - t0)
                             calls_cpu[name].append(time.process_time() - c0)
                 load.append(list(os.getloadavg()))
                 a, b = outs[rev], outs["worktree"]
@@ -122,9 +124,12 @@ def measure(kernel: str, rev: str, cases: List[str], rounds: int, threads: int) 
                     row[name] = {"wall_s": statistics.median(wall[name]), "wall_runs_s": wall[name],
                                  "cpu_s": statistics.median(cpu[name]), "cpu_runs_s": cpu[name],
                                  "kernel_cpu_s": statistics.median(calls_cpu[name]),
-                                 "kernel_cpu_runs_s": calls_cpu[name]}
+                                 "kernel_cpu_runs_s": calls_cpu[name],
+                                 "kernel_wall_s": statistics.median(calls_wall[name]),
+                                 "kernel_wall_runs_s": calls_wall[name]}
                 row["kernel_calls"] = len(calls)
                 row["kernel_cpu_ratio"] = row[rev]["kernel_cpu_s"] / row["worktree"]["kernel_cpu_s"]
+                row["kernel_wall_ratio"] = row[rev]["kernel_wall_s"] / row["worktree"]["kernel_wall_s"]
                 row["cpu_ratio"] = row[rev]["cpu_s"] / row["worktree"]["cpu_s"]
                 row["wall_ratio"] = row[rev]["wall_s"] / row["worktree"]["wall_s"]
                 rows.append(row)
@@ -141,15 +146,15 @@ def table(report: Dict[str, Any]) -> str:
              f"{report['threads']} thread(s), medians of {report['rounds']} interleaved rounds, load average "
              f"{report['load_average'][0][0]:.2f} → {report['load_average'][-1][0]:.2f}", "",
              f"| case | forward CPU s: {rev} (range) | worktree (range) | ratio | wall ratio | "
-             f"kernel calls | their CPU s: {rev} (range) | worktree (range) | ratio | max |Δ| |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"kernel calls | their CPU s: {rev} (range) | worktree (range) | ratio | wall ratio | max |Δ| |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["cases"]:
         def cell(name: str, key: str) -> str:
             runs = r[name][key + "_runs_s"]
             return f"{r[name][key + '_s']:.3f} ({min(runs):.3f}–{max(runs):.3f})"
         lines.append(f"| {r['case']} | {cell(rev, 'cpu')} | {cell('worktree', 'cpu')} | {r['cpu_ratio']:.3f}× | "
                      f"{r['wall_ratio']:.3f}× | {r['kernel_calls']} | {cell(rev, 'kernel_cpu')} | "
-                     f"{cell('worktree', 'kernel_cpu')} | {r['kernel_cpu_ratio']:.3f}× | "
+                     f"{cell('worktree', 'kernel_cpu')} | {r['kernel_cpu_ratio']:.3f}× | {r['kernel_wall_ratio']:.3f}× | "
                      f"{r['max_abs_difference']:.1e} |")
     return "\n".join(lines)
 

@@ -19,9 +19,10 @@
 #include "kernel_parallel.h"
 
 /* Channels per block: one vector register, 16 floats with AVX-512, else 8 (AVX2; 16 would spill
- * the state). With AVX-512, 16 with the exps below took a third less CPU time than 8 (one thread,
- * base and light shapes); it splits the light model's 48 channels 2:1 over two threads, still
- * less time than 3:3 blocks of 8. */
+ * the state). With AVX-512, 16 with the exps below took 26-38% less CPU time than 8 (one thread,
+ * the light and base models' calls). The light model's 48 channels then split 2:1 over two
+ * threads; at about 1.3× the time of a block of 8 per block of 16 that should still beat 3:3
+ * blocks of 8 (benchmarks/kernel_ab.py scan --threads 2 checks it). */
 #ifndef DB
 #if defined(__AVX512F__)
 #define DB 16
