@@ -22,9 +22,6 @@
 
 #include "kernel_parallel.h"
 #include "kernel_vec.h"
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 /* Query rows per pass (their scores share each load of kᵀ and vᵀ) and output channels per pass
  * of the weighted sum: ROWS·VBLK accumulators plus VBLK + 1 operands fit the vector registers. */
@@ -55,21 +52,12 @@ static inline float hmax(vf v) {
  * operands slow the weighted sum down several times. */
 #if VW == 16 && defined(__AVX512F__) && !defined(ATTENTION_PORTABLE_EXP)
 /* With AVX-512 the same Cephes polynomial as exp_core, with the rounding and the scaling by 2ⁿ
- * as single instructions (vrndscaleps, vscalefps) and the cut-off as a zeroing mask: the exp is
+ * as single instructions (exp_reduce512, vscalefps) and the cut-off as a zeroing mask: the exp is
  * the costliest step of the softmax, about a fifth of the kernel's time with the portable form. */
 static inline vf exp_neg(vf x) {
     const __m512 xv = (__m512)x;
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xv);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512 n;
+    const __m512 p = exp_reduce512(xv, &n);
     const __mmask16 keep = _mm512_cmp_ps_mask(xv, _mm512_set1_ps(MIN_EXP), _CMP_GE_OQ);
     return (vf)_mm512_maskz_scalef_ps(keep, p, n);
 }
