@@ -5,6 +5,8 @@ as ``error: <message>`` (no traceback) and exits with the error's ``code``.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 
 class MambaIRv2Error(Exception):
     """A user-facing error: bad input, a missing or unusable file, an invalid option."""
@@ -20,3 +22,13 @@ class NonFiniteOutputError(MambaIRv2Error, ValueError):
 
 class CheckpointError(MambaIRv2Error, ValueError):
     """A file or state dict that cannot be used as a checkpoint of this package's networks."""
+
+
+class ConfigError(MambaIRv2Error, ValueError):
+    """An unusable configuration: a training config key, or a network hyper-parameter (the
+    overrides of ``create_model``, training's ``model.overrides``, a stored configuration).
+    ``field``: the offending field's name, where one is to blame."""
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field

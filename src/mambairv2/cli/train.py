@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="continue a run: 'auto' (the default when the flag has no value) takes the "
                         "newest state in the output folder, or give a run folder or a .state file")
     p.add_argument("--overwrite", action="store_true",
-                   help="start a new run in an output folder that holds another run (its files are replaced)")
+                   help="start a new run in an output folder that holds another run (its training "
+                        "states, weights, log and plot are removed, once every check has passed)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (each key with its doc as a comment) and exit")
     p.add_argument("--dry-run", action="store_true",

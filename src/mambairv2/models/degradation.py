@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from ..errors import ConfigError
+
 #: the values of the ``degradation`` field besides None
 DEGRADATIONS = ("realsr",)
 #: how a person calls each task a model can be for (``realsr``: SR trained on real-world degradations)
@@ -26,13 +28,15 @@ AUTHORS_REALSR_NAME = re.compile(r"^mambair(v2)?[-_]?real(sr)?([-_]?x4)?$", re.I
 
 
 def check_degradation(degradation: Optional[str], upscale: int) -> None:
-    """ValueError for an unknown value, or a real-world degradation on a network that does not upscale."""
+    """ConfigError for an unknown value, or a real-world degradation on a network that does not upscale."""
     if degradation is None:
         return
     if degradation not in DEGRADATIONS:
-        raise ValueError(f"degradation must be null or one of {DEGRADATIONS}, got {degradation!r}")
+        raise ConfigError(f"degradation must be null or one of {DEGRADATIONS}, got {degradation!r}",
+                          field="degradation")
     if upscale < 2:
-        raise ValueError(f"degradation {degradation!r} is for super-resolution networks (upscale >= 2)")
+        raise ConfigError(f"degradation {degradation!r} is for super-resolution networks (upscale >= 2)",
+                          field="degradation")
 
 
 def model_task(config: Any) -> str:

@@ -9,6 +9,7 @@ against the current directory.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 
-from ..errors import MambaIRv2Error
+from ..errors import ConfigError
+from ..models.checks import show as _show
 
 PathLike = Union[str, os.PathLike]
 
@@ -56,20 +58,53 @@ def _num(x: float) -> str:
 
 
 def _betas(v: List[Any]) -> Optional[str]:
-    if len(v) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v):
-        return f"expected two numbers in [0, 1), got {v!r}"
+    if len(v) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v):
+        return f"expected two numbers in [0, 1), got {_show(v)}"
     return None
 
 
 def _positive_ints(v: List[Any]) -> Optional[str]:
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
-        return f"expected positive integers, got {v!r}"
+        return f"expected positive integers, got {_show(v)}"
+    return None
+
+
+def _extensions(v: List[Any]) -> Optional[str]:
+    if not v or not all(isinstance(e, str) and e.strip(".") and "/" not in e and "\\" not in e for e in v):
+        return f"expected a non-empty list of file suffixes such as [.png, .jpg], got {_show(v)}"
+    return None
+
+
+LR_TEMPLATE_FIELDS = ("name", "scale", "ext")
+
+
+def _lr_template(v: str) -> Optional[str]:
+    """A ``str.format`` template of the LR file name: ``{name}`` (the HR file's stem) and at most
+    ``{scale}`` and ``{ext}`` besides (format specs such as ``{scale:02d}`` allowed)."""
+    import string
+
+    hint = "e.g. '{name}x{scale}{ext}' ({name}: HR file name without suffix, {ext}: its suffix with the dot)"
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+    except ValueError as exc:  # an unmatched brace
+        return f"{_show(v)} is not a file name template ({exc}); {hint}"
+    unknown = sorted({"{" + f + "}" for f in fields if f not in LR_TEMPLATE_FIELDS})
+    if unknown:
+        return f"unknown placeholder {', '.join(unknown)} in {_show(v)}; {hint}"
+    if "name" not in fields:
+        return f"{_show(v)} has no {{name}}, so every HR image would get the same LR file; {hint}"
+    try:
+        sample = v.format(name="0001", scale=2, ext=".png")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"{_show(v)} does not format ({exc}); {hint}"
+    if sample.endswith(("/", "\\")):
+        return f"{_show(v)} ends with a folder separator, not a file name; {hint}"
     return None
 
 
 def _paths(v: Any) -> Optional[str]:
     if isinstance(v, list) and not all(isinstance(x, str) for x in v):
-        return f"expected a list of paths, got {v!r}"
+        return f"expected a list of paths, got {_show(v)}"
     return None
 
 
@@ -77,7 +112,7 @@ def _range(lo: float, hi: float) -> Callable[[Any], Optional[str]]:
     def check(v: List[Any]) -> Optional[str]:
         if (len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
                 or not lo <= v[0] <= v[1] <= hi):
-            return f"expected [low, high] with {_num(lo)} ≤ low ≤ high ≤ {_num(hi)}, got {v!r}"
+            return f"expected [low, high] with {_num(lo)} ≤ low ≤ high ≤ {_num(hi)}, got {_show(v)}"
         return None
     return check
 
@@ -86,7 +121,7 @@ def _probs(n: int) -> Callable[[Any], Optional[str]]:
     def check(v: List[Any]) -> Optional[str]:
         if ((n and len(v) != n) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)
                 or abs(sum(v) - 1) > 1e-6):
-            return f"expected {n or 'some'} probabilities that sum to 1, got {v!r}"
+            return f"expected {n or 'some'} probabilities that sum to 1, got {_show(v)}"
         return None
     return check
 
@@ -98,14 +133,14 @@ RESIZE_MODES = ("area", "bilinear", "bicubic")
 def _subset(allowed: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
     def check(v: List[Any]) -> Optional[str]:
         if not v or any(x not in allowed for x in v):
-            return f"expected a list drawn from {', '.join(allowed)}, got {v!r}"
+            return f"expected a list drawn from {', '.join(allowed)}, got {_show(v)}"
         return None
     return check
 
 
 def _kernel_range(v: List[Any]) -> Optional[str]:
     if len(v) != 2 or not all(isinstance(x, int) and x % 2 == 1 and x >= 3 for x in v) or v[0] > v[1]:
-        return f"expected [smallest, largest] odd kernel sizes ≥ 3, got {v!r}"
+        return f"expected [smallest, largest] odd kernel sizes ≥ 3, got {_show(v)}"
     return None
 
 
@@ -167,7 +202,7 @@ def _layer_weights(v: Mapping[str, Any]) -> Optional[str]:
     bad = [k for k in v if k not in VGG_LAYERS]
     if not v or bad or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in v.values()):
         return (f"expected {{VGG19 layer: weight ≥ 0}} with layers among conv1_1 … conv5_4 / relu1_1 … relu5_4, "
-                f"got {dict(v)!r}")
+                f"got {_show(dict(v))}")
     return None
 
 
@@ -211,7 +246,8 @@ FIELDS: Dict[str, Field] = {
                            "denoise | jpeg", choices=("auto", "sr", "realsr", "denoise", "jpeg")),
     "data.train_root": F(None, "HR folder, or a list of folders", optional=(str, list), check=_paths),
     "data.train_lr_root": F(None, "optional folder of pre-made LR images (SR)", optional=(str,)),
-    "data.lr_template": F("{name}x{scale}{ext}", "LR file name for HR '{name}{ext}' (DIV2K)"),
+    "data.lr_template": F("{name}x{scale}{ext}", "LR file name for HR '{name}{ext}' (DIV2K): placeholders "
+                                                 "{name}, {scale}, {ext}", check=_lr_template),
     "data.patch_size": F(64, "LR patch side for SR, patch side for denoise / jpeg", gt=0),
     "data.batch_size": F(32, "global batch (all ranks and accumulation steps together)", gt=0),
     "data.batch_per_gpu": F(0, "the authors' per-GPU batch (train.accum_steps 0 derives the accumulation "
@@ -222,7 +258,8 @@ FIELDS: Dict[str, Field] = {
     "data.rot90": F(True, "random 90° rotations"),
     "data.noise_sigma": F(15.0, "denoise: Gaussian sigma on the 0-255 scale", ge=0),
     "data.jpeg_quality": F(10, "jpeg: OpenCV JPEG quality of the inputs", ge=1, le=100),
-    "data.extensions": F([".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"], "image file suffixes"),
+    "data.extensions": F([".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"], "image file suffixes",
+                           check=_extensions),
     # validation
     "val.root": F(None, "clean images (e.g. Set14/HR); null: no validation; a missing folder is an error",
                   optional=(str,)),
@@ -298,10 +335,6 @@ DEFAULTS: Dict[str, Any] = _nest(FLAT_DEFAULTS)
 SECTIONS = tuple(dict.fromkeys(k.split(".")[0] for k in FIELDS if "." in k))
 
 
-class ConfigError(MambaIRv2Error, ValueError):
-    """An unusable configuration (message: one line)."""
-
-
 class Config(dict):
     """A nested dict with dotted-key access: ``cfg.get_path("train.lr")``."""
 
@@ -318,14 +351,76 @@ class Config(dict):
             raise AttributeError(name) from None
 
 
+#: A config file larger than this is not a training config (and is not read).
+MAX_CONFIG_BYTES = 1 << 20
+#: The most values (scalars, lists, mappings) a YAML document may stand for once its aliases
+#: (``*name``) are expanded: an "alias bomb" of a few lines can stand for billions.
+MAX_YAML_VALUES = 100_000
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases stand for too many values, or refer to themselves."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document whose aliases expand to more than
+    :data:`MAX_YAML_VALUES` values, or that contains itself, before anything is built from it."""
+
+    def compose_document(self):  # noqa: D102 - PyYAML's hook
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: Any) -> None:
+    """Counts the values ``root`` stands for with every alias expanded (each node once: linear
+    in the document's size); raises :class:`YAMLTooLarge` past :data:`MAX_YAML_VALUES` or on a cycle."""
+    size: Dict[int, int] = {}
+    visiting = set()
+    stack: List[Tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if done:
+            visiting.discard(key)
+            size[key] = min(MAX_YAML_VALUES + 1, 1 + sum(size[id(c)] for c in children))
+            continue
+        if key in size:
+            continue
+        if key in visiting:
+            raise YAMLTooLarge("an alias (*name) refers to a value that contains it")
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    if root is not None and size[id(root)] > MAX_YAML_VALUES:
+        raise YAMLTooLarge(f"its aliases (*name) expand to more than {MAX_YAML_VALUES} values")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """``text`` parsed as YAML with :class:`_Loader`; :class:`ConfigError` naming ``source``
+    (a file, ``--set KEY``) for an alias bomb or a document nested too deeply."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except YAMLTooLarge as exc:
+        raise ConfigError(f"{source}: {exc}; write the values out instead") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+
+
 def parse_override(text: str) -> Tuple[str, Any]:
     """``"train.lr=1e-3"`` → ``("train.lr", 0.001)``; the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE (e.g. train.lr=1e-3)")
+        raise ConfigError(f"--set {_show(text)}: expected KEY=VALUE (e.g. train.lr=1e-3)")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -360,49 +455,51 @@ def _check_value(key: str, value: Any) -> Any:
     if value is None:
         if f.optional:
             return None
-        raise ConfigError(f"{key}: a value is required (default {default!r})")
+        raise ConfigError(f"{key}: a value is required (default {_show(default)})")
     if f.optional:
         if not isinstance(value, f.optional):
-            raise ConfigError(f"{key}: expected {' or '.join(t.__name__ for t in f.optional)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {' or '.join(t.__name__ for t in f.optional)}, got {_show(value)}")
     elif isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 try:
                     value = float(value)
                 except ValueError:
-                    raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+                    raise ConfigError(f"{key}: expected a number, got {_show(value)}") from None
             else:
-                raise ConfigError(f"{key}: expected a number, got {value!r}")
+                raise ConfigError(f"{key}: expected a number, got {_show(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value}")
     elif isinstance(default, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
     elif isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     elif isinstance(default, list):
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
     elif isinstance(default, dict):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
     if f.choices and value not in f.choices:
-        raise ConfigError(f"{key}: must be one of {', '.join(map(str, f.choices))}, got {value!r}")
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, f.choices))}, got {_show(value)}")
     if f.ge is not None and f.le is not None and not f.ge <= value <= f.le:
-        raise ConfigError(f"{key}: must be in {_num(f.ge)}..{_num(f.le)}, got {value!r}")
+        raise ConfigError(f"{key}: must be in {_num(f.ge)}..{_num(f.le)}, got {_show(value)}")
     if f.gt is not None and not value > f.gt:
-        raise ConfigError(f"{key}: must be > {_num(f.gt)}, got {value!r}")
+        raise ConfigError(f"{key}: must be > {_num(f.gt)}, got {_show(value)}")
     if f.ge is not None and value < f.ge:
-        raise ConfigError(f"{key}: must be ≥ {_num(f.ge)}, got {value!r}")
+        raise ConfigError(f"{key}: must be ≥ {_num(f.ge)}, got {_show(value)}")
     if f.lt is not None and not value < f.lt:
-        raise ConfigError(f"{key}: must be < {_num(f.lt)}, got {value!r}")
+        raise ConfigError(f"{key}: must be < {_num(f.lt)}, got {_show(value)}")
     if f.le is not None and value > f.le:
-        raise ConfigError(f"{key}: must be ≤ {_num(f.le)}, got {value!r}")
+        raise ConfigError(f"{key}: must be ≤ {_num(f.le)}, got {_show(value)}")
     if f.check is not None:
         problem = f.check(value)
         if problem:
@@ -416,13 +513,13 @@ def _merge(base: Dict[str, Any], new: Mapping[str, Any], prefix: str = "") -> No
         key = f"{prefix}{k}"
         if key == "model.overrides":
             if not isinstance(v, Mapping):
-                raise ConfigError(f"{key}: expected a mapping of MambaIRv2Config fields, got {v!r}")
+                raise ConfigError(f"{key}: expected a mapping of MambaIRv2Config fields, got {_show(v)}")
             base["overrides"].update(v)
         elif key in FLAT_DEFAULTS:
             base[k] = v
         elif any(f.startswith(key + ".") for f in FLAT_DEFAULTS):
             if not isinstance(v, Mapping):
-                raise ConfigError(f"{key}: expected a section (mapping), got {v!r}")
+                raise ConfigError(f"{key}: expected a section (mapping), got {_show(v)}")
             _merge(base[k], v, key + ".")
         else:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
@@ -466,15 +563,39 @@ def build_config(data: Optional[Mapping[str, Any]] = None, overrides: Iterable[s
 def _check_model(cfg: Dict[str, Any]) -> None:
     try:
         mc = model_config(cfg)
-    except TypeError as exc:
-        raise ConfigError(f"model.overrides: {exc}") from None
-    except ValueError as exc:
+    except ConfigError as exc:
+        raise ConfigError(_model_message(cfg, exc)) from None
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from None
     task = cfg["data"]["task"]
     if task == "realsr":
         task = "sr"
     if task != "auto" and task != mc.task and not (task in ("denoise", "jpeg") and mc.upscale == 1):
         raise ConfigError(f"data.task {task!r} does not fit the model (a {mc.task} model)")
+    task = mc.task if task == "auto" else task
+    channels = 1 if task == "jpeg" else 3
+    if mc.in_chans != channels:
+        raise ConfigError(f"the model takes {mc.in_chans}-channel images, but {task} training reads "
+                          f"{'gray' if channels == 1 else 'RGB'} ones: set model.overrides.in_chans={channels} "
+                          "or choose another variant")
+
+
+def _model_message(cfg: Mapping[str, Any], exc: "ConfigError") -> str:
+    """A network config error in the training config's words: ``model.overrides.<field> …``
+    for a field the overrides set, ``model.scale …`` for the scale, ``model: …`` otherwise."""
+    text, field = str(exc), exc.field
+    if text.startswith("model"):
+        return text
+    overrides = cfg["model"]["overrides"]
+    if field and field in overrides:
+        key = f"model.overrides.{field}"
+    elif field == "upscale":
+        key = "model.scale"
+    else:
+        return f"model: {text}"
+    if text.startswith(field + " "):
+        return key + text[len(field):]
+    return f"{key}: {text}"
 
 
 def model_config(cfg: Mapping[str, Any]):
@@ -484,8 +605,13 @@ def model_config(cfg: Mapping[str, Any]):
     from ..models.registry import family_of_variant
 
     m = cfg["model"]
-    extra = {"degradation": "realsr"} if cfg["data"]["task"] == "realsr" else {}
-    return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **{**dict(m["overrides"]), **extra})
+    overrides = dict(m["overrides"])
+    bad = [k for k in overrides if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"model.overrides: field names are strings, got {_show(bad[0])}")
+    if cfg["data"]["task"] == "realsr":
+        overrides["degradation"] = "realsr"
+    return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **overrides)
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:
@@ -546,8 +672,14 @@ def load_config(path: Optional[PathLike], overrides: Iterable[str] = ()) -> Conf
         p = resolve_config(path)
         if p.is_dir():
             raise ConfigError(f"{p}: is a folder, not a config file")
+        if not p.is_file():  # a FIFO or a device (/dev/zero) would be read forever
+            raise ConfigError(f"{p}: not a regular file; give a YAML config file")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            with open(p, "rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a training config")
+            data = load_yaml(raw.decode("utf-8"), str(p))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""

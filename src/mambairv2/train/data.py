@@ -174,6 +174,10 @@ class TrainDataset(torch.utils.data.Dataset):
         self.cache = cache
         self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
         self._failed: Dict[int, str] = {}
+        # images found not to decode, flagged in memory shared with the loader's worker processes:
+        # workers only flag them, the main process reports each once (see report_failures)
+        self._known_bad = torch.zeros(len(self.hr_files), dtype=torch.uint8).share_memory_()
+        self._reported: Dict[int, str] = {}
         if self.lr_files is not None:
             missing = [p for p in self.lr_files if not p.exists()]
             if missing:
@@ -208,7 +212,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return hr, lr
 
     def _readable(self, index: int) -> Tuple[int, np.ndarray, Optional[np.ndarray]]:
-        """The images of ``index``, or of the next image that decodes (failures logged once)."""
+        """The images of ``index``, or of the next image that decodes (failures reported once)."""
         for k in range(len(self.hr_files)):
             i = (index + k) % len(self.hr_files)
             if i in self._failed:
@@ -218,8 +222,30 @@ class TrainDataset(torch.utils.data.Dataset):
                 return i, hr, lr
             except DataError as exc:
                 self._failed[i] = str(exc)
-                print(f"warning: skipped a training image that does not decode: {exc}", file=sys.stderr, flush=True)
-        raise DataError("no training image decodes: " + "; ".join(self._failed.values())[:300])
+                self._known_bad[i] = 1
+                if torch.utils.data.get_worker_info() is None:  # the main process reports at once
+                    self.report_failures()
+        first = next(iter(self._failed.values()), "")
+        raise DataError(f"no training image decodes ({len(self._failed)} file(s); e.g. {first}); check "
+                        "data.train_root")
+
+    def report_failures(self) -> None:
+        """Prints one warning per image found not to decode (by this process or by a loader
+        worker) that was not reported yet. Called in the main process: with loader workers, the
+        training loop calls it after each batch, so a bad file is reported once, as without
+        workers, and never once per worker."""
+        for i in torch.nonzero(self._known_bad).flatten().tolist():
+            if i in self._reported:
+                continue
+            why = self._failed.get(i)
+            if why is None:  # found by a worker: the reason, as the worker met it
+                try:
+                    self._images(i, need_lr=not self.spec.hr_only)
+                    why = f"{self.hr_files[i]}: does not decode"
+                except DataError as exc:
+                    why = str(exc)
+            self._reported[i] = why
+            print(f"warning: skipped a training image that does not decode: {why}", file=sys.stderr, flush=True)
 
     def __getitem__(self, key: Sample) -> Dict[str, torch.Tensor]:
         index, number = key
@@ -297,6 +323,28 @@ class InfiniteBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:  # "infinite": a large number keeps DataLoader happy
         return 2 ** 62
+
+
+def worker_exception(exc: BaseException) -> Optional[BaseException]:
+    """The error a DataLoader worker raised, as the main process would have raised it: the
+    loader re-raises it in the main process with a message of many lines ("Caught DataError in
+    DataLoader worker process 0. Original Traceback …"); this gives back the same type with the
+    original one-line message. None when ``exc`` is not such a re-raised worker error."""
+    text = str(exc)
+    first, _, rest = text.partition("\n")
+    if not (first.startswith("Caught ") and "DataLoader worker process" in first and "Traceback" in rest):
+        return None
+    lines = [line for line in rest.splitlines() if line.strip()]
+    last = lines[-1] if lines else first
+    kind = type(exc)
+    for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
+        if last.startswith(prefix):
+            last = last[len(prefix):]
+            break
+    try:
+        return kind(last)
+    except Exception:  # noqa: BLE001 - a type that cannot be built from a message
+        return RuntimeError(last)
 
 
 def worker_init(worker_id: int) -> None:

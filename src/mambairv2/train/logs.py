@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from ..utils.atomic import atomic_write_bytes
 
 FIELDS = ("step", "loss", "lr", "it_s", "val_psnr", "elapsed_s", "val_ssim", "val_lpips")
 
@@ -19,11 +22,13 @@ class CSVLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = read_log(self.path) if resume_step is not None else []
         rows = [r for r in rows if int(float(r["step"])) <= (resume_step or 0)]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in FIELDS})
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in FIELDS})
+        # atomic: a failure (a full disk) leaves the old log whole
+        atomic_write_bytes(self.path, text.getvalue().encode("utf-8"), overwrite=True)
 
     def write(self, **row: object) -> None:
         with open(self.path, "a", newline="") as f:

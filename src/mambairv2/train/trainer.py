@@ -14,6 +14,7 @@ before it propagates. Either way ``--resume`` continues exactly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import signal
@@ -27,14 +28,19 @@ import torch
 import torch.nn as nn
 
 from ..models import family_of, use_routing_generator
+from ..utils.atomic import atomic_write_bytes
 from . import distributed as D
 from .checkpointing import (
+    STATE_RE,
+    SaveError,
+    clear_run,
     find_resume_state,
     list_steps,
     load_state,
     rng_state,
     save_training_checkpoint,
     set_rng_state,
+    state_path,
 )
 from ..protocol.task import TaskSpec
 from .config import ConfigError, accumulation, as_list, dump_config, model_config, task_of
@@ -46,6 +52,7 @@ from .data import (
     list_images,
     lr_path_for,
     scan_images,
+    worker_exception,
     worker_init,
 )
 from .ema import EMA
@@ -238,8 +245,20 @@ class Trainer:
         self.dataset = build_train_dataset(cfg, self.samples, verbose=self.main)
         self.val_images: List[Path] = self._validation_images() if self.main else []
         self.nr_images: List[Path] = self._no_reference_images() if self.main else []
+        if self.main:
+            self._check_validation_set()
         self.lpips = self._lpips_metric() if self.main else None
         self.val_metrics: Dict[str, float] = {}
+        if self.main and self.overwrite and self.resume_from is None:
+            # every check passed: only now is the previous run replaced (under the folder's lock)
+            try:
+                removed = clear_run(self.out)
+            except OSError as exc:
+                raise ConfigError(f"--overwrite: cannot remove the previous run from {self.out} "
+                                  f"({exc.strerror or exc})") from None
+            if removed:
+                print(f"note: --overwrite: removed the previous run's {' and '.join(removed)} from {self.out}",
+                      file=sys.stderr)
 
     # -- set-up helpers ----------------------------------------------------------------
     def _set_up_gan(self, cfg: Mapping[str, Any]) -> None:
@@ -311,8 +330,8 @@ class Trainer:
     def _load(self, path: Path) -> None:
         try:
             st = load_state(path)
-        except Exception as exc:  # noqa: BLE001 - reported as one line
-            raise ConfigError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from None
+        except ConfigError as exc:  # naming the file: damaged, a weights file, incomplete
+            raise ConfigError(f"{exc}{_older_state(path)}") from None
         changed = resume_differences(st.get("config"), self.cfg)
         if changed and self.main:
             print(f"warning: resuming {path} with another data root / model than it was trained with: "
@@ -322,13 +341,23 @@ class Trainer:
         except RuntimeError:
             raise ConfigError(f"{path}: the saved weights do not fit the configured model"
                               + (f" ({'; '.join(changed)})" if changed else "")) from None
+        if self.disc is not None and st.get("params_d") is None:
+            raise ConfigError(f"{path}: no discriminator in this state (a run without gan.enabled); start the "
+                              "GAN stage as a new run warm-started from it (model.init_from)")
+        try:
+            self._restore(st)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise ConfigError(f"{path}: a damaged training state, or one of another kind of run "
+                              f"({type(exc).__name__}: {_short(exc)}){_older_state(path)}") from None
+        if self.main:
+            print(f"resumed from {path} at step {self.step}", file=sys.stderr)
+
+    def _restore(self, st: Mapping[str, Any]) -> None:
+        """Everything of a loaded state but the weights: EMA, optimizers, scaler, step, RNGs."""
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"], st["ema_updates"])
         self.optimizer.load_state_dict(st["optimizer"])
         if self.disc is not None:
-            if st.get("params_d") is None:
-                raise ConfigError(f"{path}: no discriminator in this state (a run without gan.enabled); start the "
-                                  "GAN stage as a new run warm-started from it (model.init_from)")
             self.disc.load_state_dict(st["params_d"], strict=True)
             self.optimizer_d.load_state_dict(st["optimizer_d"])
         if st.get("scaler"):
@@ -340,8 +369,6 @@ class Trainer:
             set_rng_state(rngs[self.dist.rank])
         else:
             seed_everything(mix_seed(self.cfg["seed"], 2, self.dist.rank, self.step))
-        if self.main:
-            print(f"resumed from {path} at step {self.step}", file=sys.stderr)
 
     def _validation_images(self) -> List[Path]:
         """The validation files; a folder named in the config that is missing is an error."""
@@ -360,6 +387,35 @@ class Trainer:
         if not images:
             raise ConfigError(f"val.root {v['root']}: holds no images")
         return images[: v["max_images"]] if v["max_images"] else images
+
+    def _check_validation_set(self) -> None:
+        """Decodes every validation image (and its pre-made input from ``val.lr_root``) as the
+        validation will, so that a corrupt or unusable file is a one-line error before step 1
+        rather than a crash at the first validation."""
+        from ..protocol.degrade import mod_crop
+        from ..protocol.evaluate import EvaluationError, find_premade, read_premade
+        from ..protocol.task import TaskSpec, read_clean
+
+        v = self.cfg["val"]
+        spec, scale = self.task, self.task.scale
+        for path in self.val_images:
+            try:
+                clean = read_clean(path, spec)
+                if spec.task == "sr" and min(clean.shape[:2]) < scale:
+                    raise EvaluationError(f"{path}: {clean.shape[1]}×{clean.shape[0]} is smaller than the "
+                                          f"scale {scale}")
+                target = mod_crop(clean, scale) if spec.task == "sr" else clean
+                if v["lr_root"]:
+                    read_premade(find_premade(Path(v["lr_root"]), path, spec), spec, target)
+            except EvaluationError as exc:
+                raise ConfigError(f"validation set: {exc}; fix or remove the file (val.root"
+                                  f"{', val.lr_root' if v['lr_root'] else ''}), or set val.every=0") from None
+        nr_spec = TaskSpec("sr", scale=1) if spec.task == "sr" else spec
+        for path in self.nr_images:
+            try:
+                read_clean(path, nr_spec)
+            except EvaluationError as exc:
+                raise ConfigError(f"val.nr_root: {exc}; fix or remove the file") from None
 
     def _no_reference_images(self) -> List[Path]:
         """The real photos of ``val.nr_root`` (restored into a sheet at each validation)."""
@@ -579,7 +635,10 @@ class Trainer:
         if self.main and any(c != sums[0] for c in sums):
             print(f"warning: the ranks' weights differ at step {self.step}: {sums}", file=sys.stderr)
         if self.main:
-            self._write_state(rngs, sums)
+            try:
+                self._write_state(rngs, sums)
+            except SaveError as exc:
+                raise SaveError(f"{exc}; {self._after_write_failure(exc.errno)}", exc.errno) from None
         D.barrier(self.dist)
         self.saved_step = self.step
         kill = self.t["debug_kill_at_step"]
@@ -610,10 +669,26 @@ class Trainer:
                                  state, keep=self.t["keep_checkpoints"], params_d=params_d,
                                  config=self.model.config)
 
+    def _after_write_failure(self, code: Optional[int]) -> str:
+        """What to do after a file of the run could not be written (``code``: its errno), and
+        where training resumes."""
+        steps = list_steps(self.out)
+        resume = (f"--resume continues from step {steps[-1]}" if steps
+                  else "no step of this run was saved yet")
+        todo = ("free some space on that disk" if code in FULL_DISK else "check that folder")
+        return f"{todo} (or choose another output_dir); {resume}"
+
+    def _write_error(self, exc: OSError) -> SaveError:
+        """A one-line :class:`SaveError` for a failed write of the log or another run file."""
+        where = exc.filename if exc.filename else self.out
+        return SaveError(f"cannot write {where} ({exc.strerror or exc}); {self._after_write_failure(exc.errno)}",
+                         exc.errno)
+
     def _save_after_crash(self, exc: BaseException) -> None:
         """Saves the last completed step before an unexpected error propagates (single
         process: the other ranks of a distributed run may be gone)."""
-        if (isinstance(exc, FloatingPointError) or self._updating or self.dist.enabled
+        if (isinstance(exc, (FloatingPointError, SaveError)) or self._updating or self.dist.enabled
+                or (isinstance(exc, OSError) and exc.errno in FULL_DISK)  # a save would fail the same way
                 or self.step <= max(self.saved_step, 0)):
             return
         print(f"error at step {self.step + 1}: {type(exc).__name__}; saving step {self.step} first "
@@ -630,8 +705,11 @@ class Trainer:
         signal number when a signal stopped it."""
         t = self.t
         if self.main:
-            (self.out / "config.yaml").write_text(dump_config(self.cfg), encoding="utf-8")
-            self.csv = CSVLog(self.out / "log.csv", resume_step=self.step if self.resume_from else None)
+            try:
+                atomic_write_bytes(self.out / "config.yaml", dump_config(self.cfg).encode("utf-8"), overwrite=True)
+                self.csv = CSVLog(self.out / "log.csv", resume_step=self.step if self.resume_from else None)
+            except OSError as exc:
+                raise self._write_error(exc) from None
             self.tb = TensorBoard(self.out / "tb", t["tensorboard"], purge_step=self.step or None)
         bar = self._progress()
         self._start = time.time()
@@ -648,6 +726,8 @@ class Trainer:
                 reason = self._loop(batches, bar)
         except BaseException as exc:
             self._save_after_crash(exc)
+            if isinstance(exc, OSError):  # e.g. the disk filled up while writing the log
+                raise self._write_error(exc) from None
             raise
         finally:
             if bar is not None:
@@ -676,7 +756,7 @@ class Trainer:
                     self.save()
                 return "signal"
             t0 = time.time()
-            loss = self.train_step(next(batches))
+            loss = self.train_step(_next_batch(batches, self.dataset))
             window.add(loss, time.time() - t0)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss} at step {self.step}")
@@ -790,6 +870,37 @@ class _Window:
         return self.n / max(self.seconds, 1e-9)
 
 
+def _next_batch(batches: Any, dataset: TrainDataset) -> Any:
+    """The loader's next batch, with what its worker processes met reported as the main process
+    reports it: the images they could not decode (once each), and an error as the worker raised
+    it (one line), not with the loader's many-line wrapper."""
+    try:
+        return next(batches)
+    except Exception as exc:
+        original = worker_exception(exc)
+        if original is None:
+            raise
+        raise original from None
+    finally:  # before any error propagates: the warnings come first, as without workers
+        dataset.report_failures()
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _older_state(path: Path) -> str:
+    """``; the previous state is …`` when ``path`` is a state of a run folder that holds an
+    older one to resume instead; else empty."""
+    m = STATE_RE.match(path.name)
+    if not m or path.parent.name != "training_states":
+        return ""
+    older = [s for s in list_steps(path.parent.parent) if s < int(m.group(1))]
+    return f"; the previous state is {state_path(path.parent.parent, older[-1])} (--resume it)" if older else ""
+
+
 def _debug_signal(spec: str, step: int) -> Optional[int]:
     """``"TERM@10"`` → SIGTERM at step 10 (tests of signals during validation), else None."""
     if not spec:
@@ -819,6 +930,8 @@ def _standard_gradient_strides(model: nn.Module) -> None:
             p.register_hook(lambda g: g.clone(memory_format=torch.contiguous_format))
 
 
+#: errno values that mean the disk (or the user's quota, or the file size limit) is full.
+FULL_DISK = tuple(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
 RESUME_KEYS = ("data.train_root", "data.train_lr_root", "model.variant", "model.scale", "model.overrides")
 
 
@@ -855,11 +968,13 @@ def resume_differences(saved_config: Optional[str], cfg: Mapping[str, Any]) -> L
     the config a state was saved with (its YAML text) and ``cfg``."""
     import yaml
 
-    if not saved_config:
+    from .config import load_yaml
+
+    if not isinstance(saved_config, str) or not saved_config:
         return []
     try:
-        old = yaml.safe_load(saved_config)
-    except yaml.YAMLError:
+        old = load_yaml(saved_config, "the state's config")
+    except (yaml.YAMLError, ConfigError):
         return []
     out = []
     for key in RESUME_KEYS:

@@ -183,8 +183,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData
         if getattr(img, "n_frames", 1) > 1:
             raise ImageReadError(f"has {img.n_frames} frames; animated or multi-page images are not supported")
         fmt = img.format or "PNG"
-        exif, orientation = exif_orientation(img)
         icc = img.info.get("icc_profile") or None
+        # the pixels first: reading a PNG's EXIF may load the image, and a failure there is
+        # swallowed (broken EXIF is not fatal), which would leave a corrupt file decoded as black
         if _is_16bit_colour(img, data):
             try:  # Pillow decodes these (to 8 bits) reliably: it catches truncation for us
                 img.load()
@@ -195,6 +196,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData
             pixels, keep_icc = _pixels_from_pillow(img, fmt)
             if not keep_icc:
                 icc = None
+        exif, orientation = exif_orientation(img)
     pixels = apply_orientation(pixels, orientation)
     exif_bytes = None
     if exif is not None and len(exif):

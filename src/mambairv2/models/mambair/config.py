@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..degradation import check_degradation
+from ...errors import ConfigError
+from .. import checks as C
 
 V1_ARCH = "MambaIR"
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "")
@@ -58,33 +60,34 @@ class MambaIRConfig:
     degradation: Optional[str] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
-        object.__setattr__(self, "img_range", float(self.img_range))
-        if not self.depths or min(self.depths) < 1:
-            raise ValueError(f"depths must be positive, got {self.depths}")
-        if self.upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
-        if self.resi_connection not in ("1conv", "3conv"):
-            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
+        """Checks every field (a :class:`~mambairv2.errors.ConfigError` naming it otherwise) and
+        brings numbers to their types."""
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        for name in ("d_state", "upscale", "in_chans"):
+            set_(name, C.integer(name, getattr(self, name)))
+        # channel attention squeezes the width by 30
+        set_("embed_dim", C.integer("embed_dim", self.embed_dim, minimum=30))
+        set_("depths", C.integers("depths", self.depths))
+        set_("mlp_ratio", C.number("mlp_ratio", self.mlp_ratio))
+        set_("img_range", C.number("img_range", self.img_range))
+        set_("hidden_dim", C.optional_integer("hidden_dim", self.hidden_dim))
+        C.choice("upsampler", self.upsampler, UPSAMPLERS)
+        C.choice("resi_connection", self.resi_connection, ("1conv", "3conv"))
         if self.upsampler == "" and self.upscale != 1:
-            raise ValueError("upsampler '' (denoise/JPEG) needs upscale 1")
+            raise ConfigError("upsampler '' (denoise/JPEG) needs upscale 1", field="upscale")
         if self.upsampler == "pixelshuffle" and self.upscale not in (2, 3, 4, 8):
-            raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
+            raise ConfigError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8", field="upscale")
         if self.upsampler and self.upscale < 2:
-            raise ValueError(f"upsampler {self.upsampler!r} needs upscale >= 2")
-        if self.embed_dim < 30:
-            raise ValueError("embed_dim must be at least 30 (channel attention squeezes by 30)")
-        if self.hidden_dim is not None:
-            object.__setattr__(self, "hidden_dim", int(self.hidden_dim))
-            if self.hidden_dim == int(self.mlp_ratio * self.embed_dim):
-                object.__setattr__(self, "hidden_dim", None)  # one spelling per network
-        if self.scan_directions not in SCAN_DIRECTIONS:
-            raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {self.scan_directions!r}")
-        if self.cab not in CAB_LAYOUTS:
-            raise ValueError(f"cab must be one of {CAB_LAYOUTS}, got {self.cab!r}")
+            raise ConfigError(f"upsampler {self.upsampler!r} needs upscale >= 2", field="upscale")
+        if self.hidden_dim is not None and self.hidden_dim == int(self.mlp_ratio * self.embed_dim):
+            set_("hidden_dim", None)  # one spelling per network
+        if self.d_inner < 1:
+            raise ConfigError(f"the scan width int(mlp_ratio × embed_dim) = {self.d_inner} must be ≥ 1; change "
+                              "mlp_ratio", field="mlp_ratio")
+        C.choice("scan_directions", self.scan_directions, SCAN_DIRECTIONS)
+        C.choice("cab", self.cab, CAB_LAYOUTS)
         if self.cab == self._released_cab():  # one spelling per network: configs compare equal
-            object.__setattr__(self, "cab", "auto")
+            set_("cab", "auto")
         check_degradation(self.degradation, self.upscale)
 
     def _released_cab(self) -> str:
@@ -149,10 +152,8 @@ class MambaIRConfig:
         """From :meth:`to_dict` output; unknown keys are an error."""
         d = dict(d)
         if d.pop("arch", V1_ARCH) != V1_ARCH:
-            raise ValueError(f"not a {V1_ARCH} configuration")
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"not a {V1_ARCH} configuration")
+        C.unknown_fields(cls, d, "MambaIRConfig")
         return cls(**d)
 
     @classmethod
@@ -186,12 +187,13 @@ def v1_variant_config(name: str, scale: int = 4, **overrides: Any) -> MambaIRCon
     """Config of a released v1 variant (``mambair-light``, ``mambair`` (classic SR),
     ``mambair-denoise``, ``mambair-jpeg``)."""
     if name not in V1_VARIANTS:
-        raise ValueError(f"unknown MambaIR variant {name!r}; choose one of {', '.join(V1_VARIANTS)}")
+        raise ConfigError(f"unknown MambaIR variant {name!r}; choose one of {', '.join(V1_VARIANTS)}")
     fields = dict(V1_VARIANTS[name])
     if name in V1_SR_VARIANTS:
         if scale not in (2, 3, 4):
-            raise ValueError(f"the released {name} models exist for scale 2, 3 and 4, got {scale}")
+            raise ConfigError(f"the released {name} models exist for scale 2, 3 and 4, got {C.show(scale)}")
         fields["upscale"] = scale
+    C.unknown_fields(MambaIRConfig, overrides, "MambaIRConfig")
     fields.update(overrides)
     return MambaIRConfig(**fields)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..degradation import check_degradation
+from ...errors import ConfigError
+from .. import checks as C
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 FFN_KINDS = ("conv", "gated")
@@ -78,38 +80,46 @@ class MambaIRv2Config:
     degradation: Optional[str] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
-        object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
-        object.__setattr__(self, "img_range", float(self.img_range))
+        """Checks every field (a :class:`~mambairv2.errors.ConfigError` naming it otherwise) and
+        brings numbers to their types."""
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        for name in ("embed_dim", "d_state", "window_size", "inner_rank", "num_tokens", "upscale", "in_chans"):
+            set_(name, C.integer(name, getattr(self, name)))
+        set_("convffn_kernel_size", C.integer("convffn_kernel_size", self.convffn_kernel_size, odd=True))
+        set_("depths", C.integers("depths", self.depths))
+        set_("num_heads", C.integers("num_heads", self.num_heads))
+        set_("mlp_ratio", C.number("mlp_ratio", self.mlp_ratio))
+        set_("img_range", C.number("img_range", self.img_range))
+        set_("hidden_dim", C.optional_integer("hidden_dim", self.hidden_dim))
         if len(self.depths) != len(self.num_heads):
-            raise ValueError("depths and num_heads must have the same length")
-        if self.upsampler not in UPSAMPLERS:
-            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}")
-        if self.ffn not in FFN_KINDS:
-            raise ValueError(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
-        if self.resi_connection not in ("1conv", "3conv"):
-            raise ValueError(f"resi_connection must be '1conv' or '3conv', got {self.resi_connection!r}")
+            raise ConfigError(f"num_heads must have one entry per group of depths ({len(self.depths)}), "
+                              f"got {list(self.num_heads)}", field="num_heads")
+        C.choice("upsampler", self.upsampler, UPSAMPLERS)
+        C.choice("ffn", self.ffn, FFN_KINDS)
+        C.choice("resi_connection", self.resi_connection, ("1conv", "3conv"))
         if self.upsampler == "" and self.upscale != 1:
-            raise ValueError("upsampler '' (denoise/JPEG) needs upscale 1")
+            raise ConfigError("upsampler '' (denoise/JPEG) needs upscale 1", field="upscale")
         if self.upsampler == "nearest+conv" and self.upscale != 4:
-            raise ValueError("upsampler 'nearest+conv' supports upscale 4 only")
+            raise ConfigError("upsampler 'nearest+conv' supports upscale 4 only", field="upscale")
         if self.upsampler == "pixelshuffle" and self.upscale not in (2, 3, 4, 8):
-            raise ValueError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8")
+            raise ConfigError("upsampler 'pixelshuffle' supports upscale 2, 3, 4 and 8", field="upscale")
         if any(self.embed_dim % h for h in self.num_heads):
-            raise ValueError("embed_dim must be divisible by every num_heads entry")
-        if self.hidden_dim is not None:
-            object.__setattr__(self, "hidden_dim", int(self.hidden_dim))
-            if self.hidden_dim == int(self.embed_dim * self.mlp_ratio):
-                object.__setattr__(self, "hidden_dim", None)  # one spelling per network
+            raise ConfigError(f"num_heads entries must each divide embed_dim ({self.embed_dim}), got "
+                              f"{list(self.num_heads)}", field="num_heads")
+        if self.hidden_dim is not None and self.hidden_dim == int(self.embed_dim * self.mlp_ratio):
+            set_("hidden_dim", None)  # one spelling per network
+        if self.hidden < (2 if self.ffn == "gated" else 1) or (self.ffn == "gated" and self.hidden % 2):
+            field = "hidden_dim" if self.hidden_dim is not None else "mlp_ratio"
+            width = "hidden_dim" if self.hidden_dim is not None else "int(embed_dim × mlp_ratio)"
+            what = "even and ≥ 2 (the gated FFN splits it in halves)" if self.ffn == "gated" else "≥ 1"
+            raise ConfigError(f"the hidden width {width} = {self.hidden} must be {what}; change {field}",
+                              field=field)
 
         for name, choices in (("prompt_position", PROMPT_POSITIONS), ("prompt_basis", PROMPT_BASES),
                               ("prompt_order", PROMPT_ORDERS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+            C.choice(name, getattr(self, name), choices)
         for name in ("ase", "sgn"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            C.flag(name, getattr(self, name))
         check_degradation(self.degradation, self.upscale)
 
     def switches(self) -> Dict[str, Any]:
@@ -154,10 +164,7 @@ class MambaIRv2Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MambaIRv2Config":
         """Builds a config from a dict; unknown keys are an error, missing ones take defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        C.unknown_fields(cls, d, "MambaIRv2Config")
         return cls(**dict(d))
 
     def replace(self, **changes: Any) -> "MambaIRv2Config":
@@ -185,12 +192,13 @@ SR_VARIANTS = ("light", "small", "base", "large")
 def variant_config(name: str, scale: int = 4, **overrides: Any) -> MambaIRv2Config:
     """Config of a named variant (``light``, ``small``, ``base``, ``large``, ``denoise``, ``jpeg``)."""
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
     fields = dict(VARIANTS[name])
     if name in SR_VARIANTS:
         if scale not in (2, 3, 4):
-            raise ValueError(f"the released {name} models exist for scale 2, 3 and 4, got {scale}")
+            raise ConfigError(f"the released {name} models exist for scale 2, 3 and 4, got {C.show(scale)}")
         fields["upscale"] = scale
+    C.unknown_fields(MambaIRv2Config, overrides, "MambaIRv2Config")
     fields.update(overrides)
     return MambaIRv2Config(**fields)
 
