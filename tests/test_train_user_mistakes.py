@@ -471,3 +471,24 @@ def test_overwrite_that_fails_a_check_keeps_the_previous_run(finished_run, tmp_p
                              "--set", "val.every=1"])
     assert "val.root" in err
     assert sorted(p.name for p in (run / "training_states").iterdir()) == before == ["2.state", "4.state"]
+
+
+def test_workers_start_after_opencv_ran_threaded_in_the_parent(tmp_path):
+    """OpenCV's thread pool, running in the trainer's process before the workers are forked
+    (validation, earlier work in the same process), must not leave the workers waiting forever.
+    Run in a subprocess so that a hang is a bounded failure, not a stuck suite."""
+    cfg = _fast(tmp_path)
+    script = (
+        "import sys, numpy as np, cv2\n"
+        "for _ in range(3):\n"
+        "    cv2.resize(np.random.rand(1500, 1500, 3).astype(np.float32), (2500, 2500))\n"
+        "from mambairv2.cli.main import main\n"
+        f"sys.exit(main(['train', {str(cfg)!r}, '--set', 'data.num_workers=2', "
+        f"'--set', 'output_dir={tmp_path / 'run'}']))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("training with 2 DataLoader workers hung after OpenCV ran threaded in the parent")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "models" / "net_g_latest.pth").is_file()

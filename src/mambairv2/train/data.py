@@ -347,6 +347,11 @@ def worker_exception(exc: BaseException) -> Optional[BaseException]:
         return RuntimeError(last)
 
 
+def single_threaded_opencv() -> None:
+    """Stops OpenCV's thread pool in this process (before DataLoader workers are forked)."""
+    cv2.setNumThreads(1)
+
+
 def worker_init(worker_id: int) -> None:
     """Keeps each worker single-threaded (OpenCV and torch) so workers do not oversubscribe."""
     cv2.setNumThreads(1)

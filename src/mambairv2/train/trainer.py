@@ -53,6 +53,7 @@ from .data import (
     lr_path_for,
     scan_images,
     worker_exception,
+    single_threaded_opencv,
     worker_init,
 )
 from .ema import EMA
@@ -449,6 +450,11 @@ class Trainer:
         sampler = InfiniteBatchSampler(len(self.dataset), self.cfg["data"]["batch_size"], self.cfg["seed"],
                                        self.dist.rank, self.dist.world_size, start_step=self.step)
         workers = self.cfg["data"]["num_workers"]
+        if workers > 0:
+            # OpenCV's thread pool does not survive fork: a worker that touches it (worker_init
+            # sets its thread count) waits forever on the pool the parent had running. Shrunk
+            # here, before the workers start, there is none to inherit.
+            single_threaded_opencv()
         return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0, worker_init_fn=worker_init if workers > 0 else None,
