@@ -88,7 +88,8 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
         assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
         print(f"the page was ready after {time.monotonic() - start:.1f} s")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        # 60 s was exceeded twice in one full-suite run (not reproduced alone; cause not found yet)
+        assert proc.wait(timeout=180) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

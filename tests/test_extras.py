@@ -425,7 +425,8 @@ def test_app_extra_serves_the_page(wheel, bases, fresh):
             status, body = response.status, response.read()
         assert status == 200 and b"MambaIRv2" in body and b"is starting" not in body
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        # 60 s was exceeded once in a full-suite run (see tests/test_app_cli.py)
+        assert proc.wait(timeout=180) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
