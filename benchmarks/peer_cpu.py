@@ -190,6 +190,12 @@ def table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(path: Path, report: Dict[str, Any]) -> None:
+    """Writes a benchmark's JSON report (its folder made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def write_docs(path: Path, report: Dict[str, Any], command: str) -> None:
     """Replaces the table between the markers of ``path`` (appends the markers if absent)."""
     block = f"{MARK_START}\n```\n{command}\n```\n\n{table(report)}\n{MARK_END}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import statistics
 import sys
@@ -153,8 +152,7 @@ def main(argv: List[str] = None) -> int:
     report = {"threads": args.threads, "torch": torch.__version__, "cpu": peer_cpu._cpu_name(),
               "commit": peer_cpu._commit(), "load_average": load, "cases": cases,
               "command": "python benchmarks/profile_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    peer_cpu.write_report(args.json, report)
     print(table(report))
     return 0
 

@@ -23,7 +23,6 @@ thread no worse per core than two (per-core ratio ≥ 1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -203,8 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error(str(exc))
     report = measure(cases, thread_cases, args.rounds, args.threads, args.overlap, args.min_time)
     report["command"] = "python benchmarks/scaling_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    peer_cpu.write_report(args.json, report)
     print(table(report))
     return 0
 

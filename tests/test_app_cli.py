@@ -55,6 +55,21 @@ def read_until(proc, sel, text: str, seen: list, deadline: float) -> str:
     return ""
 
 
+def interrupt_and_close(proc: subprocess.Popen) -> None:
+    """Ctrl+C to a running app: it must exit with 0 (checked only if it was still running, so a
+    failure earlier in the test is not masked); killed otherwise, its output pipe closed."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            # 60 s was exceeded in one full-suite run (not reproduced alone; cause not found yet)
+            assert proc.wait(timeout=180) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
     pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
     with socket.socket() as s:
@@ -87,14 +102,8 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
         assert statuses[-1] == 200 and b"MambaIRv2" in body and b"is starting" not in body, statuses
         assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
         print(f"the page was ready after {time.monotonic() - start:.1f} s")
-        proc.send_signal(signal.SIGINT)
-        # 60 s was exceeded twice in one full-suite run (not reproduced alone; cause not found yet)
-        assert proc.wait(timeout=180) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        interrupt_and_close(proc)
 
 
 def test_a_port_in_use_is_a_one_line_error():

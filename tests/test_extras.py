@@ -28,7 +28,6 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ from packaging.version import Version
 
 from conftest import REPO
 from hub_standin import HubStandIn
-from test_app_cli import START_TIMEOUT_S, read_until
+from test_app_cli import START_TIMEOUT_S, interrupt_and_close, read_until
 from test_wheel import build_wheel
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -424,14 +423,8 @@ def test_app_extra_serves_the_page(wheel, bases, fresh):
         with urllib.request.urlopen(url, timeout=60) as response:
             status, body = response.status, response.read()
         assert status == 200 and b"MambaIRv2" in body and b"is starting" not in body
-        proc.send_signal(signal.SIGINT)
-        # 60 s was exceeded once in a full-suite run (see tests/test_app_cli.py)
-        assert proc.wait(timeout=180) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        interrupt_and_close(proc)
 
 
 TRITON_RUN = r"""
