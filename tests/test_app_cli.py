@@ -55,14 +55,27 @@ def read_until(proc, sel, text: str, seen: list, deadline: float) -> str:
     return ""
 
 
+def _default_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_app(argv: list, **popen) -> subprocess.Popen:
+    """Starts ``argv`` (an app command) with Ctrl+C handled the default way in the child, its
+    output on a text pipe. A shell starts background jobs with SIGINT ignored and children inherit
+    that; Python then keeps it ignored, so the app would not see the test's Ctrl+C when the suite
+    itself runs in the background (``pytest ... &``)."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_ctrl_c, **popen)
+
+
 def interrupt_and_close(proc: subprocess.Popen) -> None:
-    """Ctrl+C to a running app: it must exit with 0 (checked only if it was still running, so a
-    failure earlier in the test is not masked); killed otherwise, its output pipe closed."""
+    """Ctrl+C to a running app (started by :func:`start_app`): it must exit with 0 within 60 s
+    (checked only if it was still running, so a failure earlier in the test is not masked); killed
+    otherwise, its output pipe closed."""
     try:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            # 60 s was exceeded in one full-suite run (not reproduced alone; cause not found yet)
-            assert proc.wait(timeout=180) == 0
+            assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -76,9 +89,8 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", str(port),
-                             "--weights-dir", str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    proc = start_app([sys.executable, "-m", "mambairv2", "app", "--port", str(port),
+                      "--weights-dir", str(tmp_path)], env=ENV, cwd=tmp_path)
     seen: list = []
     try:
         sel = selectors.DefaultSelector()

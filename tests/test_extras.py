@@ -45,7 +45,7 @@ from packaging.version import Version
 
 from conftest import REPO
 from hub_standin import HubStandIn
-from test_app_cli import START_TIMEOUT_S, interrupt_and_close, read_until
+from test_app_cli import START_TIMEOUT_S, interrupt_and_close, read_until, start_app
 from test_wheel import build_wheel
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -409,9 +409,8 @@ def test_app_extra_serves_the_page(wheel, bases, fresh):
     env = fresh(bases.cpu)
     assert "gradio" in install(env, f"{wheel}[app]")
     start = time.monotonic()
-    proc = subprocess.Popen([str(env.python.parent / "mambairv2"), "app", "--port", "0"], cwd=str(env.root),
-                            env=_environ(PYTHONUNBUFFERED="1", MAMBAIRV2_CACHE_DIR=str(env.root / "cache")),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_app([str(env.python.parent / "mambairv2"), "app", "--port", "0"], cwd=str(env.root),
+                     env=_environ(PYTHONUNBUFFERED="1", MAMBAIRV2_CACHE_DIR=str(env.root / "cache")))
     seen: list = []
     try:
         sel = selectors.DefaultSelector()
