@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import statistics
 import subprocess
@@ -166,14 +165,14 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--cases", default="light:128,base:64", help="comma-separated VARIANT:SIZE")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None,
-                    help="default: benchmarks/results/kernel_ab_KERNEL.json")
+    peer_cpu.add_output_options(ap, None)
     args = ap.parse_args(argv)
+    if args.json is None:
+        args.json = ROOT / f"benchmarks/results/kernel_ab_{args.kernel}.json"
+    peer_cpu.check_output(ap, args)
     report = measure(args.kernel, args.against, args.cases.split(","), args.rounds, args.threads)
     report["command"] = "python benchmarks/kernel_ab.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = args.json or ROOT / f"benchmarks/results/kernel_ab_{args.kernel}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    peer_cpu.write_report(args.json, report)
     print(table(report))
     return 0
 

@@ -28,7 +28,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -190,10 +190,33 @@ def table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, report: Dict[str, Any]) -> None:
-    """Writes a benchmark's JSON report (its folder made if missing)."""
+def add_output_options(ap: argparse.ArgumentParser, default: Optional[Path]) -> None:
+    """``--json PATH`` (default ``default``) and ``--overwrite``."""
+    ap.add_argument("--json", type=Path, default=default,
+                    help="where the JSON report goes" + (f" (default: {default.relative_to(ROOT)})" if default else ""))
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def check_output(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses, before anything is measured, a ``--json`` that exists without ``--overwrite``
+    (the committed results are the default paths) or that is a folder."""
+    path = args.json
+    if path is None:
+        return
+    if path.is_dir():
+        ap.error(f"--json {path} is a folder")
+    if path.exists() and not args.overwrite:
+        ap.error(f"--json {path} exists; pass --overwrite to replace it, or name another file")
+
+
+def write_report(path: Optional[Path], report: Dict[str, Any]) -> None:
+    """Writes a benchmark's JSON report whole or not at all (its folder made if missing)."""
+    if path is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(report, indent=2) + "\n")
+    part.replace(path)
 
 
 def write_docs(path: Path, report: Dict[str, Any], command: str) -> None:
@@ -214,10 +237,12 @@ def main(argv: List[str] = None) -> int:
                     help="comma-separated VARIANT:SIZE (variants: light, base)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/peer_cpu.json")
+    add_output_options(ap, ROOT / "benchmarks/results/peer_cpu.json")
     ap.add_argument("--docs", type=Path, default=None, help="rewrite the table in this markdown file")
     ap.add_argument("--from-json", action="store_true", help="only rewrite --docs from --json")
     args = ap.parse_args(argv)
+    if not args.from_json:
+        check_output(ap, args)
     if args.from_json:
         report = json.loads(args.json.read_text())
     else:
@@ -229,8 +254,7 @@ def main(argv: List[str] = None) -> int:
             cases.append((variant, int(size)))
         report = measure(cases, args.rounds, args.threads)
         report["command"] = "python benchmarks/peer_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.json, report)
     print(table(report))
     if args.docs:
         write_docs(args.docs, report, report.get("command", "python benchmarks/peer_cpu.py"))

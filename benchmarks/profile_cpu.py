@@ -140,8 +140,9 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--cases", default="light:128,base:64", help="comma-separated VARIANT:SIZE")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/profile_cpu.json")
+    peer_cpu.add_output_options(ap, ROOT / "benchmarks/results/profile_cpu.json")
     args = ap.parse_args(argv)
+    peer_cpu.check_output(ap, args)
     torch.set_num_threads(args.threads)
     load = [list(os.getloadavg())]
     cases = []

@@ -194,8 +194,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--overlap", type=int, default=DEFAULT_TILE_OVERLAP)
     ap.add_argument("--min-time", type=float, default=0.5,
                     help="seconds a single-forward timing lasts at least (short forwards repeated)")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/scaling_cpu.json")
+    peer_cpu.add_output_options(ap, ROOT / "benchmarks/results/scaling_cpu.json")
     args = ap.parse_args(argv)
+    peer_cpu.check_output(ap, args)
     try:
         cases, thread_cases = parse_cases(args.cases), parse_cases(args.thread_cases, tiles=False)
     except ValueError as exc:
