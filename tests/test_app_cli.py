@@ -118,6 +118,32 @@ def test_app_starts_prints_its_url_and_serves_the_page(tmp_path):
         interrupt_and_close(proc)
 
 
+def test_started_with_ctrl_c_ignored_it_says_how_to_stop_and_sigterm_stops_it(tmp_path):
+    """A background job of a shell gets SIGINT ignored, and Python keeps it so: the first line
+    then names the process to kill instead of promising Ctrl+C, and SIGTERM stops the app."""
+    pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", "0", "--weights-dir",
+                             str(tmp_path)], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    seen: list = []
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        line = read_until(proc, sel, "running on http://", seen, start + START_TIMEOUT_S)
+        assert f"Ctrl+C is ignored here (started in the background): stop it with kill {proc.pid})" in line, seen
+        assert "Ctrl+C stops it" not in line
+        assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 def test_a_port_in_use_is_a_one_line_error():
     pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
     with socket.socket() as taken:

@@ -8,6 +8,7 @@ by itself. Nothing here imports Gradio or PyTorch.
 """
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -175,7 +176,7 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
     url = url_for(settings.host, sock)
     starting = StartingPage(sock)
     if not quiet:
-        print(f"MambaIRv2 app running on {url} (bound to {settings.host}; Ctrl+C stops it); loading "
+        print(f"MambaIRv2 app running on {url} (bound to {settings.host}; {_how_to_stop()}); loading "
               "Gradio and PyTorch, the page opens by itself when ready", flush=True)
     try:
         from .page import mount
@@ -200,6 +201,14 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
     return server
+
+
+def _how_to_stop() -> str:
+    """How this process is stopped: Ctrl+C, unless it was started with SIGINT ignored (a shell's
+    background job), which Python keeps."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return f"Ctrl+C is ignored here (started in the background): stop it with kill {os.getpid()}"
+    return "Ctrl+C stops it"
 
 
 def _interrupt(signum: int, frame: Any) -> None:
