@@ -997,7 +997,8 @@ def resume_differences(saved_config: Optional[str], cfg: Mapping[str, Any]) -> L
 def train(cfg: Mapping[str, Any], resume: Optional[str] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Runs a training config (see :mod:`mambairv2.train.config`); ``resume``: None (new run),
     ``"auto"`` (newest state in the output folder, if any) or a run folder / state file;
-    ``overwrite``: start a new run in a folder that holds another one."""
+    ``overwrite``: start a new run in a folder that holds another one. Leaves the process's
+    flush-denormal mode on (``torch.set_flush_denormal(True)``; PyTorch cannot read it back)."""
     trainer = None
     try:
         trainer = Trainer(cfg, resume, overwrite)
