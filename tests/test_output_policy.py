@@ -225,3 +225,62 @@ def test_train_refuses_another_runs_folder_and_locks_its_own(tmp_path, capsys):
     finally:
         held.close()
     lock_folder(run_dir).close()  # released: free again
+
+
+_READ_ONLY_DRIVER = """
+import contextlib, io, json, sys
+from mambairv2.cli.main import main
+results = []
+for argv in json.load(open(sys.argv[1])):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    results.append([rc, err.getvalue()])
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def _mount_namespaces_work() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def test_a_read_only_destination_is_refused_before_any_work(files, tmp_path):
+    """Every output option aimed into a folder that cannot be written (a read-only bind mount
+    for root, whom permission bits do not stop; a 0o555 folder otherwise) is one line before
+    anything is computed, and nothing is written."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    keys = sorted(_args(files))
+    argvs = [_args(files)[k](str(ro / "out" if k in FOLDERS else ro / f"x{SUFFIX[k]}")) for k in keys]
+    (tmp_path / "argv.json").write_text(json.dumps(argvs))
+    (tmp_path / "driver.py").write_text(_READ_ONLY_DRIVER)
+    python = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "argv.json"), str(tmp_path / "out.json")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if os.geteuid() == 0:
+        if not _mount_namespaces_work():
+            pytest.skip("running as root without mount namespaces (unshare -m): no read-only folder to test with")
+        script = f'mount --bind "{ro}" "{ro}" && mount -o remount,bind,ro "{ro}" && exec "$@"'
+        cmd = ["unshare", "-m", "sh", "-c", script, "sh", *python]
+    else:
+        ro.chmod(0o555)
+        cmd = python
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "out.json").read_text())
+    for key, (rc, err) in zip(keys, results):
+        assert rc == 2 and "cannot write in" in err and len(err.strip().splitlines()) == 1, (key, err)
+    assert list(ro.iterdir()) == []

@@ -157,9 +157,10 @@ def _check_options(args: argparse.Namespace) -> None:
         what = "is a broken link or a symlink loop" if out_dir.is_symlink() and not out_dir.exists() \
             else "exists and is not a folder"
         raise CLIError(f"-o {out_dir}: {what}")
-    from ..utils.outputs import OutputError, check_output
+    from ..utils.outputs import OutputError, check_output, check_writable
 
     try:  # the images themselves: per file in the plan (inference.plan.plan_outputs)
+        check_writable(out_dir, "-o", out_dir)
         if args.json:
             check_output(args.json, "--json", inputs=args.inputs, overwrite=args.overwrite, suffixes=(".json",))
     except OutputError as exc:

@@ -48,13 +48,30 @@ def is_input(path: PathLike, inputs: Iterable[PathLike]) -> Optional[Path]:
     return None
 
 
+def _nearest_existing(folder: Path) -> Path:
+    """``folder``, or its nearest ancestor that exists (the one a write would create folders in)."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def check_writable(folder: Path, option: str, path: Path) -> None:
+    """Refuses an output whose folder (or the nearest existing one) cannot be written: a
+    read-only file system or missing permission (``access(2)`` reports both, for root too)."""
+    where = _nearest_existing(folder)
+    if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: cannot write in {where} (read-only or no permission); "
+                          "choose another place")
+
+
 def check_output(path: PathLike, option: str, *, inputs: Iterable[PathLike] = (), overwrite: bool = False,
                  suffixes: Optional[Sequence[str]] = None) -> Path:
     """Checks the output file ``path`` of ``option`` (e.g. ``"--json"``) before any work.
 
     Raises:
-        OutputError: a wrong suffix, a folder, an input of the command, or an existing file
-            without ``overwrite``.
+        OutputError: a wrong suffix, a folder, an input of the command, an existing file
+            without ``overwrite``, or a folder that cannot be written.
     """
     path = Path(path)
     if suffixes and path.suffix.lower() not in tuple(s.lower() for s in suffixes):
@@ -68,6 +85,7 @@ def check_output(path: PathLike, option: str, *, inputs: Iterable[PathLike] = ()
         raise OutputError(f"{option} {path}: exists (--overwrite replaces it)")
     if path.parent.exists() and not path.parent.is_dir():
         raise OutputError(f"{option} {path}: {path.parent} is not a folder")
+    check_writable(path.parent, option, path)
     return path
 
 
@@ -86,6 +104,7 @@ def check_output_dir(folder: PathLike, option: str, *, inputs: Iterable[PathLike
         home = item if item.is_dir() else item.parent
         if _same(folder, home) or (item.is_dir() and _inside(folder, item)):
             raise OutputError(f"{option} {folder}: is an input folder ({item}); write elsewhere")
+    check_writable(folder, option, folder)
     return folder
 
 
