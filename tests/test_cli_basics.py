@@ -36,3 +36,28 @@ def test_version_and_help_load_neither_torch_nor_numpy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["restore", "a.png", "-o", "out", "--tile", "abc"],
+     "error: argument --tile: expected a size in pixels or 'auto', got 'abc' (see mambairv2 restore --help)"),
+    (["restore", "a.png", "-o", "out", "--bogus"], "error: unrecognized arguments: --bogus (see mambairv2 restore --help)"),
+    (["analyze", "complexity", "--bogus", "1"],
+     "error: unrecognized arguments: --bogus 1 (see mambairv2 analyze complexity --help)"),
+    (["restore"], "error: the following arguments are required: INPUT, -o/--output (see mambairv2 restore --help)"),
+    (["bogus"], None),
+])
+def test_argument_mistakes_are_one_line_naming_the_command(argv, line, capsys):
+    """Mistakes argparse catches read like every other user mistake: one line, exit status 2."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    if line is not None:
+        assert err.strip() == line
+    else:
+        assert "invalid choice: 'bogus'" in err and err.strip().endswith("(see mambairv2 --help)")

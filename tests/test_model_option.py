@@ -134,3 +134,30 @@ def test_the_app_labels_a_v1_checkpoint_as_mambair():
     model = load_model(_model("v1"))
     assert model_info(model).describe().startswith("MambaIR **")
     assert model_info(load_model("default")).describe().startswith("MambaIRv2 **")
+
+
+def test_every_model_option_has_the_same_three_names():
+    """README: every command that takes a model takes --model NAME, with --weights and --variant
+    as the same option."""
+    import argparse
+
+    from mambairv2.cli.main import build_parser
+
+    seen = {}
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}".strip())
+            elif action.dest == "model" and action.option_strings:
+                seen[prefix] = sorted(action.option_strings)
+
+    walk(build_parser(), "")
+    assert {"restore", "info", "convert", "export", "bench", "evaluate", "analyze complexity"} <= set(seen)
+    assert all(names == ["--model", "--variant", "--weights"] for names in seen.values()), seen
+
+
+def test_info_takes_a_variant_through_its_variant_option(capsys):
+    rc, out, _ = _run(["info", "--variant", "light", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["variant"] == "light"

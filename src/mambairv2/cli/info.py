@@ -21,7 +21,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "and why (compiler missing, dtype, gradients needed...); the selection can be changed with "
         "MAMBAIRV2_IMPLEMENTATION=auto|pytorch|reference.")
     p.add_argument("file", nargs="?", metavar="MODEL", help=KINDS_HELP + ", or a variant name")
-    p.add_argument("--model", "--weights", dest="model", metavar="NAME", help="the same as MODEL")
+    p.add_argument("--model", "--weights", "--variant", dest="model", metavar="NAME", help="the same as MODEL")
     p.add_argument("--kernels", action="store_true",
                    help="show the operator implementations used here instead of a checkpoint")
     p.add_argument("--models", action="store_true",

@@ -19,10 +19,28 @@ COMMANDS: tuple = (info, restore_cmd, convert, evaluate, degrade, train, bench, 
                    download, export, ablate)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser (its sub-commands' parsers too) whose refusals are one line, like every
+    other user mistake: ``error: MESSAGE (see PROG --help)``, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, printable(f"error: {message} (see {self.prog} --help)") + "\n")
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser that runs a command (sub-commands of sub-commands included)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from _leaf_parsers(sub)
+            return
+    yield parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mambairv2",
         description="MambaIRv2 image restoration (super-resolution, denoising, JPEG artifact "
         "removal) in pure PyTorch.",
@@ -31,12 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
+    for leaf in _leaf_parsers(parser):  # so that unknown arguments are named with their command
+        leaf.set_defaults(_parser=leaf)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

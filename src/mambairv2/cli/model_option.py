@@ -51,10 +51,10 @@ def load_model_arg(args: argparse.Namespace, device: Any = "cpu", dtype: Any = N
 
 
 def add_model_argument(p: argparse.ArgumentParser, variants: bool = False) -> None:
-    """A positional ``MODEL`` that ``--model NAME`` (``--weights``) may give instead."""
+    """A positional ``MODEL`` that ``--model NAME`` (``--weights``, ``--variant``) may give instead."""
     kinds = KINDS_HELP + (", or a variant name (random weights)" if variants else "")
     p.add_argument("model_positional", nargs="?", metavar="MODEL", help=kinds)
-    p.add_argument("--model", "--weights", dest="model", default=None, metavar="NAME",
+    p.add_argument("--model", "--weights", "--variant", dest="model", default=None, metavar="NAME",
                    help="the same as MODEL; 'mambairv2 info --models' lists the names")
 
 
