@@ -45,12 +45,33 @@ def _one_line_error(capsys, code: int, *needles: str) -> str:
 
 
 # -- degrade ---------------------------------------------------------------------------------------------
+def test_degrade_and_evaluate_take_the_images_restore_takes(tmp_path, capsys):
+    """GIF, PPM and a PNG without an extension are images for every command, not only restore."""
+    from PIL import Image
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    px = np.random.default_rng(3).integers(0, 256, (24, 24, 3), np.uint8)
+    Image.fromarray(px).save(hr / "g.gif")
+    Image.fromarray(px).save(hr / "p.ppm")
+    Image.fromarray(px).save(hr / "n", format="PNG")
+    (hr / "notes.txt").write_text("not an image")
+    out = tmp_path / "lr"
+    assert main(["degrade", "--task", "sr", "--scale", "2", "--hr-dir", str(hr), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["gx2.png", "nx2.png", "px2.png"]
+    assert "notes.txt" in err and "g.gif" not in err and "p.ppm" not in err
+    assert main(["evaluate", "--baseline", "bicubic", "--task", "sr", "--scale", "2", "--hr-dir", str(hr)]) == 0
+    out, err = capsys.readouterr()
+    assert "evaluated 3 images" in err and out.split()[-3] == "3", (out, err)  # the row's image count
+
+
 def test_degrade_sr_writes_lr_files_and_skips_non_images(tmp_path, capsys):
     clean = _folder(tmp_path / "hr")
     out = tmp_path / "lr"
     assert main(["degrade", "--task", "sr", "--scale", "2", "--hr-dir", str(tmp_path / "hr"), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "warning: skipped" in err and "notes.txt" in err
+    assert "warning: ignored" in err and "notes.txt" in err
     assert sorted(p.name for p in out.iterdir()) == ["im0x2.png", "im1x2.png", "im2x2.png"]  # no temp files
     for name, px in clean.items():
         got = imageio.read_image(out / f"{name}x2.png").pixels

@@ -24,7 +24,7 @@ def hr_images(folder: str, flag: str = "--hr-dir",
     except EvaluationError as exc:
         raise CLIError(f"{flag} {exc}") from None
     for other in others:
-        (warn or (lambda msg: print(msg, file=sys.stderr)))(printable(f"warning: skipped {other}: not an image file"))
+        (warn or (lambda msg: print(msg, file=sys.stderr)))(printable(f"warning: ignored {other}: not an image file"))
     if not images:
         raise CLIError(f"{flag} {folder}: holds no images")
     return images

@@ -77,13 +77,14 @@ def _finite(x: float) -> Optional[float]:
 
 # -- folders and files -----------------------------------------------------------------------------
 def list_images(folder: PathLike) -> Tuple[List[Path], List[Path]]:
-    """Image files of ``folder`` (not recursive, sorted by name, hidden files left out) and the
-    other files found there (to be reported as skipped).
+    """Image files of ``folder`` (not recursive, sorted by name, hidden files left out; the files
+    ``restore`` takes from a folder, :func:`~mambairv2.utils.imageio.is_image_file`) and the other
+    files found there (to be reported as skipped).
 
     Raises:
         EvaluationError: the folder does not exist or is not a folder.
     """
-    from ..utils.imageio import EXTENSIONS
+    from ..utils.imageio import is_image_file
 
     folder = Path(folder)
     if not folder.exists():
@@ -94,7 +95,7 @@ def list_images(folder: PathLike) -> Tuple[List[Path], List[Path]]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(HIDDEN_PREFIX) or not path.is_file():
             continue
-        (images if path.suffix.lower() in EXTENSIONS else others).append(path)
+        (images if is_image_file(path) else others).append(path)
     return images, others
 
 
