@@ -148,6 +148,19 @@ def test_formats_without_alpha_or_16_bits_say_so(tmp_path, double, capsys):
     assert out.pixels.shape == (8, 8, 3) and out.bit_depth == 8
 
 
+def test_formats_read_but_not_written_become_png_with_a_note(tmp_path, double, capsys):
+    px = np.random.default_rng(1).integers(0, 256, (4, 5, 3), np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(px).save(tmp_path / "in" / "g.gif")
+    Image.fromarray(px).save(tmp_path / "in" / "p.ppm")
+    Image.fromarray(px).save(tmp_path / "in" / "n", format="PNG")
+    assert _run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", "w") == 0
+    err = capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "out")) == ["g.png", "n.png", "p.png"]
+    assert "GIF is read but not written: saved as PNG" in err and "PPM is read but not written" in err
+    assert "a file without extension is read but not written" in err
+
+
 def test_folders_recursive_and_globs(tmp_path, double):
     src = tmp_path / "in"
     _png(src / "top.png", 4, 4)

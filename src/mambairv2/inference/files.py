@@ -130,6 +130,9 @@ def _restore_and_write(model, job: Job, options: RestoreOptions, result: FileRes
     del x, y
     fmt = format_for_name(job.out.suffix) or "PNG"
     result.notes = _format_notes(fmt, image.channels, image.bit_depth)
+    if format_for_name(job.src.suffix) is None and fmt == "PNG":  # GIF, PPM, TGA, no extension
+        kind = job.src.suffix.lstrip(".").upper() or "a file without extension"
+        result.notes.append(f"{kind} is read but not written: saved as PNG")
     data = encode_image(with_pixels(image, out_px), fmt, quality=options.quality)
     result.size_out = (int(out_px.shape[1]), int(out_px.shape[0]))
     atomic_write_bytes(job.out, data, overwrite=options.overwrite)
