@@ -492,3 +492,25 @@ def test_workers_start_after_opencv_ran_threaded_in_the_parent(tmp_path):
         pytest.fail("training with 2 DataLoader workers hung after OpenCV ran threaded in the parent")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "models" / "net_g_latest.pth").is_file()
+
+
+# -- a refused start leaves no run folder behind ----------------------------------------------------
+def test_a_refused_start_removes_the_folders_it_made_and_keeps_existing_ones(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, train={"iters": 4, "save_every": 2}, val={"every": 2})
+    bad = tmp_path / "data" / "val" / "img01.png"
+    break_png_pixels(bad)
+    made = tmp_path / "runs" / "deep" / "run"
+    err = _one_line(capsys, ["train", str(cfg), "--set", f"output_dir={made}"])
+    assert str(bad) in err
+    assert not (tmp_path / "runs").exists()  # nothing of it left, the parents it made included
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    _one_line(capsys, ["train", str(cfg), "--set", f"output_dir={kept}"])
+    assert kept.is_dir()  # the user's own folder stays (with the lock file, as after any run)
+
+
+def test_a_missing_relative_dataset_folder_names_the_current_folder(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path, train={"iters": 2, "save_every": 2}, val={"every": 0})
+    monkeypatch.chdir(tmp_path)
+    err = _one_line(capsys, ["train", str(cfg), "--set", "data.train_root=nowhere/T91"])
+    assert err == f"error: nowhere/T91: no such dataset folder (relative to the current folder {tmp_path})"

@@ -43,7 +43,8 @@ def list_images(folders: Sequence[str], extensions: Sequence[str]) -> List[Path]
     for folder in folders:
         p = Path(folder)
         if not p.exists():
-            raise DataError(f"{p}: no such dataset folder")
+            where = "" if p.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+            raise DataError(f"{p}: no such dataset folder{where}")
         if not p.is_dir():
             raise DataError(f"{p}: not a folder")
         found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in exts)

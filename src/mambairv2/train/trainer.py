@@ -165,12 +165,32 @@ class Trainer:
         # signals are caught from the start: a stop before the first step trains nothing
         self.stop = _StopFlag()
         self.stop.install()
+        self._made: Optional[Path] = None  # the topmost folder this start created
         try:
             self._set_up(cfg, resume)
         except BaseException:
             self.stop.restore()
+            self._remove_made_folders()
             self.release()
             raise
+
+    def _remove_made_folders(self) -> None:
+        """After a failed start: the output folders this start created, if they hold nothing but
+        the lock (a refused run leaves no empty run folder behind)."""
+        if self._made is None or self._lock is None:
+            return
+        try:
+            if [p.name for p in self.out.iterdir()] != [".lock"]:
+                return
+            (self.out / ".lock").unlink()
+            folder = self.out
+            while True:
+                folder.rmdir()
+                if folder == self._made:
+                    break
+                folder = folder.parent
+        except OSError:  # not empty after all (another process wrote there): leave it
+            pass
 
     def release(self) -> None:
         """Gives the output folder's lock back (also released when the process ends)."""
@@ -288,8 +308,10 @@ class Trainer:
         """A one-line error now rather than a crash at the first checkpoint; then the folder's
         lock, held for the whole run, so that two runs never write into one folder."""
         probe = self.out / f".write-test-{os.getpid()}"
+        missing = [f for f in (self.out, *self.out.parents) if not f.exists()]
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            self._made = missing[-1] if missing else None
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
