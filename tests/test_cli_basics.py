@@ -61,3 +61,23 @@ def test_argument_mistakes_are_one_line_naming_the_command(argv, line, capsys):
         assert err.strip() == line
     else:
         assert "invalid choice: 'bogus'" in err and err.strip().endswith("(see mambairv2 --help)")
+
+
+def test_bench_help_says_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: [])" not in text and "(default: False)" not in text
+    assert text.count("(default: light)") == 1 and "mamba_ssm, triton, export" in text
+
+
+def test_a_file_given_as_a_folder_is_called_not_a_folder(tmp_path, capsys):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    np = pytest.importorskip("numpy")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(hr / "a.png")
+    assert main(["evaluate", "--baseline", "bicubic", "--task", "sr", "--scale", "2", "--hr-dir", str(hr),
+                 "--lr-dir", str(hr / "a.png")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --lr-dir {hr / 'a.png'}: not a folder"

@@ -247,3 +247,11 @@ def test_format_names():
     assert imageio.format_for_name("jpg") == "JPEG"
     assert imageio.format_for_name(".TIFF") == "TIFF"
     assert imageio.format_for_name("gif") is None
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path):
+    """Opening a FIFO for reading would wait for a writer forever."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(imageio.ImageReadError, match="not a regular file"):
+        imageio.read_image(fifo)

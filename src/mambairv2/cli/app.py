@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     if args.weights_dir is not None and not args.weights_dir.is_dir():
-        raise CLIError(f"--weights-dir {args.weights_dir}: no such folder")
+        what = "not a folder" if args.weights_dir.exists() else "no such folder"
+        raise CLIError(f"--weights-dir {args.weights_dir}: {what}")
     try:
         public = not ipaddress.ip_address(args.host).is_loopback
     except ValueError:

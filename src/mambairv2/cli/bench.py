@@ -14,10 +14,20 @@ from .model_option import add_model_option, load_model_arg
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: …)" only where the help does not already say it, and not to flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or action.default in (None, []):
+            return text
+        return super()._get_help_string(action)
+
+
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
         "bench", help="measure speed, memory, MACs and roofline fraction",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
         description="Times the forward pass of a model (a variant name gives random weights: speed "
         "does not depend on them) on random square inputs: warm-up, several timed runs, median latency, peak memory, "
         "MACs (counted as the paper counts them, selective scan included: see `mambairv2 analyze complexity`), achieved GFLOP/s and "
@@ -33,7 +43,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype (half types use autocast on CUDA)")
     p.add_argument("--backend", default="auto",
-                   help="selective scan backend: auto, chunked, compiled, reference, mamba_ssm")
+                   help="selective scan backend: auto, chunked, compiled, reference, mamba_ssm, triton, export")
     p.add_argument("--compare", action="append", default=[], metavar="BACKEND",
                    help="also time the model with this scan backend in the same run, at every size "
                         "(repeatable; e.g. --compare chunked)")

@@ -125,7 +125,7 @@ def _datasets(args: argparse.Namespace) -> List[tuple]:
         images = hr_images(hr)
         lr = args.lr_dir[i] if args.lr_dir else None
         if lr is not None and not Path(lr).is_dir():
-            raise CLIError(f"--lr-dir {lr}: no such folder")
+            raise CLIError(f"--lr-dir {lr}: " + ("not a folder" if Path(lr).exists() else "no such folder"))
         name = args.name[i] if args.name else dataset_name(hr)
         out.append((Path(hr), lr, name, images))
     names = [d[2] for d in out]

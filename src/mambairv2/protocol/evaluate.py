@@ -273,7 +273,7 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
         raise EvaluationError(f"{hr_dir}: holds no images")
     result = DatasetResult(name or dataset_name(hr_dir))
     if lr_dir is not None and not Path(lr_dir).is_dir():
-        raise EvaluationError(f"{lr_dir}: no such folder")
+        raise EvaluationError(f"{lr_dir}: " + ("not a folder" if Path(lr_dir).exists() else "no such folder"))
     for path in images:
         clean = read_clean(path, spec)
         x, target = make_input(clean, spec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import struct
 import warnings
 import zlib
@@ -110,6 +111,8 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageDat
         raise ImageReadError(f"cannot access ({exc.strerror or exc})") from None
     if path.is_dir():
         raise ImageReadError("is a folder")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device: reading it could block or never end
+        raise ImageReadError("not a regular file (a pipe, socket or device)")
     if st.st_size == 0:
         raise ImageReadError("empty file")
     try:
