@@ -81,3 +81,11 @@ def test_a_file_given_as_a_folder_is_called_not_a_folder(tmp_path, capsys):
     assert main(["evaluate", "--baseline", "bicubic", "--task", "sr", "--scale", "2", "--hr-dir", str(hr),
                  "--lr-dir", str(hr / "a.png")]) == 2
     assert capsys.readouterr().err.strip() == f"error: --lr-dir {hr / 'a.png'}: not a folder"
+
+
+@pytest.mark.parametrize("argv", [["info", "--kernels", "--models"], ["info", "default", "--kernels"],
+                                  ["info", "--variants", "--model", "light"]])
+def test_info_refuses_two_things_at_once(argv, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: info shows one thing at a time; got ") and err.count("\n") == 1

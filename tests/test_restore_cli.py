@@ -317,3 +317,12 @@ def test_unusable_weights_end_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
     assert "w.pth" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_seed_without_gumbel_routing_is_warned_about(tmp_path, double, capsys):
+    _png(tmp_path / "in" / "a.png", 4, 4)
+    assert _run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", "w", "--seed", "3") == 0
+    assert "warning: --seed has no effect without --routing gumbel" in capsys.readouterr().err
+    assert _run(str(tmp_path / "in"), "-o", str(tmp_path / "o2"), "--weights", "w", "--seed", "3",
+                "--routing", "gumbel") == 0
+    assert "warning" not in capsys.readouterr().err

@@ -114,6 +114,12 @@ def _print_variants(rows: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    listings = [flag for flag, on in (("--models", args.models), ("--variants", args.variants),
+                                      ("--kernels", args.kernels)) if on]
+    model = args.model or args.file
+    if len(listings) > 1 or (listings and model):
+        what = " and ".join(listings + ([f"the model {model}"] if model else []))
+        raise CLIError(f"info shows one thing at a time; got {what}")
     if args.models:
         from ..models import list_models
 

@@ -150,6 +150,9 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CLIError(f"--quality must be between 1 and 100, got {args.quality}")
     if args.max_pixels < 1:
         raise CLIError("--max-pixels must be positive")
+    if args.seed is not None and args.routing != "gumbel":
+        print("warning: --seed has no effect without --routing gumbel (argmax routing is deterministic)",
+              file=sys.stderr)
     if any(sep in args.suffix for sep in ("/", "\\", os.sep)):
         raise CLIError(f"--suffix must not contain a path separator: {args.suffix!r}")
     out_dir = Path(args.output)
