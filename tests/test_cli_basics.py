@@ -89,3 +89,14 @@ def test_info_refuses_two_things_at_once(argv, capsys):
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: info shows one thing at a time; got ") and err.count("\n") == 1
+
+
+def test_configs_lists_each_with_a_whole_first_sentence(capsys):
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) > 20
+    for line in lines:
+        name, summary = line.split(maxsplit=1)
+        assert summary.endswith((".", ".)")), line  # not cut at the end of a comment line
+    assert any(line.startswith("quickstart_light_x2_cpu") and line.endswith("validated on Set5 (Y-PSNR).")
+               for line in lines)

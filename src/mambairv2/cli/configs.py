@@ -15,11 +15,20 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 
 
 def _summary(path) -> str:
-    """The config's first comment line (what it is)."""
+    """The first sentence of the config's opening comment (what it is)."""
+    words: list = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or not text or line.startswith("#  "):  # end, blank, or an example
+            if words:
+                break
+            continue
+        words.append(text)
+        joined = " ".join(words)
+        if ". " in joined or joined.endswith("."):
+            break
+    joined = " ".join(words)
+    return joined.split(". ")[0].rstrip(".") + "." if joined else ""
 
 
 def run(args: argparse.Namespace) -> int:
