@@ -172,8 +172,8 @@ BAD = {
     "truncated_jpeg_header": (_jpeg()[:100], "truncated or corrupt JPEG"),
     "truncated_png": (_save(Image.fromarray(_pixels(3, h=40, w=40)), "PNG")[:300], "truncated or corrupt PNG"),
     "png_magic_only": (b"\x89PNG\r\n\x1a\n", "truncated or corrupt PNG"),
-    "absurd_dimensions": (_png_claiming(200_000, 200_000), "absurd dimensions"),
-    "over_our_limit": (_png_claiming(5_000, 5_000), "absurd dimensions"),
+    "absurd_dimensions": (_png_claiming(200_000, 200_000), "too large"),
+    "over_our_limit": (_png_claiming(5_000, 5_000), "too large: 5000×5000 (25,000,000 pixels"),
     "zero_width": (_png_claiming(0, 10), "PNG"),
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 #: Overlap of neighbouring tiles (input pixels).
 DEFAULT_TILE_OVERLAP = 32
-#: Largest accepted image (pixels); bigger ones are reported as having absurd dimensions.
+#: Largest accepted image (pixels); bigger ones are refused as too large.
 DEFAULT_MAX_PIXELS = 1 << 27
 #: ``--ext`` words: an output format, or ``same`` (the input's format where it is writable).
 EXT_CHOICES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "same")

@@ -172,7 +172,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         what = f"{int(found.group(1)):,} pixels" if found else _short(exc)
-        raise ImageReadError(f"absurd dimensions ({what}, limit {max_pixels:,})") from None
+        raise ImageReadError(f"too large ({what}, limit {max_pixels:,} pixels)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         kind = sniff_format(data) or "image"
         raise ImageReadError(f"truncated or corrupt {kind} header ({_short(exc)})") from None
@@ -181,7 +181,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData
         if width < 1 or height < 1:
             raise ImageReadError(f"absurd dimensions {width}×{height}")
         if width * height > max_pixels:
-            raise ImageReadError(f"absurd dimensions {width}×{height} "
+            raise ImageReadError(f"too large: {width}×{height} "
                                  f"({width * height:,} pixels, limit {max_pixels:,})")
         if getattr(img, "n_frames", 1) > 1:
             raise ImageReadError(f"has {img.n_frames} frames; animated or multi-page images are not supported")
