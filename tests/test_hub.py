@@ -111,6 +111,8 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
         assert r.returncode == 1, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot reach http://127.0.0.1" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0], r.stderr
+        if args[1] != "--list":  # the command's own words first: a download, not a listing
+            assert lines[0].startswith("error: cannot download mambairv2_lightSR_x2: "), lines[0]
 
 
 #: runs the command line with an audit hook that logs every connection and name look-up the

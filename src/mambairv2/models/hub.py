@@ -139,7 +139,10 @@ def download(name: str, repo_id: str = REPO_ID, revision: Optional[str] = None,
     from huggingface_hub import constants
 
     check_destinations(constants.HF_HUB_CACHE)
-    remote = None if constants.is_offline_mode() else list_remote(repo_id, revision)
+    try:  # the name is looked up in the repository's listing first
+        remote = None if constants.is_offline_mode() else list_remote(repo_id, revision)
+    except HubError as exc:
+        raise HubError(f"cannot download {name}: {exc}") from None
     if remote is not None:
         stem = name_of(name) if name.endswith(EXTENSIONS) else name
         if stem not in remote:
