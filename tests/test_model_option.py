@@ -161,3 +161,11 @@ def test_every_model_option_has_the_same_three_names():
 def test_info_takes_a_variant_through_its_variant_option(capsys):
     rc, out, _ = _run(["info", "--variant", "light", "--json"], capsys)
     assert rc == 0 and json.loads(out)["variant"] == "light"
+
+
+def test_an_error_names_the_model_the_way_it_was_given(tmp_path, capsys):
+    out = str(tmp_path / "v.safetensors")
+    assert main(["convert", "mambair-light", out]) == 2
+    assert capsys.readouterr().err.startswith("error: MODEL mambair-light: is a variant name")
+    assert main(["convert", "--model", "mambair-light", out]) == 2
+    assert capsys.readouterr().err.startswith("error: --model mambair-light: is a variant name")

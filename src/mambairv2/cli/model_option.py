@@ -31,7 +31,7 @@ def resolve_model(args: argparse.Namespace, variants: bool = False):
     try:
         return resolve(args.model, variants=variants)
     except CheckpointError as exc:
-        raise CLIError(f"--model {exc}") from None
+        raise CLIError(f"{_named(args)} {exc}") from None
 
 
 def load_model_arg(args: argparse.Namespace, device: Any = "cpu", dtype: Any = None,
@@ -45,7 +45,7 @@ def load_model_arg(args: argparse.Namespace, device: Any = "cpu", dtype: Any = N
     except CheckpointError:
         raise
     except ValueError as exc:  # a variant at a scale it does not have
-        raise CLIError(f"--model {args.model}: {exc}") from None
+        raise CLIError(f"{_named(args)} {args.model}: {exc}") from None
     except (OSError, RuntimeError) as exc:
         raise CLIError(f"{ref.label}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
 
@@ -63,4 +63,11 @@ def model_from_args(args: argparse.Namespace) -> None:
     pos = getattr(args, "model_positional", None)
     if pos and args.model and pos != args.model:
         raise CLIError(f"two models given ({pos} and --model {args.model}); give one")
+    if pos and not args.model:
+        args.model_named = "MODEL"
     args.model = args.model or pos
+
+
+def _named(args: argparse.Namespace) -> str:
+    """How the user gave the model: ``MODEL`` (positional) or ``--model``."""
+    return getattr(args, "model_named", "--model")
