@@ -55,26 +55,22 @@ def read_until(proc, sel, text: str, seen: list, deadline: float) -> str:
     return ""
 
 
-def _default_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_app(argv: list, **popen) -> subprocess.Popen:
-    """Starts ``argv`` (an app command) with Ctrl+C handled the default way in the child, its
-    output on a text pipe. A shell starts background jobs with SIGINT ignored and children inherit
-    that; Python then keeps it ignored, so the app would not see the test's Ctrl+C when the suite
-    itself runs in the background (``pytest ... &``)."""
+def start_app(argv: list, ctrl_c=signal.SIG_DFL, **popen) -> subprocess.Popen:
+    """Starts ``argv`` (an app command) with SIGINT set to ``ctrl_c`` in the child (default
+    handling unless told otherwise), its output on a text pipe. A shell starts background jobs
+    with SIGINT ignored and children inherit that; Python then keeps it ignored, so the app would
+    not see the test's Ctrl+C when the suite itself runs in the background (``pytest ... &``)."""
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_default_ctrl_c, **popen)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c), **popen)
 
 
-def interrupt_and_close(proc: subprocess.Popen) -> None:
-    """Ctrl+C to a running app (started by :func:`start_app`): it must exit with 0 within 60 s
-    (checked only if it was still running, so a failure earlier in the test is not masked); killed
-    otherwise, its output pipe closed."""
+def interrupt_and_close(proc: subprocess.Popen, signum: int = signal.SIGINT) -> None:
+    """Ctrl+C (or ``signum``) to a running app started by :func:`start_app`: it must exit with 0
+    within 60 s (checked only if it was still running, so a failure earlier in the test is not
+    masked); killed otherwise, its output pipe closed."""
     try:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
@@ -123,10 +119,8 @@ def test_started_with_ctrl_c_ignored_it_says_how_to_stop_and_sigterm_stops_it(tm
     then names the process to kill instead of promising Ctrl+C, and SIGTERM stops the app."""
     pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", "0", "--weights-dir",
-                             str(tmp_path)], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = start_app([sys.executable, "-m", "mambairv2", "app", "--port", "0", "--weights-dir", str(tmp_path)],
+                     ctrl_c=signal.SIG_IGN, env=ENV, cwd=tmp_path)
     seen: list = []
     try:
         sel = selectors.DefaultSelector()
@@ -135,13 +129,8 @@ def test_started_with_ctrl_c_ignored_it_says_how_to_stop_and_sigterm_stops_it(tm
         assert f"Ctrl+C is ignored here (started in the background): stop it with kill {proc.pid})" in line, seen
         assert "Ctrl+C stops it" not in line
         assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        interrupt_and_close(proc, signal.SIGTERM)
 
 
 def test_a_port_in_use_is_a_one_line_error():
