@@ -241,11 +241,10 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--docs", type=Path, default=None, help="rewrite the table in this markdown file")
     ap.add_argument("--from-json", action="store_true", help="only rewrite --docs from --json")
     args = ap.parse_args(argv)
-    if not args.from_json:
-        check_output(ap, args)
     if args.from_json:
         report = json.loads(args.json.read_text())
     else:
+        check_output(ap, args)
         cases = []
         for item in args.cases.split(","):
             variant, size = item.split(":")
