@@ -7,6 +7,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
+from ..utils.folders import folder_problem
 from .errors import CLIError
 
 EPILOG = """examples:
@@ -61,9 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
-    if args.weights_dir is not None and not args.weights_dir.is_dir():
-        what = "not a folder" if args.weights_dir.exists() else "no such folder"
-        raise CLIError(f"--weights-dir {args.weights_dir}: {what}")
+    if args.weights_dir is not None and folder_problem(args.weights_dir):
+        raise CLIError(f"--weights-dir {args.weights_dir}: {folder_problem(args.weights_dir)}")
     try:
         public = not ipaddress.ip_address(args.host).is_loopback
     except ValueError:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..utils.folders import folder_problem
 from ..utils.text import printable
 from .errors import CLIError
 from .inputs import hr_images
@@ -124,8 +125,8 @@ def _datasets(args: argparse.Namespace) -> List[tuple]:
     for i, hr in enumerate(args.hr_dir):
         images = hr_images(hr)
         lr = args.lr_dir[i] if args.lr_dir else None
-        if lr is not None and not Path(lr).is_dir():
-            raise CLIError(f"--lr-dir {lr}: " + ("not a folder" if Path(lr).exists() else "no such folder"))
+        if lr is not None and folder_problem(lr):
+            raise CLIError(f"--lr-dir {lr}: {folder_problem(lr)}")
         name = args.name[i] if args.name else dataset_name(hr)
         out.append((Path(hr), lr, name, images))
     names = [d[2] for d in out]

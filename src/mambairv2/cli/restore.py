@@ -23,11 +23,12 @@ EPILOG = """examples:
   torchrun --nproc_per_node 4 -m mambairv2 restore photos/ -o out   # 4 GPUs (or CPU ranks)
 
 Outputs keep their input's name; super-resolution keeps the input's format (16-bit stays
-16-bit, alpha is kept; GIF, PPM, TGA and extension-less inputs become PNG), denoising and JPEG-artifact models write lossless PNG, unless
---ext/--suffix say otherwise. Existing outputs are skipped unless --overwrite, so a rerun
-resumes an interrupted run (and removes the temporary files it left). When stdout is not a
-terminal, one line per file goes to stdout. Files that cannot be restored are reported one per
-line on stderr; the exit code is 1 if any failed.
+16-bit, alpha is kept; GIF, PPM, TGA and extension-less inputs become PNG), denoising and
+JPEG-artifact models write lossless PNG, unless --ext/--suffix say otherwise. Existing
+outputs are skipped unless --overwrite, so a rerun resumes an interrupted run (and removes the
+temporary files it left). When stdout is not a terminal, one line per file goes to stdout.
+Files that cannot be restored are reported one per line on stderr; the exit code is 1 if any
+failed.
 
 Under torchrun, the inputs are split among the ranks (each file exactly once), each rank uses
 its own GPU (--device auto) or a share of the CPU cores, and rank 0 prints the summary and

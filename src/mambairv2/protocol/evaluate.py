@@ -30,6 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..utils.folders import folder_problem
 from ..utils.text import printable
 from . import degrade, metrics
 from .task import TASKS, EvaluationError, TaskSpec, make_input, read_clean  # noqa: F401 - re-exported
@@ -87,10 +88,8 @@ def list_images(folder: PathLike) -> Tuple[List[Path], List[Path]]:
     from ..utils.imageio import is_image_file
 
     folder = Path(folder)
-    if not folder.exists():
-        raise EvaluationError(f"{folder}: no such folder")
-    if not folder.is_dir():
-        raise EvaluationError(f"{folder}: not a folder")
+    if folder_problem(folder):
+        raise EvaluationError(f"{folder}: {folder_problem(folder)}")
     images, others = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(HIDDEN_PREFIX) or not path.is_file():
@@ -272,8 +271,8 @@ def evaluate_folder(method: Restorer, spec: TaskSpec, hr_dir: PathLike, lr_dir: 
     if not images:
         raise EvaluationError(f"{hr_dir}: holds no images")
     result = DatasetResult(name or dataset_name(hr_dir))
-    if lr_dir is not None and not Path(lr_dir).is_dir():
-        raise EvaluationError(f"{lr_dir}: " + ("not a folder" if Path(lr_dir).exists() else "no such folder"))
+    if lr_dir is not None and folder_problem(lr_dir):
+        raise EvaluationError(f"{lr_dir}: {folder_problem(lr_dir)}")
     for path in images:
         clean = read_clean(path, spec)
         x, target = make_input(clean, spec)
