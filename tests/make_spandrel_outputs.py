@@ -36,8 +36,11 @@ def model_files() -> dict:
     return {"v2_default": bundled_path("default"), "v1_light_x2": SHARED / "golden_v1" / "light_x2.pth"}
 
 
-def source_image() -> np.ndarray:
-    path = SHARED / "data" / "sr" / "Set5" / "LR_bicubic" / "X4" / "babyx4.png"
+#: the source image, inside the shared folder
+SOURCE = ("data", "sr", "Set5", "LR_bicubic", "X4", "babyx4.png")
+
+
+def source_image(path: Path = SHARED.joinpath(*SOURCE)) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
