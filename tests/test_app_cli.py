@@ -133,6 +133,39 @@ def test_started_with_ctrl_c_ignored_it_says_how_to_stop_and_sigterm_stops_it(tm
         interrupt_and_close(proc, signal.SIGTERM)
 
 
+@pytest.mark.parametrize("after_s", [0.0, 0.3, 1.0, 2.5, "ready"])
+def test_sigterm_at_any_moment_of_start_up_ends_it_cleanly(tmp_path, after_s):
+    """SIGTERM while Gradio and PyTorch load (``after_s`` seconds after the first line: the port
+    is bound, the work folder may be being made) or once it serves: exit status 0, and the work
+    folder (under the child's temporary folder) is gone."""
+    pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    start = time.monotonic()
+    proc = start_app([sys.executable, "-m", "mambairv2", "app", "--port", "0", "--weights-dir", str(tmp_path)],
+                     ctrl_c=signal.SIG_IGN, env={**ENV, "TMPDIR": str(temp)}, cwd=tmp_path)
+    seen: list = []
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert read_until(proc, sel, "running on http://", seen, start + START_TIMEOUT_S), "".join(seen)
+        if after_s == "ready":
+            assert read_until(proc, sel, "ready after", seen, start + START_TIMEOUT_S), "".join(seen)
+        else:
+            time.sleep(after_s)
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+        rest = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert status == 0, "".join(seen) + rest
+    assert "Traceback" not in rest, rest
+    assert [p.name for p in temp.iterdir()] == [], "".join(seen) + rest
+
+
 def test_a_port_in_use_is_a_one_line_error():
     pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
     with socket.socket() as taken:

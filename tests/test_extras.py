@@ -57,12 +57,15 @@ LEAKY = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PIP_TARGET
          "PIP_USER", "PIP_REQUIRE_VIRTUALENV", "MAMBAIRV2_IMPLEMENTATION")
 HUB_REPO = "cguoh/MambaIR"
 TINY_NAME = "mambairv2_tiny_x2"
+#: what no extra may change where it is already installed
+KEPT = ("torch", "torchvision", "numpy", "Pillow")
 
 # What a fresh environment holds of torch and torchvision, as pip and Python see it.
 SNAPSHOT = r"""
+KEPT = ("torch", "torchvision", "numpy", "Pillow")
 import hashlib, importlib.metadata as md, importlib.util, json
 out = {}
-for name in ("torch", "torchvision"):
+for name in KEPT:
     try:
         dist = md.distribution(name)
     except md.PackageNotFoundError:
@@ -221,8 +224,9 @@ def _report_names(path: Path) -> Dict[str, dict]:
 
 
 def install(env: FreshEnv, *requirements: str, allowed: Iterable[str] = ()) -> Dict[str, dict]:
-    """Installs ``requirements`` into ``env`` and checks that torch and torchvision stayed as
-    they were and nothing heavy came (``allowed``: canonical names exempt); pip's report."""
+    """Installs ``requirements`` into ``env`` and checks that torch, torchvision, numpy and
+    Pillow stayed as they were and nothing heavy came (``allowed``: canonical names exempt);
+    pip's report."""
     allowed = set(allowed)
     before = env.snapshot()
     assert before["torch"] is not None and Path(before["torch"]["module"]).is_relative_to(
@@ -236,8 +240,8 @@ def install(env: FreshEnv, *requirements: str, allowed: Iterable[str] = ()) -> D
     heavy = sorted(n for n in installed if n.startswith(HEAVY) and n not in allowed)
     assert not heavy, f"pip installed {heavy} with {requirements}"
     after = env.snapshot()
-    for name in ("torch", "torchvision"):
-        if name not in allowed:
+    for name in KEPT:
+        if canonicalize_name(name) not in allowed:
             assert after[name] == before[name], (name, before[name], after[name])
     assert not env.heavy_entries(allowed), env.heavy_entries(allowed)
     check = env.pip("check")
@@ -245,7 +249,7 @@ def install(env: FreshEnv, *requirements: str, allowed: Iterable[str] = ()) -> D
     size = sum(f.stat().st_size for f in env.site.rglob("*") if f.is_file() and not f.is_symlink())
     print(f"{requirements[0].rsplit('/', 1)[-1]} …: {len(installed)} distributions, {size / 1e6:.0f} MB "
           f"installed in {took:.0f} s; unchanged: " + ", ".join(f"{name} {(after[name] or {}).get('version')}"
-                                             for name in ("torch", "torchvision") if name not in allowed))
+                                             for name in KEPT if canonicalize_name(name) not in allowed))
     return installed
 
 
@@ -279,12 +283,14 @@ def _host_site() -> Tuple[Optional[Path], str]:
 def bases(index, tmp_path_factory) -> Bases:
     root = tmp_path_factory.mktemp("existing-torch")
     cpu_site = Path(metadata.distribution("torch").locate_file(""))
-    assert "torchvision" not in link_closure(cpu_site, ["torch"], root / "cpu")
+    # a user's environment: torch, and the numpy and Pillow the core already brought
+    assert "torchvision" not in link_closure(cpu_site, ["torch", "numpy", "pillow"], root / "cpu")
     host_site, reason = _host_site()
     if host_site is None:
         return Bases(root / "cpu", None, None, reason)
-    assert {"torch", "torchvision"} <= link_closure(host_site, ["torch", "torchvision"], root / "host")
-    assert "torchvision" not in link_closure(host_site, ["torch"], root / "host-torch")
+    assert {"torch", "torchvision", "numpy", "pillow"} <= link_closure(
+        host_site, ["torch", "torchvision", "numpy", "pillow"], root / "host")
+    assert "torchvision" not in link_closure(host_site, ["torch", "numpy", "pillow"], root / "host-torch")
     return Bases(root / "cpu", root / "host", root / "host-torch", "")
 
 
@@ -407,7 +413,16 @@ def test_onnx_extra_exports_and_verifies(wheel, bases, tiny, fresh):
 
 def test_app_extra_serves_the_page(wheel, bases, fresh):
     env = fresh(bases.cpu)
-    assert "gradio" in install(env, f"{wheel}[app]")
+    pillow = env.snapshot()["Pillow"]
+    installed = install(env, f"{wheel}[app]", allowed={"pillow"})
+    assert "gradio" in installed
+    # Pillow may change only where gradio's own metadata leaves pip no choice (every gradio
+    # release caps Pillow; README and docs/integrations.md say so)
+    wants = [Requirement(r) for r in installed["gradio"]["metadata"].get("requires_dist", [])]
+    cap = next(r.specifier for r in wants if canonicalize_name(r.name) == "pillow")
+    after = env.snapshot()["Pillow"]
+    assert after == pillow or (not cap.contains(pillow["version"]) and cap.contains(after["version"])), (
+        pillow, after, str(cap))
     start = time.monotonic()
     proc = start_app([str(env.python.parent / "mambairv2"), "app", "--port", "0"], cwd=str(env.root),
                      env=_environ(PYTHONUNBUFFERED="1", MAMBAIRV2_CACHE_DIR=str(env.root / "cache")))

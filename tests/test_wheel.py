@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,8 @@ PACKAGE = REPO / "src" / "mambairv2"
 def _sources(dest: Path) -> None:
     """Copies what a clean clone holds for building (no build/, egg-info or caches)."""
     shutil.copy2(REPO / "pyproject.toml", dest / "pyproject.toml")
-    shutil.copy2(REPO / "README.md", dest / "README.md")
+    for name in ("README.md", "LICENSE", "NOTICE"):
+        shutil.copy2(REPO / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
     shutil.copytree(REPO / "src", dest / "src", ignore=ignore)
 
@@ -59,6 +61,21 @@ def test_wheel_lists_kernel_sources_weights_and_configs(installed):
     for path in [*PACKAGE.glob("ops/*.c"), *PACKAGE.glob("ops/*.h"), *PACKAGE.glob("configs/*.yaml"),
                  *PACKAGE.glob("weights/*.safetensors")]:
         assert f"mambairv2/{path.relative_to(PACKAGE).as_posix()}" in names, path
+
+
+def test_wheel_and_sdist_carry_the_licence_and_the_notice(installed, tmp_path):
+    wheel, _, root = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("LICENSE", "NOTICE"):
+        assert any(n.split("/")[0].endswith(".dist-info") and n.rsplit("/", 1)[-1] == name for n in names), names
+    build = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                            "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600, cwd=str(root / "project"))
+    assert build.returncode == 0, build.stderr[-2000:]
+    with tarfile.open(tmp_path / build.stdout.strip().splitlines()[-1]) as sdist:
+        members = {m.name.split("/", 1)[-1] for m in sdist.getmembers()}
+    assert {"LICENSE", "NOTICE"} <= members, sorted(members)[:20]
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Guo" in (REPO / "NOTICE").read_text()
 
 
 def test_installed_copy_builds_kernels_lists_configs_and_matches_a_golden_case(installed, tmp_path):

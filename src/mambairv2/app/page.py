@@ -307,14 +307,15 @@ def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optio
 def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, Callable[[], None]]:
     """The page (see :func:`build`) as an ASGI app to serve, and what to call when the server
     stops (closes the page's queue and event streams)."""
+    work = _work_dir(settings)
+    # Gradio's cache (uploads, served results) inside the work folder: private to this app,
+    # removed with it; read by Gradio on import (which makes the folder), when the page is built
+    # and on every upload
+    os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
     quiet_gradio()
     import fastapi
     import gradio as gr
 
-    work = _work_dir(settings)
-    # Gradio's cache (uploads, served results) inside the work folder: private to this app,
-    # removed with it; read by Gradio when the page is built and on every upload
-    os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
     uploads = ClientFiles()
     demo = build(settings, store, uploads, work)
     max_mb = max(settings.max_upload_mb, MAX_CHECKPOINT_MB)

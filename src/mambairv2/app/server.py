@@ -160,25 +160,50 @@ class PageServer:
 
 
 def launch(settings: Settings, block: bool = True, quiet: bool = False,
-           store: Optional["ModelStore"] = None) -> PageServer:
+           store: Optional["ModelStore"] = None) -> Optional[PageServer]:
     """Starts the app on ``settings.host:settings.port``.
 
     The port answers (the starting page) and the URL is printed before Gradio and PyTorch load;
     the page replaces it on the same socket when built. With ``block=False`` this returns the
-    running :class:`PageServer` (call ``.close()``); otherwise it serves until Ctrl+C.
+    running :class:`PageServer` (call ``.close()``); otherwise it serves until Ctrl+C or SIGTERM,
+    either of which stops it cleanly at any moment, start-up included, and returns the closed
+    server (None when stopped before it was up).
 
     Raises:
         OSError: the address cannot be listened on.
         ImportError: Gradio is not installed.
     """
+    if not block:
+        return _start(settings, quiet, store)
+    # before anything is made: a SIGTERM while Gradio and PyTorch load must stop the app as Ctrl+C
+    # does (work folder removed at exit), not kill it where it stands
+    previous = _stop_on_sigterm()
+    server: Optional[PageServer] = None
+    try:
+        server = _start(settings, quiet, store)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:  # a second signal must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if server is not None:
+            server.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return server
+
+
+def _start(settings: Settings, quiet: bool, store: Optional["ModelStore"]) -> PageServer:
+    """Binds the socket, answers with the starting page while the app loads, then serves it."""
     began = time.monotonic()
     sock = listen(settings.host, settings.port)
     url = url_for(settings.host, sock)
     starting = StartingPage(sock)
-    if not quiet:
-        print(f"MambaIRv2 app running on {url} (bound to {settings.host}; {_how_to_stop()}); loading "
-              "Gradio and PyTorch, the page opens by itself when ready", flush=True)
     try:
+        if not quiet:
+            print(f"MambaIRv2 app running on {url} (bound to {settings.host}; {_how_to_stop()}); loading "
+                  "Gradio and PyTorch, the page opens by itself when ready", flush=True)
         from .page import mount
 
         app, on_stop = mount(replace(settings, port=sock.getsockname()[1]), store)  # port 0: the one chosen
@@ -190,16 +215,6 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
     server = PageServer(app, sock, on_stop=on_stop)
     if not quiet:
         print(f"ready after {time.monotonic() - began:.1f} s: {url}", flush=True)
-    if block:
-        previous = _stop_on_sigterm()
-        try:
-            server.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
     return server
 
 

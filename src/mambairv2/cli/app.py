@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import ipaddress
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -84,4 +87,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     except ImportError as exc:  # a Gradio install that is broken or too old
         raise CLIError(f"{NEEDS_GRADIO} ({exc})") from None
-    return 0
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Ends the process with status 0 once the app has stopped, after the exit handlers (which
+    remove the work folder) have run with SIGTERM ignored. Not Python's normal exit: a SIGTERM
+    that landed while PyTorch's start-up was running Python code from C++ leaves the interpreter
+    marked as interrupted, and its normal exit would then kill the process with SIGINT (-2)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
