@@ -131,7 +131,7 @@ def test_degrade_jpeg_is_gray_by_default(tmp_path):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--task", "sr", "--scale", "2", "--hr-dir", "{missing}"], "no such folder"),
+    (["--task", "sr", "--scale", "2", "--hr-dir", "{missing}"], "no such file or folder"),
     (["--task", "sr", "--scale", "2", "--hr-dir", "{empty}"], "holds no images"),
     (["--task", "sr", "--hr-dir", "{empty}"], "needs --scale"),
     (["--task", "denoise", "--sigma", "15", "--scale", "2", "--hr-dir", "{empty}"], "--scale applies"),

@@ -5,6 +5,8 @@ answers ``--help`` and ``--version``) without loading them.
 """
 from __future__ import annotations
 
+#: The SR scale of a variant name (random weights) in bench and analyze: the bundled model's.
+DEFAULT_VARIANT_SCALE = 4
 #: Overlap of neighbouring tiles (input pixels).
 DEFAULT_TILE_OVERLAP = 32
 #: Largest accepted image (pixels); bigger ones are refused as too large.

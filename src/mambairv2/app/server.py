@@ -144,9 +144,9 @@ class PageServer:
                 raise OSError("the page server did not start")
             time.sleep(0.01)
 
-    def wait(self) -> None:
-        """Blocks until the server stops (Ctrl+C raises KeyboardInterrupt here)."""
-        while self._thread.is_alive():
+    def wait(self, stop: Optional[threading.Event] = None) -> None:
+        """Blocks until the server stops or ``stop`` is set (Ctrl+C raises KeyboardInterrupt here)."""
+        while self._thread.is_alive() and not (stop is not None and stop.is_set()):
             self._thread.join(0.5)
 
     def close(self) -> None:
@@ -181,7 +181,8 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
     server: Optional[PageServer] = None
     try:
         server = _start(settings, quiet, store)
-        server.wait()
+        # the signal's KeyboardInterrupt may have been swallowed by library code during start-up
+        server.wait(_STOPPING)
     except KeyboardInterrupt:
         pass
     finally:
@@ -226,7 +227,12 @@ def _how_to_stop() -> str:
     return "Ctrl+C stops it"
 
 
+#: Set by SIGTERM: the app stops even where library code caught the KeyboardInterrupt raised then.
+_STOPPING = threading.Event()
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _STOPPING.set()
     raise KeyboardInterrupt
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import List
 
+from ..defaults import DEFAULT_VARIANT_SCALE
 from .errors import CLIError, parse_size
 from .model_option import add_model_option, resolve_model
 
@@ -46,7 +47,8 @@ def _complexity_parser(asub) -> None:
         "in two conventions. " + CONVENTION + " The model is run on PyTorch's meta device "
         "(shapes only), so any size is counted in seconds without memory.")
     add_model_option(p, default="light", variants=True)
-    p.add_argument("--scale", type=int, default=2, help="SR scale of a variant (2, 3 or 4)")
+    p.add_argument("--scale", type=int, default=DEFAULT_VARIANT_SCALE,
+                   help="SR scale of a variant (2, 3 or 4; as 'bench' and the bundled model)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--output-size", default="1280x720", metavar="WxH",
                       help="output width x height, as the paper writes it; the input is this "

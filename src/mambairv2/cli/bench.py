@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from ..defaults import DEFAULT_VARIANT_SCALE
 from .errors import CLIError
 from .model_option import add_model_option, load_model_arg
 
@@ -34,7 +35,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         "the device's sgemm GFLOP/s measured in the same run, so the fraction of the matmul "
         "roofline is reported. With --train, the time of a training step instead.")
     add_model_option(p, default="light", variants=True)
-    p.add_argument("--scale", type=int, default=4, help="SR scale of a variant (2, 3 or 4)")
+    p.add_argument("--scale", type=int, default=DEFAULT_VARIANT_SCALE,
+                   help=f"SR scale of a variant (2, 3 or 4; default: {DEFAULT_VARIANT_SCALE}, as the bundled model)")
     p.add_argument("--size", type=int, default=128, help="input height and width (LR pixels)")
     p.add_argument("--sizes", default=None,
                    help="comma-separated sizes for a sweep (overrides --size), e.g. 64,128,256")
@@ -54,7 +56,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="run through torch.compile")
     p.add_argument("--train", action="store_true", help="time a training step (forward, L1 loss, backward, Adam)")
-    p.add_argument("--json", dest="json_out", default=None, help="write the results to this JSON file")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="also write the results, every timing included, to this JSON file (the table "
+                        "on stdout is the output otherwise)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     sgemm = bench.sgemm_gflops(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.model} x{model.config.upscale}  params {params:,}  device {device}  threads "
-          f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s", file=sys.stderr)
+          f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s")
     results = [_measure_size(args, model, runner, size, device, dtype, sgemm, compare) for size in sizes]
     report = {
         "variant": args.model, "scale": model.config.upscale, "params": params,
@@ -160,7 +164,7 @@ def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, c
     }
     print(f"  {size:5d}²  {latency:8.3f} s  {row['macs_g']:8.2f} GMACs  {gflops:7.1f} GFLOP/s  "
           f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
-          f"peak {row['peak_memory_mb']:.0f} MB", file=sys.stderr)
+          f"peak {row['peak_memory_mb']:.0f} MB")
     for name in compare:
         _compare_backend(args, model, runner, x, device, dtype, name, backend, latency, row)
     return row
@@ -180,8 +184,7 @@ def _compare_backend(args, model, runner, x, device, dtype, name: str, backend: 
     used = _backend_used(x, name, args.train, resolve_backend)
     row[f"{name}_latency_s"] = other
     row[f"speedup_vs_{name}"] = other / latency
-    print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster",
-          file=sys.stderr)
+    print(f"         {used} scan: {other:.3f} s  -> {backend} is {other / latency:.1f}x faster")
 
 
 def _selected(name: str):
@@ -196,9 +199,9 @@ def _step(args, runner, model, x, device, dtype):
 
 
 def _write_report(report: Dict, json_out, overwrite: bool = False) -> None:
-    """The report as JSON: written atomically to ``json_out``, or printed."""
+    """The report as JSON, written atomically to ``json_out`` (none without it: the table is the
+    output)."""
     if not json_out:
-        print(json.dumps(report, indent=2))
         return
     from ..utils.atomic import atomic_path
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay
 
 from ..utils.text import printable
 from .errors import CLIError
-from .inputs import hr_images
+from .inputs import clean_inputs, input_folders
 
 EPILOG = """outputs (written atomically: a temporary file renamed into place):
   sr       <name>x<S>.png  8-bit: MATLAB bicubic of the HR image mod-cropped to S
@@ -53,7 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, metavar="S", help="SR scale factor (2, 3, 4, …)")
     p.add_argument("--sigma", type=float, metavar="N", help="noise level on the 0..255 scale (15, 25, 50)")
     p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 (10, 30, 40)")
-    p.add_argument("--hr-dir", required=True, metavar="DIR", help="folder of clean images")
+    p.add_argument("--hr-dir", required=True, action="append", metavar="PATH",
+                   help="clean images: a folder, image files or a glob pattern in quotes, as 'restore' "
+                        "takes them (repeat for several)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the degraded inputs")
     p.add_argument("--color", action="store_true",
                    help="jpeg: keep colour images in colour (default: gray, as in the tables)")
@@ -165,12 +167,12 @@ def _run_realsr(args: argparse.Namespace) -> int:
     if args.sigma is not None or args.quality is not None or args.color:
         raise CLIError("--sigma, --quality and --color do not apply to --task realsr")
     options = realsr_options(args.overrides)
-    images = hr_images(args.hr_dir)
+    images = clean_inputs(args.hr_dir)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir}: exists and is not a folder")
-    if out_dir.resolve() == Path(args.hr_dir).resolve():
-        raise CLIError("--out must differ from --hr-dir")
+    if any(out_dir.resolve() == folder.resolve() for folder in input_folders(images)):
+        raise CLIError("--out must differ from the folders of --hr-dir")
     spec = TaskSpec("sr", scale=args.scale)
     start = time.monotonic()
     written = skipped = failed = 0
@@ -209,14 +211,14 @@ def run(args: argparse.Namespace) -> int:
     spec = _check_level(args)
     from ..utils.outputs import OutputError, check_output_dir
 
+    warn = lambda msg: tqdm.write(printable(msg), file=sys.stderr)  # noqa: E731
+    images = clean_inputs(args.hr_dir, warn=warn)
     try:
-        out_dir = check_output_dir(args.out, "--out", inputs=[args.hr_dir])
+        out_dir = check_output_dir(args.out, "--out", inputs=input_folders(images))
     except OutputError as exc:
         raise CLIError(str(exc)) from None
-    warn = lambda msg: tqdm.write(printable(msg), file=sys.stderr)  # noqa: E731
-    images = hr_images(args.hr_dir, warn=warn)
-    if out_dir.resolve() == Path(args.hr_dir).resolve():
-        raise CLIError("--out must differ from --hr-dir")
+    if any(out_dir.resolve() == folder.resolve() for folder in input_folders(images)):
+        raise CLIError("--out must differ from the folders of --hr-dir")
     start = time.monotonic()
     written = skipped = failed = 0
     interactive = not args.quiet and sys.stderr.isatty()

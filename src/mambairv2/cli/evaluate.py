@@ -44,13 +44,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_option(src, default=None)
     src.add_argument("--baseline", choices=tuple(BASELINES),
                      help="no model: 'bicubic' (sr) or 'identity' (denoise, jpeg: the degraded input itself)")
-    p.add_argument("--task", required=True, choices=("sr", "denoise", "jpeg"), help="what is evaluated")
+    p.add_argument("--task", choices=("sr", "denoise", "jpeg"),
+                   help="what is evaluated (default with --model: the model's task; bicubic: sr)")
     p.add_argument("--scale", type=int, metavar="S", help="SR scale (default with --model: the model's)")
     p.add_argument("--sigma", type=float, metavar="N", help="denoise: noise level on the 0..255 scale")
     p.add_argument("--quality", type=int, metavar="Q", help="jpeg: quality 1-100")
     p.add_argument("--color", action="store_true", help="jpeg: colour images stay colour (default: gray)")
-    p.add_argument("--hr-dir", required=True, action="append", metavar="DIR",
-                   help="folder of clean images; repeat for several datasets")
+    p.add_argument("--hr-dir", action="append", metavar="DIR",
+                   help="folder of clean images (e.g. Set5/HR), which the protocol degrades into the "
+                        "inputs; repeat for several datasets (required)")
     p.add_argument("--lr-dir", action="append", metavar="DIR",
                    help="pre-made inputs for the --hr-dir at the same position (e.g. from "
                         "'mambairv2 degrade': <name>x<S>.png, <name>.npy, <name>.png)")
@@ -233,16 +235,51 @@ def _report(args: argparse.Namespace, spec, label: str, results: list, seconds: 
                         + (f"; results in {args.json}" if args.json else "")), file=sys.stderr)
 
 
+def _needs_hr_dir(args: argparse.Namespace) -> None:
+    """One line saying which folder evaluation needs, when none was given."""
+    if args.hr_dir:
+        return
+    what = {"sr": "clean high-resolution images (e.g. Set5/HR; the low-resolution inputs are made from them)",
+            "denoise": "clean images (e.g. CBSD68; the noisy inputs are made from them)",
+            "jpeg": "clean images (e.g. classic5; the JPEG inputs are made from them)"}
+    task = args.task or ("sr" if args.baseline == "bicubic" else None)
+    raise CLIError(f"evaluate needs --hr-dir DIR: a folder of {what.get(task, 'clean images (the inputs are made from them)')}")
+
+
+def _task(args: argparse.Namespace, model) -> None:
+    """``--task`` from the model (or the bicubic baseline) when not given."""
+    if args.task is not None:
+        return
+    if model is not None:
+        args.task = str(model.config.task)
+    elif args.baseline == "bicubic":
+        args.task = "sr"
+    else:
+        raise CLIError(f"--baseline {args.baseline} needs --task ({' or '.join(BASELINES[args.baseline])})")
+
+
 def run(args: argparse.Namespace) -> int:
     model = None
     if args.baseline:
         label = args.baseline
     else:
-        label = resolve_model(args).label
+        if args.model in BASELINES and not Path(args.model).exists():
+            raise CLIError(f"{args.model} is a baseline, not a model: --baseline {args.model}")
+        ref = resolve_model(args)
+        label = ref.label
+        if args.task is None:
+            try:  # the task from the stored configuration, so that the folder can be named first
+                args.task = str(ref.config().task)
+            except Exception:  # noqa: BLE001 - loading the model below says what is wrong with it
+                pass
+    if args.baseline:
+        _task(args, None)
+    _needs_hr_dir(args)
     datasets = _datasets(args)  # folder errors before loading a model
     _check_outputs(args, datasets)
     if not args.baseline:
         model = _load(args)
+        _task(args, model)
     spec = _spec(args, int(model.config.upscale) if model is not None else None)
     method = _method(args, label, model, spec)
     start = time.monotonic()

@@ -28,3 +28,44 @@ def hr_images(folder: str, flag: str = "--hr-dir",
     if not images:
         raise CLIError(f"{flag} {folder}: holds no images")
     return images
+
+
+def clean_inputs(values: List[str], flag: str = "--hr-dir",
+                 warn: Optional[Callable[[str], None]] = None) -> List[Path]:
+    """The clean images that ``values`` name, as ``restore`` takes its inputs: folders (their
+    image files, see :func:`hr_images`), image files, or glob patterns; each file once, in order.
+
+    Raises:
+        CLIError: a value that names nothing, a file that is not an image, a pattern that
+            matches no image (one line naming ``flag``).
+    """
+    import glob
+
+    from ..utils.imageio import is_image_file
+
+    found: List[Path] = []
+    for text in values:
+        path = Path(text)
+        if path.is_dir():
+            found.extend(hr_images(text, flag, warn))
+        elif path.exists():
+            if not path.is_file():
+                raise CLIError(f"{flag} {text}: not a regular file")
+            if not is_image_file(path):
+                raise CLIError(f"{flag} {text}: not an image file")
+            found.append(path)
+        elif glob.has_magic(text):
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_file() and is_image_file(Path(m))]
+            if not matches:
+                raise CLIError(f"{flag} {text}: the pattern matches no image files")
+            found.extend(matches)
+        else:
+            raise CLIError(f"{flag} {text}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    by_resolved = {p.resolve(): p for p in reversed(found)}
+    return [by_resolved[r] for r in unique]
+
+
+def input_folders(images: List[Path]) -> List[Path]:
+    """The folders holding ``images`` (for the output policy: an output folder is never one)."""
+    return list(dict.fromkeys(p.parent for p in images))

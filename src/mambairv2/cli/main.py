@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Optional, Sequence
 
 from . import ablate, analyze, app, bench, configs, convert, degrade, download, evaluate, export, info, train
@@ -51,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(sub)
     for leaf in _leaf_parsers(parser):  # so that unknown arguments are named with their command
         leaf.set_defaults(_parser=leaf)
+        leaf.description = _wrapped(leaf.description)
     return parser
+
+
+def _wrapped(text: Optional[str], width: int = 96) -> Optional[str]:
+    """``text`` with each line longer than ``width`` wrapped (the commands whose epilog keeps its
+    layout print their description as written)."""
+    if not text:
+        return text
+    return "\n".join(textwrap.fill(line, width) if len(line) > width else line for line in text.split("\n"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
