@@ -17,7 +17,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO, shared_path
 
@@ -201,6 +203,39 @@ def test_uploaded_checkpoint_is_validated_and_offered(page, tmp_path):
     assert page.locator("#model input").input_value().startswith("upload: tiny_x3.safetensors (")
     assert str(tmp_path) not in page.content()
 
+LABEL_OVER_ICON_JS = """() => ['#checkpoint', '#images'].map(id => {
+  const root = document.querySelector(id);
+  const label = root.querySelector('label');
+  const r = label.getBoundingClientRect();
+  return [...root.querySelectorAll('svg')].filter(s => !label.contains(s)).map(s => s.getBoundingClientRect())
+    .filter(b => b.width > 0 && !(b.right <= r.left || b.left >= r.right || b.bottom <= r.top || b.top >= r.bottom)).length;
+})"""
+
+
+def test_upload_labels_leave_their_icons_visible(page):
+    assert page.evaluate(LABEL_OVER_ICON_JS) == [0, 0]
+
+
+def test_a_run_clears_the_last_warning_and_shows_one_progress_display(page, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert "notes.txt: cannot be used" in upload_and_run(page, text)
+    page.locator("#images button[aria-label='Clear']").first.click()
+    big = tmp_path / "large.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(big)
+    page.locator("#images input[type=file]").set_input_files([str(big)])
+    page.wait_for_selector("#images :text('large')", timeout=60_000)
+    page.click("#run")
+    # while it runs: the progress, in the status line alone, and no longer the last run's warning
+    page.wait_for_selector("#status .progress-text", timeout=RUN_TIMEOUT_MS)
+    status = page.locator("#status").inner_text()
+    shown = page.evaluate("() => [...document.querySelectorAll('.progress-text')]"
+                          ".filter(e => e.offsetParent !== null).length")
+    assert "notes.txt" not in status and shown == 1, (status, shown)
+    page.wait_for_selector("#status :text('✓')", timeout=RUN_TIMEOUT_MS)
+    assert "notes.txt" not in page.locator("#status").inner_text()
+
+
 
 def test_a_tab_opened_while_starting_becomes_the_app_by_itself(browser, tmp_path, monkeypatch):
     """The URL is printed before Gradio loads; a browser that opens it then sees the starting page,
@@ -239,3 +274,4 @@ def test_a_tab_opened_while_starting_becomes_the_app_by_itself(browser, tmp_path
         starter.join(120)
         if "server" in started:
             started["server"].close()
+

@@ -31,6 +31,8 @@ CSS = """
 .hint p { font-size: 0.85em; opacity: 0.8; }
 .gradio-container { max-width: 1400px !important; margin: auto; }
 footer { display: none !important; }
+/* the upload boxes' floating labels sit over the drop area: room for them above its icon */
+#checkpoint, #images { padding-top: 2.25em !important; }
 """
 INTRO = """# MambaIRv2 — restore images on this machine
 Super-resolution, denoising and JPEG artifact removal with
@@ -295,10 +297,14 @@ def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optio
         c["device"].change(lambda d: gr.update(choices=dtypes(d), value="float32"), c["device"], c["dtype"])
         c["checkpoint"].upload(add_checkpoint, [c["checkpoint"], c["device"], c["dtype"]],
                                [c["model"], *card, c["checkpoint"]])
+        # the last run's warning goes as the new run starts, not when it ends
+        c["run"].click(lambda: "", None, c["status"], queue=False, show_progress="hidden", api_name=False)
+        # one progress display (the status line), not one over every panel the run fills
         c["run"].click(run, [c["images"], c["model"], c["tile"], c["ensemble"], c["device"], c["dtype"],
                              c["simulate"], c["sigma"], c["quality"]],
                        [c["status"], *views, gallery, c["downloads"], c["pick"]],
-                       concurrency_limit=1, concurrency_id="restore", api_name="restore")
+                       concurrency_limit=1, concurrency_id="restore", api_name="restore",
+                       show_progress_on=[c["status"]])
         c["pick"].change(on.show, [c["pick"], gallery, c["downloads"]], views)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
