@@ -193,7 +193,14 @@ def test_parallel_identical_uploads_are_all_served(app):
     assert not errors and len(results) == 8, errors
 
 
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))  # a hostile upload cannot take the machine
+
+
 def test_sigterm_removes_the_temporary_files_as_ctrl_c_does(tmp_path):
+    """Also after a hostile checkpoint upload: refused at once, the next restore served."""
     weights = tmp_path / "weights"
     weights.mkdir()
     model = mambairv2.create_model("light", scale=2, embed_dim=12, depths=(1,), num_heads=(2,), d_state=4,
@@ -203,14 +210,24 @@ def test_sigterm_removes_the_temporary_files_as_ctrl_c_does(tmp_path):
     tmp.mkdir()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(tmp)}
+    hostile = tmp_path / "deep.safetensors"  # a configuration of 100,000 layers on a tiny file
+    from safetensors.torch import save_file
+
+    stored = {**model.config.to_dict(), "depths": [100000]}
+    save_file(model.state_dict(), str(hostile), metadata={"mambairv2_config": json.dumps(stored), "format": "pt"})
     proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", str(port), "--weights-dir",
-                             str(weights)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             str(weights)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_limit_memory)
     try:
         for line in proc.stdout:
             if "ready after" in line:
                 break
         client = Client(f"http://127.0.0.1:{port}/")
+        began = time.monotonic()
+        kind, out = client.call("add_checkpoint", [file_data(client.upload(hostile)), "cpu", "float32"])
+        assert "not this file's network" in json.dumps(out), (kind, out)
         assert "✓" in status_of(client.restore(client.upload(png(tmp_path / "x.png"))))
+        assert time.monotonic() - began < 10  # the upload refused at once: the next restore served
         assert any(tmp.glob("mambairv2-app-*/job-*/*.png"))  # a restored image is there
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
