@@ -15,7 +15,7 @@ import pytest
 from _train_tiny import make_images, tiny_config
 from mambairv2.defaults import MAX_FILTER_SIZE, MAX_WORKERS_PER_CPU
 from mambairv2.errors import ConfigError
-from mambairv2.train.config import load_config
+from mambairv2.train.config import load_config, max_workers
 
 from conftest import REPO
 
@@ -47,7 +47,8 @@ def test_a_network_too_big_to_train_is_refused_before_it_is_built(tmp_path, over
 
 def test_data_loader_workers_are_bounded_by_the_cpus(tmp_path):
     cfg = tiny_config(tmp_path)
-    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    most = max(16, MAX_WORKERS_PER_CPU * (os.cpu_count() or 1))
+    assert max_workers() == most
     with pytest.raises(ConfigError, match=f"data.num_workers: at most {most} "):
         load_config(cfg, [f"data.num_workers={most + 1}"])
     with pytest.raises(ConfigError, match="data.num_workers"):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 
-from ..defaults import MAX_FILTER_SIZE, MAX_WORKERS_PER_CPU, TRAIN_BYTES_PER_PARAM
+from ..defaults import MAX_FILTER_SIZE, MAX_WORKERS_PER_CPU, MIN_WORKERS_BOUND, TRAIN_BYTES_PER_PARAM
 from ..errors import ConfigError
 from ..models.checks import show as _show
 
@@ -146,10 +146,15 @@ def _kernel_range(v: List[Any]) -> Optional[str]:
     return None
 
 
+def max_workers() -> int:
+    """The most data loader processes per rank this machine takes (``data.num_workers``)."""
+    return max(MIN_WORKERS_BOUND, MAX_WORKERS_PER_CPU * (os.cpu_count() or 1))
+
+
 def _workers(v: int) -> Optional[str]:
-    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    most = max_workers()
     if v > most:
-        return f"at most {most} ({MAX_WORKERS_PER_CPU} per CPU core of this machine), got {v}"
+        return f"at most {most} on this machine ({MAX_WORKERS_PER_CPU} per CPU core, at least {MIN_WORKERS_BOUND}), got {v}"
     return None
 
 
