@@ -193,7 +193,14 @@ def test_parallel_identical_uploads_are_all_served(app):
     assert not errors and len(results) == 8, errors
 
 
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))  # a hostile upload cannot take the machine
+
+
 def test_sigterm_removes_the_temporary_files_as_ctrl_c_does(tmp_path):
+    """Also after a hostile checkpoint upload: refused at once, the next restore served."""
     weights = tmp_path / "weights"
     weights.mkdir()
     model = mambairv2.create_model("light", scale=2, embed_dim=12, depths=(1,), num_heads=(2,), d_state=4,
@@ -203,14 +210,24 @@ def test_sigterm_removes_the_temporary_files_as_ctrl_c_does(tmp_path):
     tmp.mkdir()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(tmp)}
+    hostile = tmp_path / "deep.safetensors"  # a configuration of 100,000 layers on a tiny file
+    from safetensors.torch import save_file
+
+    stored = {**model.config.to_dict(), "depths": [100000]}
+    save_file(model.state_dict(), str(hostile), metadata={"mambairv2_config": json.dumps(stored), "format": "pt"})
     proc = subprocess.Popen([sys.executable, "-m", "mambairv2", "app", "--port", str(port), "--weights-dir",
-                             str(weights)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             str(weights)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_limit_memory)
     try:
         for line in proc.stdout:
             if "ready after" in line:
                 break
         client = Client(f"http://127.0.0.1:{port}/")
+        began = time.monotonic()
+        kind, out = client.call("add_checkpoint", [file_data(client.upload(hostile)), "cpu", "float32"])
+        assert "not this file's network" in json.dumps(out), (kind, out)
         assert "✓" in status_of(client.restore(client.upload(png(tmp_path / "x.png"))))
+        assert time.monotonic() - began < 10  # the upload refused at once: the next restore served
         assert any(tmp.glob("mambairv2-app-*/job-*/*.png"))  # a restored image is there
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -218,3 +235,75 @@ def test_sigterm_removes_the_temporary_files_as_ctrl_c_does(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not list(tmp.glob("mambairv2-app-*")), list(tmp.rglob("*"))
+
+
+def mounted_routes(asgi) -> list:
+    """(path, methods) of every route the app mounts: the outer app, Gradio's app mounted in it
+    and the routers Gradio includes."""
+    found, stack = [], [("", asgi)]
+    while stack:
+        prefix, node = stack.pop()
+        for route in getattr(node, "routes", ()):
+            path = getattr(route, "path", None)
+            if getattr(route, "original_router", None) is not None:  # an included router: full paths
+                stack.append(("", route.original_router))
+            elif hasattr(getattr(route, "app", None), "routes"):  # a mounted app
+                stack.append((prefix + (path or "").rstrip("/"), route.app))
+            elif path is not None:
+                found.append((prefix + path, sorted(getattr(route, "methods", None) or ["GET"])))
+    return found
+
+
+def _filled(path: str, value: str) -> str:
+    import re
+
+    return re.sub(r"\{[^}]+\}", lambda m: value.lstrip("/") if m.start() > 0 and path[m.start() - 1] == "/"
+                  else value, path)
+
+
+def test_no_route_serves_another_clients_uploads_or_results(app):
+    """Every route Gradio mounts, asked by a second client (its own cookie) with the first
+    client's upload and result paths (whole, and by file name) in the URL and in a body."""
+    url, root = app
+    alice, mallory = Client(url), Client(url)
+    upload = alice.upload(png(root / "alice.png", seed=7))
+    kind, out = alice.restore(upload)
+    assert kind == "complete" and "✓" in out[0], out
+    files = [upload] + [view["path"] for view in out[2:4]] + [d["path"] for d in out[5]]
+    secrets_ = {p: Path(p).read_bytes() for p in files}
+    for p in files:  # the owner reads them
+        assert alice.http.get(f"/gradio_api/file={p}").content == secrets_[p]
+
+    from mambairv2.app.page import mount
+    from mambairv2.app.settings import Settings
+
+    # the routes of a page built as the served one is
+    asgi, stop = mount(Settings(port=free_port(), weights_dir=root / "weights"))
+    try:
+        routes = mounted_routes(asgi.app)
+    finally:
+        stop()
+    assert any("file=" in r for r, _ in routes) and len(routes) > 40, routes
+    leaked = []
+    for route, methods in routes:
+        for p in files:
+            for value in (p, Path(p).name):
+                target = _filled(route, value)
+                for method in methods:
+                    body = {"data": [file_data(p)], "path": p, "fn_index": 0, "session_hash": "s", "files": [p]}
+                    try:
+                        r = mallory.http.request(method, target, json=body if method == "POST" else None,
+                                                 timeout=1)
+                        content = r.content
+                        if method == "POST" and r.headers.get("content-type", "").startswith("application/json"):
+                            event = r.json().get("event_id") if isinstance(r.json(), dict) else None
+                            if event:  # a queued call: its result stream
+                                content += mallory.http.get(f"{target}/{event}", timeout=30).content
+                    except httpx.TransportError:  # a stream that stays open (heartbeat), a reset
+                        continue
+                    if any(s in content for s in secrets_.values()) or (p in content.decode("latin-1")
+                                                                        and "file=" in route):
+                        leaked.append((method, target, r.status_code))
+    assert not leaked, leaked
+    # and the owner still reads its files after all that
+    assert alice.http.get(f"/gradio_api/file={upload}").content == secrets_[upload]

@@ -3,7 +3,8 @@ uploads, and only when the request comes to a host name the server answers to.
 
 :class:`Guard` wraps the page's ASGI app. It gives every browser (or API client) a random
 client id in an ``HttpOnly`` cookie, remembers which files Gradio's upload route stored for that
-id, and refuses requests whose ``Host`` header is not allowed (DNS rebinding: a page from another
+id and which results its responses handed to it, serves Gradio's file routes only those files,
+and refuses requests whose ``Host`` header is not allowed (DNS rebinding: a page from another
 site that resolves its own name to 127.0.0.1). :meth:`ClientFiles.open_upload` is the one check
 every handler makes before reading a file a request names: the same answer for a file that is
 not the client's and one that does not exist, and devices, FIFOs, links and oversized files
@@ -25,6 +26,14 @@ COOKIE = "mambairv2_client"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
 UPLOAD_ROUTE = "/gradio_api/upload"
+#: Routes that serve a file named in the URL: Gradio's ``file=``, its older ``file/`` form, and
+#: the ``file=`` of Gradio versions before ``/gradio_api``. Only the asking client's files pass.
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/", "/file=")
+#: Gradio routes the page does not use that serve stored, streamed or fetched data: refused.
+UNUSED_ROUTES = ("/gradio_api/proxy=", "/gradio_api/run-history/", "/gradio_api/stream/")
+#: Longest response line scanned for the paths of files served to a client (Gradio's event
+#: stream sends one JSON message per line); a longer one registers nothing.
+MAX_SCANNED_LINE = 8 * 2**20
 
 Scope = Dict[str, Any]
 Receive = Callable[[], Awaitable[Dict[str, Any]]]
@@ -128,12 +137,59 @@ def _header(scope: Scope, name: bytes) -> Optional[str]:
     return None
 
 
-class Guard:
-    """ASGI middleware: the ``Host`` allow-list, the client-id cookie, and the record of which
-    files the upload route stored for which client."""
+def _file_paths(value: Any) -> List[str]:
+    """The ``path`` of every file object (Gradio's FileData) in a decoded JSON message."""
+    found: List[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("path"), str):
+                found.append(item["path"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
-    def __init__(self, app: Any, files: ClientFiles, hosts: Optional[frozenset]) -> None:
+
+class _ServedFiles:
+    """Reads a response's body as it is sent, line by line, and registers for ``client`` the
+    paths of the files it hands out (those inside ``root``, Gradio's cache folder)."""
+
+    def __init__(self, files: ClientFiles, client: str, root: str) -> None:
+        self.files, self.client, self.root = files, client, os.path.join(os.path.realpath(root), "")
+        self.pending = b""
+
+    def feed(self, chunk: bytes, last: bool) -> None:
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = b"" if last else lines.pop()
+        if len(self.pending) > MAX_SCANNED_LINE:
+            self.pending = b""
+        for line in lines:
+            if b'"path"' not in line:
+                continue
+            text = line.decode("utf-8", "replace").strip()
+            if text.startswith("data:"):
+                text = text[5:]
+            try:
+                message = json.loads(text)
+            except ValueError:
+                continue
+            paths = [p for p in _file_paths(message) if os.path.realpath(p).startswith(self.root)]
+            if paths:
+                self.files.register(self.client, paths)
+
+
+class Guard:
+    """ASGI middleware: the ``Host`` allow-list, the client-id cookie, the record of which files
+    the upload route stored for which client and which results were served to it, and the file
+    routes, which serve only those (see :data:`FILE_ROUTES`)."""
+
+    def __init__(self, app: Any, files: ClientFiles, hosts: Optional[frozenset],
+                 served_root: Optional[str] = None) -> None:
         self.app, self.files, self.hosts = app, files, hosts
+        #: the folder files served to clients lie in (Gradio's cache); None: no result is served
+        self.served_root = served_root
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -151,8 +207,19 @@ class Guard:
             cookie = f"{cookie}; {COOKIE}={client}" if cookie else f"{COOKIE}={client}"
             headers = [(k, v) for k, v in headers if k.lower() != b"cookie"] + [(b"cookie", cookie.encode())]
             scope = dict(scope, headers=headers)
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(UNUSED_ROUTES):
+            await self._not_found(send)
+            return
+        named = next((path[len(r):] for r in FILE_ROUTES if path.startswith(r)), None)
+        if named is not None and not self.files.owns(client, named):
+            await self._not_found(send)  # the same answer for another client's file and none
+            return
         is_upload = (scope["type"] == "http" and scope.get("method") == "POST"
-                     and scope.get("path", "").rstrip("/").endswith(UPLOAD_ROUTE))
+                     and path.rstrip("/").endswith(UPLOAD_ROUTE))
+        served = (_ServedFiles(self.files, client, self.served_root)
+                  if self.served_root and scope["type"] == "http" and named is None and not is_upload
+                  and path.startswith("/gradio_api/") else None)
         body: List[bytes] = []
 
         async def send_wrapper(message: Dict[str, Any]) -> None:
@@ -163,6 +230,8 @@ class Guard:
                 body.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     self._remember(client, b"".join(body))
+            if served is not None and message["type"] == "http.response.body":
+                served.feed(message.get("body", b""), not message.get("more_body", False))
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -174,6 +243,13 @@ class Guard:
             return
         if isinstance(paths, list):
             self.files.register(client, [p for p in paths if isinstance(p, str)])
+
+    @staticmethod
+    async def _not_found(send: Send) -> None:
+        text = b"no such file in this session\n"
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:

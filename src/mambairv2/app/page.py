@@ -339,7 +339,7 @@ def mount(settings: Settings, store: Optional[ModelStore] = None) -> Tuple[Any, 
     demo.has_launched = True
     # results are written in the work folder, which need not be under the system's temporary folder
     demo.allowed_paths = [str(work)]
-    guarded = Guard(app, uploads, allowed_hosts(settings.host))
+    guarded = Guard(app, uploads, allowed_hosts(settings.host), served_root=str(work))
 
     def stop() -> None:
         demo.close(verbose=False)  # the queue; demo.app is not set when mounted, so its streams:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from ..defaults import MAX_SEEDS
 from .errors import CLIError
 
 
@@ -67,6 +68,8 @@ def _seeds(text: str) -> List[int]:
         raise CLIError(f"--seeds: expected a count or a comma-separated list, got {text!r}") from None
     if n < 1:
         raise CLIError("--seeds: at least one seed")
+    if n > MAX_SEEDS:
+        raise CLIError(f"--seeds: at most {MAX_SEEDS} seeds per row, got {n}")
     return list(range(n))
 
 

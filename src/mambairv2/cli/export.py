@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..defaults import MAX_EXPORT_PIXELS
 from .errors import CLIError, parse_size
 from .model_option import add_model_argument, load_model_arg, model_from_args, resolve_model
 
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         raise CLIError(str(exc)) from None
     size = parse_size(args.size, "--size")
+    if not args.dynamic and size[0] * size[1] > MAX_EXPORT_PIXELS:
+        raise CLIError(f"--size {args.size}: {size[0] * size[1]:,} pixels, over the {MAX_EXPORT_PIXELS:,} an "
+                       "export traces and verifies at once; export a smaller size, or --dynamic")
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise CLIError(f"--tolerance must be a finite number ≥ 0, got {args.tolerance}")
     try:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 import torch
 
 from ..errors import CheckpointError
-from ..models import FAMILIES, family_of
+from ..models import FAMILIES, check_state_size, family_of
 from ..models.family import Family
 
 # CPU, against the authors' float64 outputs (golden cases), see the notes of issue 16: bfloat16
@@ -76,6 +76,7 @@ def _architecture_class():
 
         def load(self, state_dict: Dict[str, torch.Tensor]) -> "ImageModelDescriptor[torch.nn.Module]":
             config = self.family.detect(state_dict, "state dict")
+            check_state_size(state_dict, config)
             model = self.family.build(config)
             return ImageModelDescriptor(
                 model, state_dict, architecture=self,

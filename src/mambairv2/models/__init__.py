@@ -14,7 +14,7 @@ from typing import Any
 
 _EXPORTS = {
     "create_model": "registry", "family_of": "registry", "describe": "registry", "set_routing": "registry", "part_classes": "registry",
-    "use_routing_generator": "registry",
+    "use_routing_generator": "registry", "check_state_size": "registry",
     "FAMILIES": "registry", "MODEL_NAMES": "registry", "ModelInfo": "registry",
     "resolve": "catalog", "load_model": "catalog", "list_models": "catalog", "ModelRef": "catalog",
     "bundled_models": "catalog", "load_bundled": "catalog",

@@ -22,7 +22,7 @@ import torch
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_path
 from .degradation import from_file_name
-from .registry import REDO_STORED, config_from_stored, detect, family_of
+from .registry import REDO_STORED, check_state_size, config_from_stored, detect, family_of
 
 PathLike = Union[str, os.PathLike]
 StateDict = Dict[str, torch.Tensor]
@@ -158,7 +158,9 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 def build_and_load(sd: Mapping[str, torch.Tensor], config: Any, source: str = "state dict",
                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A ``dtype`` model of ``config`` with ``sd`` loaded strictly (cast once, from the file's
-    dtype to ``dtype``); mismatches become a CheckpointError."""
+    dtype to ``dtype``); mismatches become a CheckpointError, a configuration that needs more
+    than ``sd`` holds before anything is built."""
+    check_state_size(sd, config, source)
     model = family_of(config).build(config).to(dtype)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
@@ -233,9 +235,13 @@ def read_config(path: PathLike) -> Any:
 
 
 def _config_of(sd: StateDict, stored: Optional[Mapping[str, Any]], path: PathLike) -> Any:
+    """The stored or detected configuration, refused where it needs more than the file holds."""
     if stored is not None:
-        return config_from_stored(stored, str(path))
-    return from_file_name(detect(sd, str(path)), path)
+        config = config_from_stored(stored, str(path))
+    else:
+        config = from_file_name(detect(sd, str(path)), path)
+    check_state_size(sd, config, str(path))
+    return config
 
 
 # -- writing ---------------------------------------------------------------------------------

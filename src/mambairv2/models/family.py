@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 import torch
 
+from .layers.sizes import Size
+
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -40,6 +42,9 @@ class Family:
     detect: Callable[[StateDict, str], Any]
     #: the ``arch`` values its configs write into stored configurations
     arch_names: FrozenSet[str]
+    #: ``state_size(config)`` → the tensors and values of its state dict, counted without
+    #: building (:class:`~mambairv2.models.layers.sizes.Size`)
+    state_size: Callable[[Any], Size]
     #: the paper analyses this family has (``attention``, ``sgn``; ERF, LAM and complexity
     #: apply to every family)
     analyses: FrozenSet[str] = frozenset()

@@ -75,6 +75,25 @@ def detect(sd: Mapping[str, torch.Tensor], source: str = "state dict") -> Any:
     return family_of(sd).detect(sd, source)
 
 
+#: How much more than a file holds its configuration may describe (tensors, values) and still be
+#: built, so that the key-by-key comparison can name what differs; beyond, it is refused unbuilt.
+STATE_SIZE_SLACK = 2
+
+
+def check_state_size(sd: Mapping[str, torch.Tensor], config: Any, source: str = "state dict") -> None:
+    """Refuses ``config`` for ``sd`` when its network needs far more tensors or values than
+    ``sd`` holds (over :data:`STATE_SIZE_SLACK` times): counted from the configuration alone, no
+    tensor built, so a configuration that claims a huge network (stored depths or widths, or
+    depths detected from a key's block index) costs nothing. Within the slack, the network is
+    built and compared with the file key by key."""
+    need = family_of(config).state_size(config)
+    have = (len(sd), sum(v.numel() for v in sd.values()))
+    if need.tensors > STATE_SIZE_SLACK * have[0] or need.values > STATE_SIZE_SLACK * have[1]:
+        raise CheckpointError(f"{source}: its configuration ({config.arch}, depths {_shown(list(config.depths))}, "
+                              f"embed_dim {config.embed_dim}) needs {need.tensors:,} tensors of {need.values:,} "
+                              f"values, the file holds {have[0]:,} tensors of {have[1]:,}: not this file's network")
+
+
 #: What to do about a stored configuration that cannot be read.
 REDO_STORED = "convert the original checkpoint again ('mambairv2 convert')"
 

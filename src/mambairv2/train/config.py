@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 
+from ..defaults import MAX_FILTER_SIZE, MAX_WORKERS_PER_CPU, MIN_WORKERS_BOUND, TRAIN_BYTES_PER_PARAM
 from ..errors import ConfigError
 from ..models.checks import show as _show
 
@@ -139,8 +140,21 @@ def _subset(allowed: Tuple[str, ...]) -> Callable[[Any], Optional[str]]:
 
 
 def _kernel_range(v: List[Any]) -> Optional[str]:
-    if len(v) != 2 or not all(isinstance(x, int) and x % 2 == 1 and x >= 3 for x in v) or v[0] > v[1]:
-        return f"expected [smallest, largest] odd kernel sizes ≥ 3, got {_show(v)}"
+    if len(v) != 2 or not all(isinstance(x, int) and x % 2 == 1 and 3 <= x <= MAX_FILTER_SIZE for x in v) \
+            or v[0] > v[1]:
+        return f"expected [smallest, largest] odd kernel sizes from 3 to {MAX_FILTER_SIZE}, got {_show(v)}"
+    return None
+
+
+def max_workers() -> int:
+    """The most data loader processes per rank this machine takes (``data.num_workers``)."""
+    return max(MIN_WORKERS_BOUND, MAX_WORKERS_PER_CPU * (os.cpu_count() or 1))
+
+
+def _workers(v: int) -> Optional[str]:
+    most = max_workers()
+    if v > most:
+        return f"at most {most} on this machine ({MAX_WORKERS_PER_CPU} per CPU core, at least {MIN_WORKERS_BOUND}), got {v}"
     return None
 
 
@@ -184,7 +198,8 @@ def _realsr_fields() -> Dict[str, "Field"]:
                                      check=_subset(RESIZE_MODES)),
         "realsr.gt_usm": Field(True, "sharpen the ground truth (USM): the degradation's input and the pixel / "
                                      "perceptual target"),
-        "realsr.usm_radius": Field(50, "USM: Gaussian size (BasicSR's radius; made odd: 50 → 51)", gt=0),
+        "realsr.usm_radius": Field(50, "USM: Gaussian size (BasicSR's radius; made odd: 50 → 51)", gt=0,
+                                   le=MAX_FILTER_SIZE),
         "realsr.usm_weight": Field(0.5, "USM: weight of the residual", ge=0),
         "realsr.usm_threshold": Field(10.0, "USM: residual threshold (0-255 scale)", ge=0),
         "realsr.dump_every": Field(0, "write the LR/GT of the first batch every N steps to <output>/degraded "
@@ -252,7 +267,7 @@ FIELDS: Dict[str, Field] = {
     "data.batch_size": F(32, "global batch (all ranks and accumulation steps together)", gt=0),
     "data.batch_per_gpu": F(0, "the authors' per-GPU batch (train.accum_steps 0 derives the accumulation "
                                "from it); 0: batch_size / ranks", ge=0),
-    "data.num_workers": F(4, "data loader processes per rank", ge=0),
+    "data.num_workers": F(4, "data loader processes per rank", ge=0, check=_workers),
     "data.cache": F(True, "keep decoded images (and their bicubic LR) in memory"),
     "data.flip": F(True, "random horizontal flips"),
     "data.rot90": F(True, "random 90° rotations"),
@@ -612,6 +627,20 @@ def model_config(cfg: Mapping[str, Any]):
     if cfg["data"]["task"] == "realsr":
         overrides["degradation"] = "realsr"
     return family_of_variant(m["variant"]).variant_config(m["variant"], m["scale"], **overrides)
+
+
+def check_model_memory(config: Any, device: Any = "cpu") -> None:
+    """Refuses, before it is built, a network whose training state (weights, gradients, Adam's
+    moments, the EMA copy) exceeds the memory usable on ``device``: counted from ``config``."""
+    from ..models.registry import family_of
+    from ..utils.memory import usable_memory_bytes
+
+    values = family_of(config).state_size(config).values
+    need, have = values * TRAIN_BYTES_PER_PARAM, usable_memory_bytes(device)
+    if need > have:
+        raise ConfigError(f"model.overrides: this network has {values:,} parameters; training them needs "
+                          f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:.1f} GiB usable here "
+                          "(choose a smaller embed_dim or depths)")
 
 
 def task_of(cfg: Mapping[str, Any]) -> str:

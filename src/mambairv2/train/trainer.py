@@ -43,7 +43,7 @@ from .checkpointing import (
     state_path,
 )
 from ..protocol.task import TaskSpec
-from .config import ConfigError, accumulation, as_list, dump_config, model_config, task_of
+from .config import ConfigError, accumulation, as_list, check_model_memory, dump_config, model_config, task_of
 from .data import (
     DataError,
     InfiniteBatchSampler,
@@ -225,6 +225,7 @@ class Trainer:
         # model (same initialisation on every rank), then per-rank RNG streams
         seed_everything(cfg["seed"])
         config = model_config(cfg)
+        check_model_memory(config, self.device)
         self.model = family_of(config).build(config).to(self.device)
         m = cfg["model"]
         if m["init_from"] and self.resume_from is None:

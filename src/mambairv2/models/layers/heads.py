@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import sizes as S
+
 Tensor = torch.Tensor
 NUM_FEAT = 64
 
@@ -88,6 +90,25 @@ def _forward_residual(net: nn.Module, feat: Tensor, x_in: Tensor) -> Tensor:
     return x_in + net.conv_last(feat)
 
 
+# -- size: the state dict's tensors and values, counted without building ------------------------
+def _size_pixelshuffle(embed_dim: int, out_ch: int, scale: int) -> S.Size:
+    steps = [S.conv(NUM_FEAT, 9 * NUM_FEAT, 3)] if scale == 3 else \
+        [S.conv(NUM_FEAT, 4 * NUM_FEAT, 3)] * max(int(scale).bit_length() - 1, 0)
+    return sum(steps, S.conv(embed_dim, NUM_FEAT, 3)) + S.conv(NUM_FEAT, out_ch, 3)
+
+
+def _size_direct(embed_dim: int, out_ch: int, scale: int) -> S.Size:
+    return S.conv(embed_dim, scale * scale * out_ch, 3)
+
+
+def _size_nearest(embed_dim: int, out_ch: int, scale: int) -> S.Size:
+    return S.conv(embed_dim, NUM_FEAT, 3) + S.conv(NUM_FEAT, NUM_FEAT, 3).times(3) + S.conv(NUM_FEAT, out_ch, 3)
+
+
+def _size_residual(embed_dim: int, out_ch: int, scale: int) -> S.Size:
+    return S.conv(embed_dim, out_ch, 3)
+
+
 # -- detection: the scale, where a state dict holds this head ----------------------------------
 StateDict = Mapping[str, Tensor]
 
@@ -124,16 +145,18 @@ class Head(NamedTuple):
     forward: Callable[[nn.Module, Tensor, Tensor], Tensor]  #: (net, feat, x_in) → image
     detect: Callable[[StateDict, int], Optional[int]]  #: (state dict, in_chans) → scale or None
     prefixes: Tuple[str, ...]  #: state-dict key prefixes of its parameters
+    size: Callable[[int, int, int], S.Size]  #: (embed_dim, out_ch, scale) → its tensors and values
 
 
 #: upsampler name (the released ``upsampler`` option) → head
 HEADS: Dict[str, Head] = {
     "pixelshuffle": Head(_build_pixelshuffle, _forward_pixelshuffle, _detect_pixelshuffle,
-                         ("conv_before_upsample.", "upsample.", "conv_last.")),
-    "pixelshuffledirect": Head(_build_direct, _forward_direct, _detect_direct, ("upsample.",)),
+                         ("conv_before_upsample.", "upsample.", "conv_last."), _size_pixelshuffle),
+    "pixelshuffledirect": Head(_build_direct, _forward_direct, _detect_direct, ("upsample.",), _size_direct),
     "nearest+conv": Head(_build_nearest, _forward_nearest, _detect_nearest,
-                         ("conv_before_upsample.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last.")),
-    "": Head(_build_residual, _forward_residual, _detect_residual, ("conv_last.",)),
+                         ("conv_before_upsample.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last."),
+                         _size_nearest),
+    "": Head(_build_residual, _forward_residual, _detect_residual, ("conv_last.",), _size_residual),
 }
 
 #: every head's key prefixes (a warm start across scales re-initialises these)
