@@ -235,6 +235,15 @@ def test_info_models_escapes_the_names_of_downloads_json(tmp_path, monkeypatch, 
     assert max(len(line) for line in lines) < 200
     assert any(line.startswith("evil\\nfake_row") for line in lines), out
 
+    # the same records as 'download --list' shows them when the hub cannot be asked
+    def unreachable(*args, **kwargs):
+        raise hub.HubError("offline")
+
+    monkeypatch.setattr(hub, "list_remote", unreachable)
+    rc, out, _ = _run(["download", "--list"], capsys)
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) == 3 and "\x1b" not in out and max(len(line) for line in lines) < 200, out
+
 
 def test_the_unknown_name_error_is_bounded(tmp_path, monkeypatch, capsys):
     _records(tmp_path, monkeypatch, [f"name_{i:05d}\x1b[2J" for i in range(5000)])
