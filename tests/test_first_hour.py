@@ -75,7 +75,7 @@ def test_bench_prints_a_table_and_json_only_when_asked(tmp_path):
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert "GFLOP/s" in r.stdout and "{" not in r.stdout and len(r.stdout.splitlines()) <= 4, r.stdout
-    assert r.stdout.startswith("light x4"), r.stdout
+    assert r.stdout.startswith("light (variant, random weights) x4"), r.stdout
     r = cli(*args, "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0 and "{" not in r.stdout
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["size"] == 8

@@ -10,7 +10,7 @@ from typing import List
 
 from ..defaults import DEFAULT_VARIANT_SCALE
 from .errors import CLIError, parse_size
-from .model_option import add_model_option, resolve_model
+from .model_option import add_model_option, load_model_arg, resolve_model
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -91,7 +91,7 @@ def run_complexity(args: argparse.Namespace) -> int:
         raise CLIError("--batch must be positive")
     c = config_complexity(config, size, batch=args.batch)
     (h, w), (ph, pw), (oh, ow) = c.input_size, c.padded_size, c.output_size
-    print(f"{args.model} x{scale}: input {w}x{h} (padded {pw}x{ph}) -> output {ow}x{oh}, batch {args.batch}")
+    print(f"{ref.label} x{scale}: input {w}x{h} (padded {pw}x{ph}) -> output {ow}x{oh}, batch {args.batch}")
     print(format_table(c))
     print(f"\nparams {c.params:,}   MACs as the paper counts {c.macs_paper / 1e9:.2f} G   "
           f"all {c.macs_all / 1e9:.2f} G")
@@ -178,19 +178,13 @@ def _load(args):
     """(model, [image tensors 1×C×H×W]) for a figure command."""
     import torch
 
-    from ..analysis.inputs import load_images, load_weights
+    from ..analysis.inputs import load_images
+    from ..models import set_routing
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..models.checkpoint import CheckpointError
-
-    resolve_model(args)  # unknown names: one line naming the option
-    try:
-        model = load_weights(args.model)
-    except CheckpointError as exc:
-        raise CLIError(f"--model {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"--model {args.model}: {exc}") from None
+    _, model = load_model_arg(args)  # unknown names and unloadable files: one line naming the option
+    set_routing(model, "argmax")
     images = load_images(args.image, model.config.in_chans, args.crop)  # unreadable: one-line error
     return model, images
 

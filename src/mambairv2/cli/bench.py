@@ -94,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype)
     if device.type == "cpu" and dtype != torch.float32:
         print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
-    model = _model(args, device)
+    ref, model = _model(args, device)
     runner = torch.compile(model) if args.compile else model
     from ..analysis import measure as bench
 
     sgemm = bench.sgemm_gflops(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{args.model} x{model.config.upscale}  params {params:,}  device {device}  threads "
+    print(f"{ref.label} x{model.config.upscale}  params {params:,}  device {device}  threads "
           f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s")
     results = [_measure_size(args, model, runner, size, device, dtype, sgemm, compare) for size in sizes]
     report = {
@@ -134,8 +134,8 @@ def _check_args(args: argparse.Namespace) -> Tuple[List[int], List[str]]:
 def _model(args: argparse.Namespace, device):
     from ..models import set_routing
 
-    _, model = load_model_arg(args, device, variants=True, scale=args.scale)
-    return set_routing(model, "argmax").train(args.train)
+    ref, model = load_model_arg(args, device, variants=True, scale=args.scale)
+    return ref, set_routing(model, "argmax").train(args.train)
 
 
 def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, compare: List[str]) -> Dict:

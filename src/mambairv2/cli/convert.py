@@ -59,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CLIError(f"{out}: cannot write ({exc.strerror or exc})") from None
     info = describe(model)
-    print(f"wrote {out}: {info.label}, {info.arch}, {info.in_chans}-channel input, "
+    print(f"wrote {out}: {info.label} from {ref.label}, {info.arch}, {info.in_chans}-channel input, "
           f"{info.params:,} parameters, {args.dtype}", file=sys.stderr)
     return 0

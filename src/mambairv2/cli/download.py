@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..utils.text import brief
 from .errors import CLIError
 
 
@@ -56,7 +57,8 @@ def _list(hub, repo: str, revision) -> None:
             raise CLIError(f"{exc}; no verified downloads either", code=1) from None
         print(f"({exc}; showing the verified downloads)", file=sys.stderr)
         for name, rec in sorted(records.items()):
-            print(f"{name}\t{rec.get('variant')} x{rec.get('scale')} {rec.get('task')}\t(downloaded)")
+            print(f"{brief(name)}\t{brief(rec.get('variant'), 20)} x{brief(rec.get('scale'), 4)} "
+                  f"{brief(rec.get('task'), 10)}\t(downloaded)")  # from downloads.json: escaped, cut
         return
     for name, repo_file in names.items():
         mark = "\t(downloaded)" if name in records else ""

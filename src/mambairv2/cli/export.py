@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         image = None
     started = time.perf_counter()
-    print(f"exporting {describe(model).label} ({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, "
-          f"{args.dtype}) …", file=sys.stderr)
+    print(f"exporting {describe(model).label} from {ref.label} "
+          f"({'dynamic H×W' if args.dynamic else f'{size[0]}×{size[1]}'}, {args.dtype}) …", file=sys.stderr)
     ox.export_onnx(model, out, opset=args.opset or ox.DEFAULT_OPSET, dynamic=args.dynamic, dtype=dtype,
                    sample_size=ox.TRACE_SIZE if args.dynamic else size)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..utils.text import brief, printable
 from .errors import CLIError
 from .model_option import KINDS_HELP, load_model_arg
 
@@ -39,6 +40,8 @@ def describe(args: argparse.Namespace) -> dict:
     ref, model = load_model_arg(args, variants=True)
     info = describe_model(model)
     return {
+        "model": ref.label,
+        "kind": ref.kind,
         "file": str(ref.path) if ref.path else ref.label,
         "family": info.family,
         "arch": info.arch,
@@ -98,12 +101,15 @@ def variants() -> list:
 
 
 def _print_models(rows: list) -> None:
+    """The table of :func:`~mambairv2.models.list_models`; every cell escaped and cut, since the
+    downloaded rows come from ``downloads.json``, a file anyone may have edited."""
     from ..models.degradation import task_name
 
     print(f"{'name':<28} {'family':<10} {'task':<22} {'scales':<8} source")
     for r in rows:
-        task = task_name(r["task"]) if r["task"] else "?"
-        print(f"{r['name']:<28} {r['family']:<10} {task:<22} {','.join(map(str, r['scales'])):<8} {r['source']}")
+        task = brief(task_name(r["task"]) if isinstance(r["task"], str) else r["task"] or "?", 22)
+        scales = brief(",".join(map(str, r["scales"])), 8)
+        print(f"{brief(r['name']):<28} {brief(r['family'], 10):<10} {task:<22} {scales:<8} {r['source']}")
 
 
 def _print_variants(rows: list) -> None:
@@ -143,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    print(f"file:     {d['file']}")
+    print(printable(f"model:    {d['model']}"))
+    if d["kind"] != "variant":
+        print(printable(f"file:     {d['file']}"))
     print(f"family:   {d['family']}")
     print(f"arch:     {d['arch']}")
     print(f"variant:  {d['variant']}")

@@ -1,14 +1,25 @@
 """The one model option every command that takes a model shares: ``--model NAME`` (aliases
-``--weights`` and ``--variant``), resolved by :func:`mambairv2.models.resolve`."""
+``--weights`` and ``--variant``), resolved by :func:`mambairv2.models.resolve` (whose rule
+tells a catalogue name from a file in the current folder)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Optional, Tuple
 
+from ..utils.text import printable
 from .errors import CLIError
 
-KINDS_HELP = ("a checkpoint file (.pth/.safetensors), a bundled model (default), a downloaded "
-              "authors' checkpoint name")
+KINDS_HELP = ("a checkpoint file (.pth/.safetensors; ./NAME for a file whose name is also a model "
+              "name), a bundled model (default), a downloaded authors' checkpoint name")
+
+
+class _Given(argparse.Action):
+    """Stores ``--model NAME`` and records that the user gave it (the default is no one's choice)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.model_given = True
 
 
 def add_model_option(p: argparse.ArgumentParser, default: Optional[str] = "default",
@@ -18,20 +29,30 @@ def add_model_option(p: argparse.ArgumentParser, default: Optional[str] = "defau
                           if variants else "")
     default_text = f" (default: {default})" if default else ""
     p.add_argument("--model", "--weights", "--variant", dest="model", default=default, metavar="NAME",
-                   help=f"{kinds}{default_text}{extra}; 'mambairv2 info --models' lists them")
+                   action=_Given, help=f"{kinds}{default_text}{extra}; 'mambairv2 info --models' lists them")
+    p.set_defaults(model_given=False)
 
 
 def resolve_model(args: argparse.Namespace, variants: bool = False):
-    """The :class:`~mambairv2.models.catalog.ModelRef` of ``args.model``."""
+    """The :class:`~mambairv2.models.catalog.ModelRef` of ``args.model``, resolved once per
+    command: the first call prints the catalogue's note (stderr, one line) when a name the user
+    typed is also a file or folder in the current folder."""
     from ..models import resolve
     from ..models.checkpoint import CheckpointError
 
     if not args.model:
         raise CLIError("no model given: pass --model NAME ('mambairv2 info --models' lists them)")
+    done = getattr(args, "model_ref", None)
+    if done is not None and done[:2] == (args.model, variants):
+        return done[2]
     try:
-        return resolve(args.model, variants=variants)
+        ref = resolve(args.model, variants=variants)
     except CheckpointError as exc:
         raise CLIError(f"{_named(args)} {exc}") from None
+    if ref.note and getattr(args, "model_given", True):
+        print(printable(f"note: {ref.note}"), file=sys.stderr)
+    args.model_ref = (args.model, variants, ref)
+    return ref
 
 
 def load_model_arg(args: argparse.Namespace, device: Any = "cpu", dtype: Any = None,

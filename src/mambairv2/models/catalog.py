@@ -1,14 +1,22 @@
 """Every name a user can type for a model, resolved in one place.
 
-A model is named by, in this order of precedence:
+A model is named by one of four kinds of name:
 
-1. a checkpoint file (``.pth`` or ``.safetensors``; the configuration is read from the tensors);
-2. a model bundled with the package (``default``: this project's MambaIRv2-Light x4; every file
-   in ``mambairv2/weights/`` also by its stem);
-3. a paper variant (``light``, ``base``, ``mambair-light``, …): a freshly initialised network,
-   where random weights make sense (benchmarks, complexity, export tests);
-4. an authors' checkpoint name already fetched with ``mambairv2 download NAME`` (read from the
-   local cache only; nothing is downloaded here).
+* ``file``: a checkpoint file (``.pth`` or ``.safetensors``; the configuration is read from the
+  tensors);
+* ``bundled``: a model bundled with the package (``default``: this project's MambaIRv2-Light x4;
+  every file in ``mambairv2/weights/`` also by its stem);
+* ``variant``: a paper variant (``light``, ``base``, ``mambair-light``, …): a freshly
+  initialised network, where random weights make sense (benchmarks, complexity, export tests);
+* ``downloaded``: an authors' checkpoint name already fetched with ``mambairv2 download NAME``
+  (read from the local cache only; nothing is downloaded here).
+
+One rule tells them apart, wherever the command runs: a name with a path separator
+(``./default``, ``dir/x.pth``, an absolute path), a checkpoint extension (``x.pth``) or given as a
+:class:`~pathlib.Path` is a file;
+a bare word is a catalogue name (bundled, then variant, then downloaded) even when a file of that
+name lies in the current folder (the :class:`ModelRef` then carries a one-line ``note`` saying how
+to name the file); any other bare word is a file in the current folder.
 
 :func:`resolve` turns a name into a :class:`ModelRef`, :func:`load_model` loads it and
 :func:`list_models` lists what exists. The module imports no torch until a model is loaded or
@@ -18,12 +26,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from ..errors import CheckpointError
+from ..utils.text import brief, printable
 
 if TYPE_CHECKING:
     import torch
@@ -32,28 +43,29 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Aliases: name → file stem in ``weights/``. Every file is also usable by its own stem.
 ALIASES: Dict[str, str] = {"default": "light_x4"}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".bin")
-#: the kinds of :class:`ModelRef`, in order of precedence
-KINDS = ("file", "bundled", "variant", "authors")
+#: the kinds of :class:`ModelRef`
+KINDS = ("file", "bundled", "variant", "downloaded")
+#: downloaded names an unknown-name error lists at most
+LISTED_DOWNLOADS = 10
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved model name: ``kind`` is ``file``, ``bundled``, ``variant`` or ``authors``."""
+    """A resolved model name: ``kind`` is ``file``, ``bundled``, ``variant`` or ``downloaded``;
+    ``note`` (one line) says how to name a file of the same name in the current folder."""
 
     spec: str
     kind: str
     path: Optional[Path] = None
     variant: Optional[str] = None
+    note: Optional[str] = None
 
     @property
     def label(self) -> str:
-        """How messages and reports name it: the file, ``default (bundled)``, ``light (random
-        weights)`` or the authors' name."""
-        if self.kind == "bundled":
-            return f"{self.spec} (bundled)"
-        if self.kind == "variant":
-            return f"{self.spec} (random weights)"
-        return str(self.path) if self.kind == "file" else self.spec
+        """How messages and reports name it, with its kind: ``x.pth (file)``, ``default
+        (bundled)``, ``light (variant, random weights)`` or ``NAME (downloaded)``."""
+        name = printable(self.spec)
+        return f"{name} ({'variant, random weights' if self.kind == 'variant' else self.kind})"
 
     def config(self, scale: int = 4) -> Any:
         """The network configuration, without building the network (a variant's at ``scale``)."""
@@ -113,38 +125,78 @@ def _variant_names() -> List[str]:
     return list(MODEL_NAMES)
 
 
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or spec.lower().endswith(CHECKPOINT_SUFFIXES)
+def _looks_like_path(text: str) -> bool:
+    """A name that can only mean a file: a path separator, or a checkpoint extension."""
+    return (os.sep in text or "/" in text or os.path.isabs(text)
+            or text.lower().endswith(CHECKPOINT_SUFFIXES))
 
 
-def resolve(spec: Union[str, "os.PathLike[str]"], variants: bool = True) -> ModelRef:
-    """The model meant by ``spec`` (see the module's docstring for the precedence).
+def _in_folder(text: str) -> Optional[str]:
+    """``file`` or ``folder`` when the current folder holds an entry named ``text``, else None."""
+    try:
+        path = Path(text)
+        return ("folder" if path.is_dir() else "file") if path.exists() else None
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such entry
+        return None
 
-    Args:
-        spec: a file, a bundled name, a variant name or a downloaded authors' checkpoint name.
-        variants: whether variant names (random weights) are accepted here.
-    Raises:
-        CheckpointError: one line saying what ``spec`` is not and what exists.
-    """
-    text = os.fspath(spec)
-    path = Path(text).expanduser()
-    if text and path.exists():
-        if path.is_dir():
-            raise CheckpointError(f"{text}: is a folder, not a checkpoint file")
-        return ModelRef(text, "file", path=path)
-    bundled = bundled_models()
+
+def _file(text: str, path: Path) -> ModelRef:
+    """The checkpoint file ``path`` (as the user wrote it: ``text``); one-line error when there is none."""
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointError(f"{text}: no such file") from None
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise CheckpointError(f"{brief(text)}: no such file ({exc.strerror or exc})") from None
+    except ValueError:
+        raise CheckpointError(f"{text}: not a valid file name") from None
+    if is_dir:
+        raise CheckpointError(f"{text}: is a folder, not a checkpoint file")
+    return ModelRef(text, "file", path=path.absolute())  # messages then never name a bare word
+
+
+def _catalogued(text: str, variants: bool, bundled: Dict[str, Path]) -> Optional[ModelRef]:
+    """The bundled model, variant or downloaded checkpoint named ``text``, or None."""
     if text in bundled:
         return ModelRef(text, "bundled", path=bundled[text])
     if text in _variant_names():
         if not variants:
             raise CheckpointError(f"{text}: is a variant name (random weights), which this command cannot "
-                                  "use; give a checkpoint file, a bundled model or a downloaded authors' name")
+                                  "use; give a checkpoint file, a bundled model or a downloaded authors' name"
+                                  + (f" (for the file in this folder: ./{text})"
+                                     if _in_folder(text) == "file" else ""))
         return ModelRef(text, "variant", variant=text)
-    if _looks_like_path(text):
-        raise CheckpointError(f"{text}: no such file")
     cached = _authors_checkpoint(text)
-    if cached is not None:
-        return ModelRef(text, "authors", path=cached)
+    return ModelRef(text, "downloaded", path=cached) if cached is not None else None
+
+
+def resolve(spec: Union[str, "os.PathLike[str]"], variants: bool = True) -> ModelRef:
+    """The model meant by ``spec`` (the rule is in the module's docstring).
+
+    Args:
+        spec: a file (any :class:`~pathlib.Path`), a bundled name, a variant name or a downloaded
+            authors' checkpoint name.
+        variants: whether variant names (random weights) are accepted here.
+    Raises:
+        CheckpointError: one line saying what ``spec`` is not and what exists.
+    """
+    text = os.fspath(spec)
+    if not text:
+        raise CheckpointError("no model given")
+    if not isinstance(spec, str) or _looks_like_path(text):  # a Path object is a file too
+        return _file(text, Path(text).expanduser())
+    bundled = bundled_models()
+    ref = _catalogued(text, variants, bundled)
+    entry = _in_folder(text)
+    if ref is not None:
+        if entry is None:
+            return ref
+        what = {"bundled": "the bundled model", "variant": "the variant (random weights)",
+                "downloaded": "the downloaded authors' checkpoint"}[ref.kind]
+        return replace(ref, note=f"'{text}' is {what}, not the {entry} ./{text} in this folder"
+                                 + ("; give ./" + text + " for the file" if entry == "file" else ""))
+    if entry is not None:
+        return _file(text, Path(text))
     raise CheckpointError(_unknown(text, bundled, variants))
 
 
@@ -161,9 +213,13 @@ def _unknown(text: str, bundled: Dict[str, Path], variants: bool) -> str:
     kinds = ["a file", f"a bundled model ({', '.join(bundled) or 'none installed'})"]
     if variants:
         kinds.append(f"a variant ({', '.join(_variant_names())})")
+    downloaded = _downloaded()
+    shown = ", ".join(brief(name, 40) for name in downloaded[:LISTED_DOWNLOADS])
+    if len(downloaded) > LISTED_DOWNLOADS:
+        shown += f" and {len(downloaded) - LISTED_DOWNLOADS:,} more ('mambairv2 info --models' lists them)"
     kinds.append("an authors' checkpoint downloaded with 'mambairv2 download NAME' "
-                 f"({', '.join(_downloaded()) or 'none yet'}; 'mambairv2 download --list' shows them)")
-    return (f"unknown model {text!r}: not " + ", ".join(kinds[:-1]) + " nor " + kinds[-1]
+                 f"({shown or 'none yet'}; 'mambairv2 download --list' shows them)")
+    return (f"unknown model '{brief(text)}': not " + ", ".join(kinds[:-1]) + " nor " + kinds[-1]
             + "; the authors publish their checkpoints at github.com/csguoh/MambaIR")
 
 
@@ -178,14 +234,19 @@ def _downloaded() -> List[str]:
 
 def load_model(spec: Union[str, "os.PathLike[str]"], device: Union[str, "torch.device"] = "cpu",
                dtype: Optional["torch.dtype"] = None) -> "torch.nn.Module":
-    """Loads the model a checkpoint file, bundled name or downloaded authors' name means,
-    strictly, in eval mode (configuration read from the tensors). Variant names are refused:
-    use :func:`~mambairv2.models.registry.create_model` for fresh networks.
+    """Loads the model a checkpoint file, bundled name or downloaded authors' name means
+    (:func:`resolve`'s rule), strictly, in eval mode (configuration read from the tensors).
+    Variant names are refused: use :func:`~mambairv2.models.registry.create_model` for fresh
+    networks. A bare name that is also a file in the current folder loads the catalogue's model
+    and warns (``UserWarning``) how to name the file.
 
     Raises:
         CheckpointError: unknown name, or a file that is not a loadable checkpoint (one line).
     """
-    return resolve(spec, variants=False).load(device=device, dtype=dtype)
+    ref = resolve(spec, variants=False)
+    if ref.note:
+        warnings.warn(ref.note, stacklevel=2)
+    return ref.load(device=device, dtype=dtype)
 
 
 # -- listing -------------------------------------------------------------------------------------

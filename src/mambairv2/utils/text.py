@@ -19,3 +19,10 @@ def printable(text: object) -> str:
     """``str(text)`` with every control character written as ``\\n``, ``\\r``, ``\\t``,
     ``\\xNN`` or ``\\uNNNN``: always one line, the rest of the text unchanged."""
     return _CONTROL.sub(_escape, str(text))
+
+
+def brief(text: object, limit: int = 80) -> str:
+    """:func:`printable` ``text``, cut to ``limit`` characters (``…`` marking the cut): a name
+    from a file the user did not write, shown inside a message or a table row."""
+    shown = printable(text)
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
