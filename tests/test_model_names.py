@@ -107,14 +107,14 @@ def test_bench(here, capsys, monkeypatch):
 
     monkeypatch.setattr(measure, "sgemm_gflops", lambda device: 1.0)  # a matmul roofline: seconds, beside the point
     common = ["--size", "8", "--repeats", "1", "--warmup", "0", "--scale", "2"]
-    rc, _, err = _run(["bench", *common], capsys)  # no --model: the variant, whatever ./light is
-    assert rc == 0 and "light (variant, random weights) x2" in err and not _notes(err), err
-    rc, _, err = _run(["bench", "--model", "light", *common], capsys)
+    rc, out, err = _run(["bench", *common], capsys)  # no --model: the variant, whatever ./light is
+    assert rc == 0 and "light (variant, random weights) x2" in out and not _notes(err), (out, err)
+    rc, out, err = _run(["bench", "--model", "light", *common], capsys)
     _check_bare(rc, err, "light", here)
-    assert "light (variant, random weights) x2" in err, err
-    rc, _, err = _run(["bench", "--model", "./light", *common], capsys)
+    assert "light (variant, random weights) x2" in out, out
+    rc, out, err = _run(["bench", "--model", "./light", *common], capsys)
     if _check_file(rc, err, here):
-        assert "./light (file) x2" in err, err
+        assert "./light (file) x2" in out, out
 
 
 def test_analyze(here, capsys):
