@@ -480,6 +480,8 @@ def _check_value(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
     elif isinstance(default, str):
+        if isinstance(value, bool) and {"on", "off"} <= set(f.choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on / off (and yes / no) as a boolean
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     elif isinstance(default, list):
