@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List
 
 from .errors import CLIError, parse_size
-from .model_option import add_model_option, resolve_model
+from .model_option import add_model_option, model_files, resolve_model
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -62,7 +62,8 @@ def _check_out(path: str, option: str, args: argparse.Namespace, inputs=(), suff
     from ..utils.outputs import OutputError, check_output
 
     try:
-        check_output(path, option, inputs=inputs, overwrite=args.overwrite, suffixes=suffixes)
+        check_output(path, option, inputs=[*inputs, *model_files(args)], overwrite=args.overwrite,
+                     suffixes=suffixes)
     except OutputError as exc:
         raise CLIError(str(exc)) from None
 

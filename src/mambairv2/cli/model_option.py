@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Tuple
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
 from .errors import CLIError
 
@@ -19,6 +21,13 @@ def add_model_option(p: argparse.ArgumentParser, default: Optional[str] = "defau
     default_text = f" (default: {default})" if default else ""
     p.add_argument("--model", "--weights", "--variant", dest="model", default=default, metavar="NAME",
                    help=f"{kinds}{default_text}{extra}; 'mambairv2 info --models' lists them")
+
+
+def model_files(args: argparse.Namespace) -> List[Path]:
+    """The file ``--model`` names, when it names one: an input of the command, so never one of
+    its outputs (the output policy's ``inputs``)."""
+    model = getattr(args, "model", None)
+    return [Path(model)] if model and os.path.lexists(model) else []
 
 
 def resolve_model(args: argparse.Namespace, variants: bool = False):
