@@ -59,15 +59,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _seeds(text: str) -> List[int]:
+    from ..train.ablation import seeds_problem
+
     try:
         if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n < 1:
+                raise CLIError("--seeds: at least one seed")
+            seeds = list(range(n))
     except ValueError:
         raise CLIError(f"--seeds: expected a count or a comma-separated list, got {text!r}") from None
-    if n < 1:
-        raise CLIError("--seeds: at least one seed")
-    return list(range(n))
+    problem = seeds_problem(seeds)
+    if problem:
+        raise CLIError(f"--seeds: {problem}")
+    return seeds
 
 
 def _write(path: str, text: str, overwrite: bool) -> None:
