@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from _train_tiny import TINY_MODEL, cli_env
 
@@ -24,9 +24,11 @@ TINY_TRAIN: List[str] = [
 ]
 
 
-def mambairv2(*args: str, cwd: Path, expect: int = 0, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``python -m mambairv2 ARGS`` in ``cwd``; asserts its exit status."""
-    proc = subprocess.run([sys.executable, "-m", "mambairv2", *args], cwd=cwd, env=cli_env(),
+def mambairv2(*args: str, cwd: Path, expect: int = 0, timeout: float = 300,
+              env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs ``python -m mambairv2 ARGS`` in ``cwd`` (environment ``env``, default
+    :func:`cli_env`); asserts its exit status."""
+    proc = subprocess.run([sys.executable, "-m", "mambairv2", *args], cwd=cwd, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == expect, (args, proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc
