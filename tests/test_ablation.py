@@ -201,6 +201,28 @@ def test_a_tiny_run_writes_one_row_per_table_row(tmp_path, monkeypatch):
     assert (row / "train" / "log.csv").is_file()
     assert main(args + ["--overwrite"]) == 0
     assert (row / "model.safetensors").is_file()
+    # an empty record (a crash while it was written) is no trained row: trained again, rewritten
+    (row / "trained.json").write_text("")
+    assert main(args + ["--overwrite"]) == 0
+    assert json.loads((row / "trained.json").read_text())["steps"] == 1
+
+
+@pytest.mark.parametrize("seeds, needle", [("0,0,0", "seed 0 is given more than once"), (",", "at least one seed"),
+                                           ("-1,-2", "seeds are integers ≥ 0, got -1"), ("0", "at least one seed"),
+                                           ("1,x", "expected a count or a comma-separated list")])
+def test_seeds_that_are_not_distinct_samples_are_one_line_errors(tmp_path, capsys, seeds, needle):
+    """``--seeds 0,0,0`` was one training counted as n=3 (a "resolved" row from one sample)."""
+    from mambairv2.cli.main import main
+    from mambairv2.train import ablation as A
+
+    absent = str(tmp_path / "absent")  # without the seeds check: a quick error about this set, not a training
+    code = main(["ablate", "table1", f"--seeds={seeds}", "--steps", "1", "--sets", absent,
+                 "--output-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --seeds: ") and needle in err and "\n" not in err, err
+    assert not (tmp_path / "runs" / "runs").exists()  # nothing trained
+    with pytest.raises(A.AblationError, match="given more than once"):
+        A.run_table("table1", A.Budget(config="x", overrides=(), steps=1, seeds=(3, 3), sets=(absent,)), tmp_path)
 
 
 def test_paired_difference_uses_students_t():

@@ -42,6 +42,10 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
     assert result.stderr.strip() == f"error: --weights-dir {tmp_path / 'missing'}: no such folder"
     result = mambairv2("app", "--max-pixels", "0")
     assert result.returncode == 2 and "must be positive" in result.stderr
+    for value in ("nan", "inf"):  # nan passed "<= 0" and ended in an internal error
+        result = mambairv2("app", "--max-upload-mb", value)
+        assert result.returncode == 2 and "must be a finite number" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "internal error" not in result.stderr
 
 
 def read_until(proc, sel, text: str, seen: list, deadline: float) -> str:

@@ -136,6 +136,29 @@ def test_tiles_report_progress_through_tqdm(tmp_path, capsys):
         restore_upload(model, image, "t.png", tmp_path, Options(tile=16))
 
 
+@pytest.mark.parametrize("name", ["light", "mambair-light"])
+def test_every_tile_the_slider_offers_is_one_the_model_takes(tmp_path, name):
+    """The slider offered 16 and 32, which the default 32-px overlap then refused: a tile below
+    the model's smallest is raised to it, and the status says so."""
+    from mambairv2.app.jobs import page_tile
+    from mambairv2.app.page import TILE_SLIDER
+    from mambairv2.defaults import DEFAULT_TILE_OVERLAP
+    from mambairv2.inference.api import check_tile
+
+    model = tiny(2, name) if name == "light" else mambairv2.create_model(name, scale=2).eval()
+    low, high, step = TILE_SLIDER
+    assert page_tile(model, low) == ("auto", None)
+    for value in range(low + step, high + 1, step):
+        tile, note = page_tile(model, value)
+        check_tile(tile, DEFAULT_TILE_OVERLAP, getattr(model.config, "window_size", 1))  # raises if refused
+        assert (note is None) == (tile == value), (value, tile, note)
+    tile, note = page_tile(model, 16)
+    assert "raised to" in note and str(tile) in note
+    if name == "light":  # and the restore itself takes it
+        image = read_upload(png_file(tmp_path / "t.png", np.zeros((40, 40, 3), np.uint8)), "t.png", Limits())
+        assert restore_upload(model, image, "t.png", tmp_path, Options(tile=tile)).after.size == (80, 80)
+
+
 def test_simulated_sr_is_scored_with_the_protocol_and_beats_bicubic(tmp_path):
     from mambairv2.models.catalog import bundled_models
     from mambairv2.protocol import metrics

@@ -150,6 +150,31 @@ def test_an_input_is_never_written_over(files, capsys, key, how, tmp_path):
     assert "input" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("key", [k for k in sorted(SUFFIX) if k[0].split()[0] in ("restore", "evaluate", "bench", "analyze")])
+def test_the_model_file_is_never_written_over(files, capsys, key, tmp_path):
+    """The model file is an input too: a --json or -o naming it (its name given the output's
+    suffix, so that only the policy refuses) is refused even with --overwrite."""
+    victim = tmp_path / f"model{SUFFIX[key]}"
+    victim.write_bytes(files["weights"].read_bytes())
+    argv = [a for a in _args(files)[key](str(victim))]
+    if "--model" in argv:
+        argv[argv.index("--model") + 1] = str(victim)
+    else:
+        argv += ["--model", str(victim)]
+    rc, err = run(argv + ["--overwrite"], capsys)
+    assert rc == 2 and victim.read_bytes() == files["weights"].read_bytes(), err
+    assert "input" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_restore_never_writes_an_image_over_the_model_file(files, capsys, tmp_path):
+    """``restore a.png -o DIR --model DIR/a.png``: the planned output is the model file."""
+    victim = tmp_path / "a.png"
+    victim.write_bytes(files["weights"].read_bytes())
+    rc, err = run(["restore", str(files["image"]), "-o", str(tmp_path), "--model", str(victim), "--overwrite"], capsys)
+    assert rc != 0 and victim.read_bytes() == files["weights"].read_bytes(), err
+    assert "would replace the model file" in err, err
+
+
 def test_evaluate_save_dir_never_writes_over_the_ground_truth(files, capsys, monkeypatch):
     monkeypatch.chdir(files["hr"])
     before = files["image"].read_bytes()

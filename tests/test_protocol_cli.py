@@ -83,6 +83,23 @@ def test_degrade_sr_writes_lr_files_and_skips_non_images(tmp_path, capsys):
     assert (out / "im0x2.png").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("task", [["--task", "sr", "--scale", "2"], ["--task", "realsr", "--scale", "2"],
+                                  ["--task", "jpeg", "--quality", "20"]])
+def test_degrade_refuses_two_images_with_one_output_name(tmp_path, capsys, task):
+    """``a.png`` and ``a.jpg`` would both be ``ax2.png``: refused before anything is written,
+    with --overwrite too (it replaced the first in the same run and said "wrote 2")."""
+    from PIL import Image
+
+    hr = tmp_path / "hr"
+    _folder(hr, n=1)
+    px = np.random.default_rng(4).integers(0, 256, (24, 24, 3), np.uint8)
+    Image.fromarray(px).save(hr / "im0.jpg")
+    for extra in ([], ["--overwrite"]):
+        code = main(["degrade", *task, "--hr-dir", str(hr), "--out", str(tmp_path / "lr"), *extra])
+        _one_line_error(capsys, code, "im0.jpg and im0.png would both be written as", "rename one")
+    assert not (tmp_path / "lr").exists() or not list((tmp_path / "lr").iterdir())
+
+
 def test_degrade_corrupt_image_is_skipped_with_a_warning_and_exit_1(tmp_path, capsys):
     _folder(tmp_path / "hr", n=1)
     (tmp_path / "hr" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")

@@ -28,6 +28,16 @@ def test_overrides_are_parsed_as_yaml_and_dotted():
     assert parse_override("val.root=") == ("val.root", None)
 
 
+def test_on_and_off_are_the_documented_words_not_yaml_booleans(tmp_path):
+    for text, word in (("off", "off"), ("on", "on"), ("no", "off"), ("'off'", "off"), ("auto", "auto")):
+        assert build_config({}, [f"train.progress={text}"])["train"]["progress"] == word
+        path = tmp_path / "progress.yaml"
+        path.write_text(f"train:\n  progress: {text}\n", encoding="utf-8")
+        assert load_config(path)["train"]["progress"] == word
+    with pytest.raises(ConfigError, match="train.progress: must be one of"):
+        build_config({}, ["train.progress=maybe"])
+
+
 @pytest.mark.parametrize("data, overrides, message", [
     ({"train": {"lrr": 1}}, [], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
     ({}, ["train.lr=abc"], "train.lr: expected a number"),

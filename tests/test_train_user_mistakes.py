@@ -514,3 +514,24 @@ def test_a_missing_relative_dataset_folder_names_the_current_folder(tmp_path, ca
     monkeypatch.chdir(tmp_path)
     err = _one_line(capsys, ["train", str(cfg), "--set", "data.train_root=nowhere/T91"])
     assert err == f"error: nowhere/T91: no such dataset folder (relative to the current folder {tmp_path})"
+
+
+def test_devices_and_fifos_are_not_called_empty_files(tmp_path, capsys):
+    """A FIFO or /dev/zero (size 0) as a checkpoint, a state to resume, a warm start or a config
+    to show: "not a regular file", never "empty file" (and never read: a FIFO would block)."""
+    cfg = _fast(tmp_path)
+    fifo = tmp_path / "pipe.pth"
+    os.mkfifo(fifo)
+    for special in [fifo] + [Path("/dev/zero")] * Path("/dev/zero").exists():
+        for argv in (["info", str(special)], ["train", str(cfg), "--resume", str(special)],
+                     ["train", str(cfg), "--set", f"model.init_from={special}"],
+                     ["configs", "--show", str(special)]):
+            err = _one_line(capsys, argv)
+            assert "not a regular file" in err and "empty file" not in err, (argv, err)
+
+
+def test_configs_show_of_a_binary_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x03PK\xff\xfe" * 10)
+    assert "not a text file" in _one_line(capsys, ["configs", "--show", str(binary)])
+    assert "not a text file" in _one_line(capsys, ["train", str(binary), "--print-config"])

@@ -8,7 +8,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
 
@@ -131,6 +131,21 @@ def unique_path(folder: Path, stem: str, suffix: str) -> Path:
         path = folder / f"{stem}-{n}{suffix}"
         n += 1
     return path
+
+
+def page_tile(model: "torch.nn.Module", value: Optional[float]) -> Tuple[Union[int, str], Optional[str]]:
+    """The tile the page's slider ``value`` asks of ``model`` (0: ``"auto"``), at least the
+    model's smallest tile, and a note for the status when it was raised to that."""
+    from ..defaults import DEFAULT_TILE_OVERLAP
+    from ..inference.api import smallest_tile
+
+    if not value or value <= 0:
+        return "auto", None
+    smallest = smallest_tile(model)
+    if int(value) >= smallest:
+        return int(value), None
+    return smallest, (f"tile {int(value)} raised to {smallest}, the smallest this model takes with "
+                      f"its {DEFAULT_TILE_OVERLAP}-px tile overlap")
 
 
 def restore_upload(model: "torch.nn.Module", image: ImageData, name: str, out_dir: Path,

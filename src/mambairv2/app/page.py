@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .guard import ClientFiles, Guard, Refused, allowed_hosts, client_of
-from .jobs import Limits, Options, UploadError, decode_upload, restore_upload, simulate_upload
+from .jobs import Limits, Options, UploadError, decode_upload, page_tile, restore_upload, simulate_upload
 from .models import CHECKPOINT_SUFFIXES, ModelStore, devices, dtypes, model_info
 from .settings import Settings
 
@@ -38,6 +38,10 @@ INTRO = """# MambaIRv2 — restore images on this machine
 Super-resolution, denoising and JPEG artifact removal with
 [MambaIRv2](https://arxiv.org/abs/2411.15269) (CVPR 2025). Images stay on this computer:
 the page talks only to the local server that runs the model."""
+
+
+#: the tile slider: minimum, maximum, step (0 = automatic)
+TILE_SLIDER = (0, 1024, 16)
 
 
 def quiet_gradio() -> None:
@@ -133,10 +137,13 @@ class Handlers:
             model = self.store.get(name, device, dtype, owner=client)
         except self.model_errors as exc:
             return (_warn(self.store.without_paths(_one_line(exc), client)), *nothing)
-        options = Options(tile=int(tile) if tile and tile > 0 else "auto", self_ensemble=bool(ensemble),
+        tile_used, note = page_tile(model, tile)
+        options = Options(tile=tile_used, self_ensemble=bool(ensemble),
                           simulate=bool(simulate), sigma=float(sigma), quality=int(quality))
         with self.store.lock(name):
             lines, results = self._each(model, files, options, progress, client)
+        if note:
+            lines.insert(0, note)
         if not results:
             return ("\n\n".join(lines), *nothing)
         first = results[0]
@@ -199,8 +206,9 @@ def _controls(gr: Any, settings: Settings, store: ModelStore) -> Dict[str, Any]:
     gr.Markdown("A `.pth` or `.safetensors` file, read as tensors only (no code in it runs); "
                 "its configuration is detected from the weights.", elem_classes=["hint"])
     with gr.Accordion("Options", open=True):
-        c["tile"] = gr.Slider(0, 1024, value=0, step=16, elem_id="tile", label="Tile size",
-                              info="input pixels per tile; 0 = automatic (whole image when it fits in memory)")
+        c["tile"] = gr.Slider(*TILE_SLIDER, value=0, elem_id="tile", label="Tile size",
+                              info="input pixels per tile; 0 = automatic (whole image when it fits in memory); "
+                                   "below the model's smallest tile (48 for MambaIRv2), the smallest")
         c["ensemble"] = gr.Checkbox(False, label="Self-ensemble (8 flips, 8× slower, a little better)",
                                     elem_id="ensemble")
         with gr.Row():

@@ -60,17 +60,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _seeds(text: str) -> List[int]:
+    from ..train.ablation import seeds_problem
+
     try:
         if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n < 1:
+                raise CLIError("--seeds: at least one seed")
+            if n > MAX_SEEDS:  # before the list is made: a count of 1e9 would fill the memory
+                raise CLIError(f"--seeds: at most {MAX_SEEDS} seeds per row, got {n}")
+            seeds = list(range(n))
     except ValueError:
         raise CLIError(f"--seeds: expected a count or a comma-separated list, got {text!r}") from None
-    if n < 1:
-        raise CLIError("--seeds: at least one seed")
-    if n > MAX_SEEDS:
-        raise CLIError(f"--seeds: at most {MAX_SEEDS} seeds per row, got {n}")
-    return list(range(n))
+    if len(seeds) > MAX_SEEDS:
+        raise CLIError(f"--seeds: at most {MAX_SEEDS} seeds per row, got {len(seeds)}")
+    problem = seeds_problem(seeds)
+    if problem:
+        raise CLIError(f"--seeds: {problem}")
+    return seeds
 
 
 def _write(path: str, text: str, overwrite: bool) -> None:

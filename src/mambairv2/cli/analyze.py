@@ -10,7 +10,7 @@ from typing import List
 
 from ..defaults import DEFAULT_VARIANT_SCALE
 from .errors import CLIError, parse_size
-from .model_option import add_model_option, load_model_arg, resolve_model
+from .model_option import add_model_option, load_model_arg, model_files, resolve_model
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -64,7 +64,8 @@ def _check_out(path: str, option: str, args: argparse.Namespace, inputs=(), suff
     from ..utils.outputs import OutputError, check_output
 
     try:
-        check_output(path, option, inputs=inputs, overwrite=args.overwrite, suffixes=suffixes)
+        check_output(path, option, inputs=[*inputs, *model_files(args)], overwrite=args.overwrite,
+                     suffixes=suffixes)
     except OutputError as exc:
         raise CLIError(str(exc)) from None
 

@@ -5,6 +5,7 @@ import argparse
 import atexit
 import importlib.util
 import ipaddress
+import math
 import os
 import signal
 import sys
@@ -32,6 +33,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):  # nan passes "<= 0" and failed later
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value

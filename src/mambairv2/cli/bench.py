@@ -10,7 +10,7 @@ from typing import Dict, List, Tuple
 
 from ..defaults import DEFAULT_VARIANT_SCALE
 from .errors import CLIError
-from .model_option import add_model_option, load_model_arg
+from .model_option import add_model_option, load_model_arg, model_files
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         from ..utils.outputs import OutputError, check_output
 
         try:
-            check_output(args.json_out, "--json", overwrite=args.overwrite, suffixes=(".json",))
+            check_output(args.json_out, "--json", inputs=model_files(args), overwrite=args.overwrite,
+                         suffixes=(".json",))
         except OutputError as exc:
             raise CLIError(str(exc)) from None
     if args.threads:

@@ -32,10 +32,10 @@ def _summary(path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.config import packaged_configs, resolve_config
+    from ..train.config import packaged_configs, read_config_text, resolve_config
 
     if args.show:
-        print(resolve_config(args.show).read_text(encoding="utf-8"), end="")
+        print(read_config_text(resolve_config(args.show)), end="")
         return 0
     configs = packaged_configs()
     width = max(len(n) for n in configs)

@@ -9,7 +9,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Sequence, Tuple
 
 if TYPE_CHECKING:  # numpy is imported where used: building the parser must stay light
     import numpy as np
@@ -104,6 +104,18 @@ def degraded_file(path: Path, spec, denoise_format: str = "npy") -> Tuple[str, s
     return f"{path.stem}.png", "png"
 
 
+def check_one_output_each(images: Sequence[Path], name_of: Callable[[Path], str]) -> None:
+    """CLIError when two images would be written as one file (``a.png`` and ``a.jpg`` both as
+    ``ax4.png``): the names drop the suffix, as ``evaluate --lr-dir`` and training expect them."""
+    owner: Dict[str, Path] = {}
+    for path in images:
+        name = name_of(path)
+        if name in owner:
+            raise CLIError(printable(f"--hr-dir: {owner[name].name} and {path.name} would both be "
+                                     f"written as {name} (the output name drops the suffix); rename one"))
+        owner[name] = path
+
+
 def encode(x: np.ndarray, kind: str) -> bytes:
     """Bytes of an input from ``make_input`` (float32 H×W×C) in the output ``kind``."""
     import numpy as np
@@ -174,6 +186,7 @@ def _run_realsr(args: argparse.Namespace) -> int:
     if any(out_dir.resolve() == folder.resolve() for folder in input_folders(images)):
         raise CLIError("--out must differ from the folders of --hr-dir")
     spec = TaskSpec("sr", scale=args.scale)
+    check_one_output_each(images, lambda p: f"{p.stem}x{args.scale}.png")
     start = time.monotonic()
     written = skipped = failed = 0
     for path in images:
@@ -219,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if any(out_dir.resolve() == folder.resolve() for folder in input_folders(images)):
         raise CLIError("--out must differ from the folders of --hr-dir")
+    check_one_output_each(images, lambda p: degraded_file(p, spec, args.denoise_format)[0])
     start = time.monotonic()
     written = skipped = failed = 0
     interactive = not args.quiet and sys.stderr.isatty()

@@ -13,7 +13,7 @@ from ..utils.folders import folder_problem
 from ..utils.text import printable
 from .errors import CLIError
 from .inputs import hr_images
-from .model_option import add_model_option, load_model_arg, resolve_model
+from .model_option import add_model_option, load_model_arg, model_files, resolve_model
 from .restore import _nonnegative, _tile_arg
 
 #: Baselines usable with ``--baseline``, and the tasks they apply to.
@@ -166,7 +166,7 @@ def _check_outputs(args: argparse.Namespace, datasets: List[tuple]) -> None:
     before any model is loaded: never onto the ground truth or a pre-made input."""
     from ..utils.outputs import OutputError, check_output, check_output_dir
 
-    inputs = [Path(d) for hr, lr, _, _ in datasets for d in (hr, lr) if d is not None]
+    inputs = [Path(d) for hr, lr, _, _ in datasets for d in (hr, lr) if d is not None] + model_files(args)
     try:
         if args.json:
             check_output(args.json, "--json", inputs=inputs, overwrite=args.overwrite, suffixes=(".json",))

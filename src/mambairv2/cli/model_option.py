@@ -4,8 +4,10 @@ tells a catalogue name from a file in the current folder)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any, Optional, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
 from ..utils.text import printable
 from .errors import CLIError
@@ -31,6 +33,13 @@ def add_model_option(p: argparse.ArgumentParser, default: Optional[str] = "defau
     p.add_argument("--model", "--weights", "--variant", dest="model", default=default, metavar="NAME",
                    action=_Given, help=f"{kinds}{default_text}{extra}; 'mambairv2 info --models' lists them")
     p.set_defaults(model_given=False)
+
+
+def model_files(args: argparse.Namespace) -> List[Path]:
+    """The file ``--model`` names, when it names one: an input of the command, so never one of
+    its outputs (the output policy's ``inputs``)."""
+    model = getattr(args, "model", None)
+    return [Path(model)] if model and os.path.lexists(model) else []
 
 
 def resolve_model(args: argparse.Namespace, variants: bool = False):

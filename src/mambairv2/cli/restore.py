@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from ..defaults import DEFAULT_TILE_OVERLAP
 from ..utils.text import printable
 from .errors import CLIError
-from .model_option import add_model_option, load_model_arg, resolve_model
+from .model_option import add_model_option, load_model_arg, model_files, resolve_model
 
 EPILOG = """examples:
   mambairv2 restore photo.jpg -o out                          # the bundled default (Light x4)
@@ -166,7 +166,7 @@ def _check_options(args: argparse.Namespace) -> None:
     try:  # the images themselves: per file in the plan (inference.plan.plan_outputs)
         check_writable(out_dir, "-o", out_dir)
         if args.json:
-            check_output(args.json, "--json", inputs=args.inputs, overwrite=args.overwrite, suffixes=(".json",))
+            check_output(args.json, "--json", inputs=[*args.inputs, *model_files(args)], overwrite=args.overwrite, suffixes=(".json",))
     except OutputError as exc:
         raise CLIError(str(exc)) from None
 
@@ -222,7 +222,7 @@ def _plan(args: argparse.Namespace, model, say) -> Dict[str, Any]:
     if not jobs and not missing:
         return {"error": "no input images"}
     upscale = int(model.config.upscale)
-    plan_outputs(jobs, out_dir, args.ext, args.suffix, args.overwrite, upscale)
+    plan_outputs(jobs, out_dir, args.ext, args.suffix, args.overwrite, upscale, model_files(args))
     mark_existing(jobs, args.overwrite)
     if any(j.problem is None and j.skip is None for j in jobs):
         try:

@@ -71,6 +71,11 @@ def min_tile(window: int, overlap: int) -> int:
     return round_tile(overlap + max(window, 1), window, up=True)
 
 
+def smallest_tile(model: torch.nn.Module, tile_overlap: int = DEFAULT_TILE_OVERLAP) -> int:
+    """The smallest tile ``model`` accepts with ``tile_overlap`` (see :func:`min_tile`)."""
+    return min_tile(int(_config(model, "window_size", 1)), tile_overlap)
+
+
 def auto_tile_size(model: torch.nn.Module, height: int, width: int, self_ensemble: bool = False,
                    free_bytes: Optional[int] = None,
                    tile_overlap: int = DEFAULT_TILE_OVERLAP) -> Optional[int]:

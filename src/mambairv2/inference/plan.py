@@ -127,14 +127,15 @@ def output_extension(rel: Path, ext: Optional[str], upscale: int = 2) -> str:
 
 
 def plan_outputs(jobs: List[Job], out_dir: Path, ext: Optional[str], suffix: str,
-                 overwrite: bool = False, upscale: int = 2) -> None:
+                 overwrite: bool = False, upscale: int = 2, model_files: Sequence[Path] = ()) -> None:
     """Sets ``job.out`` (see :func:`output_extension`), and the reasons not to write some:
 
     - an input that is the planned output of another input (an earlier run's output lying in
       the input folder) is skipped, not restored again (and may be overwritten as an output);
     - an output that is an input is never replaced: skipped (it exists), or failed with
       ``--overwrite``;
-    - two inputs with the same output: the second fails.
+    - two inputs with the same output: the second fails;
+    - an output that is one of ``model_files`` (the model's file, an input too) fails.
     """
     for job in jobs:
         job.out = out_dir / job.rel.parent / f"{job.rel.stem}{suffix}{output_extension(job.rel, ext, upscale)}"
@@ -148,11 +149,15 @@ def plan_outputs(jobs: List[Job], out_dir: Path, ext: Optional[str], suffix: str
     taken: Dict[str, Path] = {}
     inputs = {real(j.src) for j in jobs if j.skip is None}
     inodes = {_inode(j.src) for j in jobs if j.skip is None} - {None}  # hard links to an input
+    models = {real(m) for m in model_files}
+    model_inodes = {_inode(m) for m in model_files} - {None}
     for job in jobs:
         key = real(job.out)
         if job.skip:
             continue
-        if key in inputs or _inode(job.out) in inodes:
+        if key in models or _inode(job.out) in model_inodes:
+            job.problem = f"the output {job.out} would replace the model file; choose another -o or a --suffix"
+        elif key in inputs or _inode(job.out) in inodes:
             if overwrite:
                 job.problem = f"the output {job.out} would replace an input; choose another -o or a --suffix"
             else:

@@ -38,6 +38,8 @@ def read_state_dict(path: PathLike) -> Tuple[StateDict, Optional[Dict[str, Any]]
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if not path.is_file():  # a FIFO or device has size 0 but is no empty file; reading could block
+        raise CheckpointError(f"{path}: not a regular file (a pipe, socket or device)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     with open(path, "rb") as f:

@@ -210,6 +210,20 @@ class Budget:
     protocol: str = "whole"
 
 
+def seeds_problem(seeds: Sequence[int]) -> Optional[str]:
+    """What is wrong with a list of seeds (none, negative, one given twice: n would count one
+    training several times), or None."""
+    if not seeds:
+        return "at least one seed"
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        return f"seeds are integers ≥ 0, got {negative[0]}"
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+        return f"seed {twice[0]} is given more than once (each seed is one training); give distinct seeds"
+    return None
+
+
 def training_config(budget: Budget, row: Mapping[str, Any], seed: int, output_dir: Path):
     """The training config of one row and seed: the budget's config with the row's model (its
     overrides over the config's ``model.overrides``), the seed, ``train.iters`` = steps (milestones and warm-up scaled with it), no validation during
@@ -277,6 +291,22 @@ def benchmark_folders(budget: Budget) -> List[Tuple[str, Path]]:
     return out
 
 
+def _read_record(trained: Path, log: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+    """A trained row's record (``{"steps", "train_seconds"}``), or None where there is none or it
+    is damaged (empty, not JSON, another shape: the row is then trained again, resuming its state)."""
+    if not trained.exists():
+        return None
+    try:
+        info = json.loads(trained.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        info = None
+    if (isinstance(info, dict) and isinstance(info.get("steps"), int)
+            and isinstance(info.get("train_seconds"), (int, float))):
+        return info
+    log(f"    {trained}: damaged record, the row is trained again (from its last training state)")
+    return None
+
+
 def train_and_evaluate(budget: Budget, row: Mapping[str, Any], seed: int, folder: Path,
                        sets: Sequence[Tuple[str, Path]], log: Callable[[str], None]) -> Optional[Dict[str, Any]]:
     """Trains (or resumes, or reuses) one row's model for one seed and evaluates it; returns
@@ -287,12 +317,14 @@ def train_and_evaluate(budget: Budget, row: Mapping[str, Any], seed: int, folder
     from ..protocol.task import TaskSpec
     from ..train.checkpointing import find_resume_state
     from ..train.trainer import Trainer
+    from ..utils.atomic import atomic_write_bytes
     from ..utils.distributed import Ranks
 
     is_main = Ranks.from_env().rank == 0
     weights = folder / "model.safetensors"
     trained = folder / "trained.json"
-    if not trained.exists():
+    info = _read_record(trained, log)
+    if info is None:
         cfg = training_config(budget, row, seed, folder / "train")
         start = time.time()
         # The row's folder belongs to this runner: one stopped before its first training state
@@ -308,14 +340,14 @@ def train_and_evaluate(budget: Budget, row: Mapping[str, Any], seed: int, folder
         if trainer.dist.is_main:
             model = trainer.ema.module if trainer.ema is not None else trainer.model
             save_safetensors(model.cpu(), weights)
-            trained.write_text(json.dumps({"steps": summary["step"], "train_seconds": time.time() - start}))
+            info = {"steps": summary["step"], "train_seconds": time.time() - start}
+            atomic_write_bytes(trained, json.dumps(info).encode(), overwrite=True)
         from ..train import distributed as D
 
         D.cleanup()
         is_main = trainer.dist.is_main
     if not is_main:
         return None
-    info = json.loads(trained.read_text())
     model = load_model(weights)  # strict, from the stored configuration
     seed_tag = f"{row['routing']}"
     results: Dict[str, Any] = {}
@@ -373,6 +405,9 @@ def run_table(table_name: str, budget: Budget, out_dir: Path, rows: Optional[Seq
         raise AblationError(f"{table_name} has no row {unknown[0]!r}; rows: {', '.join(table['rows'])}")
     if table["reference"] not in names:
         names.append(table["reference"])
+    problem = seeds_problem(budget.seeds)
+    if problem:
+        raise AblationError(f"seeds: {problem}")
     sets = benchmark_folders(budget)
     report: Dict[str, Any] = {"table": table_name, "title": table["title"], "reference": table["reference"],
                               "budget": {"config": budget.config, "overrides": list(budget.overrides),

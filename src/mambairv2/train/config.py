@@ -495,6 +495,8 @@ def _check_value(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
     elif isinstance(default, str):
+        if isinstance(value, bool) and {"on", "off"} <= set(f.choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on / off (and yes / no) as a boolean
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     elif isinstance(default, list):
@@ -699,23 +701,37 @@ def load_config(path: Optional[PathLike], overrides: Iterable[str] = ()) -> Conf
     data: Any = None
     if path is not None:
         p = resolve_config(path)
-        if p.is_dir():
-            raise ConfigError(f"{p}: is a folder, not a config file")
-        if not p.is_file():  # a FIFO or a device (/dev/zero) would be read forever
-            raise ConfigError(f"{p}: not a regular file; give a YAML config file")
+        text = read_config_text(p)
         try:
-            with open(p, "rb") as f:
-                raw = f.read(MAX_CONFIG_BYTES + 1)
-            if len(raw) > MAX_CONFIG_BYTES:
-                raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a training config")
-            data = load_yaml(raw.decode("utf-8"), str(p))
+            data = load_yaml(text, str(p))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
             raise ConfigError(f"{p}: not valid YAML{where}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: cannot read ({exc})") from None
     return build_config(data or {}, overrides, source=str(path))
+
+
+def read_config_text(p: Path) -> str:
+    """The text of config file ``p``: a regular file of UTF-8 text of at most MAX_CONFIG_BYTES.
+
+    Raises:
+        ConfigError: a folder, a FIFO or device, too large, unreadable or not text.
+    """
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a config file")
+    if not p.is_file():  # a FIFO or a device (/dev/zero) would be read forever
+        raise ConfigError(f"{p}: not a regular file; give a YAML config file")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a training config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8); give a YAML config file") from None
 
 
 def dump_config(cfg: Mapping[str, Any], docs: bool = False) -> str:

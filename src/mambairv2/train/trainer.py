@@ -31,6 +31,7 @@ from ..models import family_of, use_routing_generator
 from ..utils.atomic import atomic_write_bytes
 from . import distributed as D
 from .checkpointing import (
+    RESUME_HINT,
     STATE_RE,
     SaveError,
     clear_run,
@@ -336,6 +337,8 @@ class Trainer:
         target = Path(resume)
         if not target.exists():
             raise ConfigError(f"--resume {resume}: no such run folder or state file")
+        if not (target.is_dir() or target.is_file()):
+            raise ConfigError(f"--resume {resume}: not a regular file (a pipe, socket or device); {RESUME_HINT}")
         found = find_resume_state(target)
         if found is None:
             raise ConfigError(f"--resume {resume}: no training state in this folder")

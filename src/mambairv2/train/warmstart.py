@@ -57,11 +57,13 @@ def describe(config: Any) -> str:
 
 
 def same_architecture(a: Any, b: Any) -> bool:
-    """Whether two configs differ at most in the SR scale (the upsampling head)."""
+    """Whether two configs differ at most in the SR scale (the upsampling head); the
+    degradation a network was trained on is no part of its architecture."""
     if family_of(a) is not family_of(b):
         return False
-    return a.replace(upscale=1, upsampler="") == b.replace(upscale=1, upsampler="") if (
-        a.task == "sr" and b.task == "sr") else a == b
+    # degradation=None: a real-world SR config refuses upscale 1, and it does not compare anyway
+    neutral = dict(upscale=1, upsampler="", degradation=None)
+    return a.replace(**neutral) == b.replace(**neutral) if (a.task == "sr" and b.task == "sr") else a == b
 
 
 def warm_start(model: torch.nn.Module, path: str, strict: bool = False, partial: bool = False,
