@@ -41,7 +41,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="compute dtype (half types use autocast on CUDA)")
+                   help="compute dtype: half types run under autocast with float32 weights (CPU "
+                        "bfloat16: refused where the CPU has no native bfloat16)")
     p.add_argument("--backend", default="auto",
                    help="selective scan backend: auto, chunked, compiled, reference, mamba_ssm, triton, export")
     p.add_argument("--compare", action="append", default=[], metavar="BACKEND",
@@ -88,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
     dtype = getattr(torch, args.dtype)
-    if device.type == "cpu" and dtype != torch.float32:
-        print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from ..ops import check_cpu_bfloat16
+
+        try:
+            check_cpu_bfloat16()
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    elif device.type == "cpu" and dtype == torch.float16:
+        print("note: float16 on CPU runs through autocast and is usually slower", file=sys.stderr)
     model = _model(args, device)
     runner = torch.compile(model) if args.compile else model
     from ..analysis import measure as bench
