@@ -3,14 +3,18 @@
 Each case pairs a MambaIRv2 variant with its SwinIR peer (light with SwinIR-light, base with
 SwinIR-classic, both x4, random weights: speed does not depend on them). SwinIR is spandrel's
 own implementation, imported from the installed package. Every round times one forward of each
-model of every case and one large sgemm (the matmul roofline), one after the other, all in the
-same process with the same threads, so that all of them see the same machine state; the
-medians over the rounds are reported. MACs of both models are counted by the same operator
+model of every case and the machine's float32 matmul roof (a 2048² product through MKL's
+``torch.mm`` and through oneDNN's linear, the faster of the two being the roof: MKL takes a slow
+path on some CPUs), one after the other, all in the same process with the same threads, so that
+all of them see the same machine state; the medians over the rounds are reported. With
+``--peer-fast`` each peer is also timed with its linear layers through the same oneDNN linear
+that MambaIRv2 uses (``mambairv2.ops.linear``), so the ratios are given against the stock peer
+and against the peer at its best. MACs of both models are counted by the same operator
 counter (``mambairv2.analysis.complexity``, the paper's convention: matrix products and
 convolutions, LayerNorm 5 per element; the selective scan by its formula).
 
     python benchmarks/peer_cpu.py [--cases light:128,light:256,base:64,base:128] [--rounds 5]
-        [--threads 2] [--json benchmarks/results/peer_cpu.json] [--docs docs/performance.md]
+        [--threads 2] [--peer-fast] [--json benchmarks/results/peer_cpu.json] [--docs docs/performance.md]
 
 ``--docs`` rewrites the table between the ``peer-benchmark`` markers of that file from the
 JSON (``--from-json`` does only that, without measuring).
@@ -45,6 +49,7 @@ SWINIR = {
                            resi_connection="1conv"),
 }
 PEER = {"light": "SwinIR-light", "base": "SwinIR-classic"}
+FAST = " (oneDNN linear)"  # suffix of a peer whose linear layers run through mambairv2.ops.linear
 #: the issue's goals: (times faster than the peer, or MAC/s relative to the peer's; roofline fraction)
 GOALS = {"light": ("speed", 3.0, 0.45), "base": ("macs_per_s", 1.5, 0.65)}
 MARK_START, MARK_END = "<!-- peer-benchmark:start -->", "<!-- peer-benchmark:end -->"
@@ -76,9 +81,35 @@ def swinir_class() -> type:
     return importlib.import_module("spandrel.architectures.SwinIR.__arch.SwinIR").SwinIR
 
 
+class OneDNNLinear(nn.Module):
+    """An ``nn.Linear`` computed by ``mambairv2.ops.linear`` (oneDNN's linear on CPU)."""
+
+    def __init__(self, layer: nn.Linear) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from mambairv2.ops import linear
+
+        return linear(x, self.layer)
+
+
+def with_onednn_linears(model: nn.Module) -> nn.Module:
+    """``model`` with every ``nn.Linear`` replaced by :class:`OneDNNLinear` (same weights)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(model, name, OneDNNLinear(child))
+        else:
+            with_onednn_linears(child)
+    return model
+
+
 def build(name: str) -> nn.Module:
-    """A model of the benchmark by name: a MambaIRv2 variant, or a key of :data:`SWINIR`."""
+    """A model of the benchmark by name: a MambaIRv2 variant, a key of :data:`SWINIR`, or
+    such a key + :data:`FAST` (the same SwinIR with oneDNN linears)."""
     torch.manual_seed(0)
+    if name.endswith(FAST):
+        return with_onednn_linears(build(name[:-len(FAST)]))
     if name in SWINIR:
         return swinir_class()(**SWINIR[name]).eval()
     from mambairv2 import create_model
@@ -90,17 +121,11 @@ def count_macs(name: str, model: nn.Module, size: int) -> float:
     """Paper-convention MACs of one forward of a 1×3×size×size input, by the package's counter."""
     from mambairv2.analysis import complexity
 
+    if name.endswith(FAST):
+        return count_macs(name[:-len(FAST)], build(name[:-len(FAST)]), size)
     if name in SWINIR:
         return complexity.count_module_macs(model, (1, 3, size, size)).macs_paper
     return complexity.count_complexity(model, (size, size)).macs_paper
-
-
-def sgemm_gflops(n: int = 2048) -> float:
-    """GFLOP/s of one ``n×n`` float32 matmul (the practical matmul roofline), best of 3."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = min(_time(lambda: torch.mm(a, b)) for _ in range(3))
-    return 2 * n ** 3 / best / 1e9
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -109,42 +134,64 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def measure(cases: List[Tuple[str, int]], rounds: int, threads: int) -> Dict[str, Any]:
-    """Times every case's pair and the sgemm, interleaved over ``rounds`` rounds."""
+def peers(variant: str, peer_fast: bool) -> Tuple[str, ...]:
+    """The peer models timed against ``variant``: the stock peer, and with ``peer_fast`` also
+    the peer with oneDNN linears."""
+    return (PEER[variant], PEER[variant] + FAST) if peer_fast else (PEER[variant],)
+
+
+def measure(cases: List[Tuple[str, int]], rounds: int, threads: int, peer_fast: bool = False) -> Dict[str, Any]:
+    """Times every case's models and the roofs, interleaved over ``rounds`` rounds."""
+    from mambairv2.analysis.measure import roofs as measure_roofs
+
     torch.set_num_threads(threads)
-    names = sorted({v for v, _ in cases} | {PEER[v] for v, _ in cases})
+    names = sorted({v for v, _ in cases} | {p for v, _ in cases for p in peers(v, peer_fast)})
     models = {n: build(n) for n in names}
     inputs = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(s)) for _, s in cases}
-    runs = [(n, s) for v, s in cases for n in (v, PEER[v])]
+    runs = [(n, s) for v, s in cases for n in (v, *peers(v, peer_fast))]
     # counted first: a run of many minutes must not fail at its end
     macs = {(n, s): count_macs(n, models[n], s) for n, s in runs}
     times: Dict[Tuple[str, int], List[float]] = {r: [] for r in runs}
-    sgemm: List[float] = []
+    roof_runs: List[Dict[str, Any]] = []
     with torch.inference_mode():
         for n, s in runs:  # warm-up: kernels built, caches and allocator primed
             models[n](inputs[s])
         for _ in range(rounds):
-            sgemm.append(sgemm_gflops())
+            roof_runs.append(measure_roofs(torch.device("cpu")))
             for n, s in runs:
                 times[(n, s)].append(_time(lambda: models[n](inputs[s])))
-    roofline = statistics.median(sgemm)
+    roofline = statistics.median(r["roof"] for r in roof_runs)
     results = []
     for v, s in cases:
         row: Dict[str, Any] = {"variant": v, "size": s}
-        for key, n in (("ours", v), ("peer", PEER[v])):
+        keys = [("ours", v), ("peer", PEER[v])] + ([("peer_fast", PEER[v] + FAST)] if peer_fast else [])
+        for key, n in keys:
             lat, m = statistics.median(times[(n, s)]), macs[(n, s)]
             row[key] = {"model": n, "latency_s": lat, "times_s": times[(n, s)], "macs_g": m / 1e9,
                         "gflops": 2 * m / lat / 1e9, "roofline_fraction": 2 * m / lat / 1e9 / roofline}
-        row["speedup"] = row["peer"]["latency_s"] / row["ours"]["latency_s"]
-        row["macs_per_s_ratio"] = row["ours"]["gflops"] / row["peer"]["gflops"]
+        for key, suffix in (("peer", ""), ("peer_fast", "_fast")):
+            if key in row:
+                row["speedup" + suffix] = row[key]["latency_s"] / row["ours"]["latency_s"]
+                row["macs_per_s_ratio" + suffix] = row["ours"]["gflops"] / row[key]["gflops"]
         kind, target, roof = GOALS[v]
         reached = row["speedup" if kind == "speed" else "macs_per_s_ratio"]
         row["goal"] = {"kind": kind, "target": target, "reached": reached,
                        "roofline_target": roof, "roofline_reached": row["ours"]["roofline_fraction"]}
         results.append(row)
-    return {"threads": threads, "rounds": rounds, "sgemm_gflops": roofline, "sgemm_runs": sgemm,
+    return {"threads": threads, "rounds": rounds, "roof_gflops": roofline,
+            "matmul_gflops": statistics.median(r["matmul"] for r in roof_runs),
+            "onednn_gflops": statistics.median(r["onednn"] or 0.0 for r in roof_runs),
+            "roof_runs": roof_runs, "peer_fast": peer_fast,
             "torch": torch.__version__, "machine": platform.machine(), "cpu": _cpu_name(),
-            "commit": _commit(), "results": results}
+            "commit": _commit(), "load_average": _load_average(), "results": results}
+
+
+def _load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages when the run ends (None where unknown)."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def _cpu_name() -> str:
@@ -168,25 +215,42 @@ def _commit() -> str:
         return "unknown"
 
 
+def roof_text(report: Dict[str, Any]) -> str:
+    """How a report's roof was measured (reports before the oneDNN roof had only the sgemm)."""
+    if "roof_gflops" not in report:
+        return f"sgemm roofline {report['sgemm_gflops']:.0f} GFLOP/s (2048² torch.mm, same run)"
+    return (f"float32 roof {report['roof_gflops']:.0f} GFLOP/s, the faster of a 2048² product "
+            f"through torch.mm (MKL, {report['matmul_gflops']:.0f}) and through oneDNN's linear "
+            f"({report['onednn_gflops']:.0f}), same run")
+
+
 def table(report: Dict[str, Any]) -> str:
     """The markdown table of a report."""
+    fast = any("peer_fast" in r for r in report["results"])
+    load = report.get("load_average")
     lines = [
         f"Measured on commit `{report['commit']}`, {report['cpu']}, {report['threads']} threads, "
-        f"float32, batch 1, medians of {report['rounds']} interleaved rounds; sgemm roofline "
-        f"{report['sgemm_gflops']:.0f} GFLOP/s (2048² matmul, same run).",
+        f"float32, batch 1, medians of {report['rounds']} interleaved rounds; {roof_text(report)}"
+        + (f"; load average {' '.join(f'{x:.2f}' for x in load)} at its end." if load else "."),
         "",
-        "| model x4 | input | ours | GMACs | % roofline | peer | peer | GMACs | % roofline "
-        "| ours vs peer: speed | MAC/s | goal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model x4 | input | ours | GMACs | % roof | peer | peer | GMACs | % roof "
+        "| ours vs peer: speed | MAC/s | " + ("peer, oneDNN linears | % roof | speed | MAC/s | " if fast else "")
+        + "goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if fast else "") + "---|",
     ]
     for r in report["results"]:
         o, p, g = r["ours"], r["peer"], r["goal"]
         what = "× faster" if g["kind"] == "speed" else "× MAC/s"
+        extra = ""
+        if fast:
+            f = r["peer_fast"]
+            extra = (f"{f['latency_s']:.3f} s | {100 * f['roofline_fraction']:.0f}% | "
+                     f"{r['speedup_fast']:.2f}× | {r['macs_per_s_ratio_fast']:.2f}× | ")
         lines.append(
             f"| MambaIRv2-{r['variant']} | {r['size']}² | {o['latency_s']:.3f} s | {o['macs_g']:.1f} "
             f"| {100 * o['roofline_fraction']:.0f}% | {p['model']} | {p['latency_s']:.3f} s | "
             f"{p['macs_g']:.1f} | {100 * p['roofline_fraction']:.0f}% | {r['speedup']:.2f}× | "
-            f"{r['macs_per_s_ratio']:.2f}× | ≥ {g['target']}{what}, ≥ {100 * g['roofline_target']:.0f}% |")
+            f"{r['macs_per_s_ratio']:.2f}× | {extra}≥ {g['target']}{what}, ≥ {100 * g['roofline_target']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -237,6 +301,8 @@ def main(argv: List[str] = None) -> int:
                     help="comma-separated VARIANT:SIZE (variants: light, base)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer-fast", action="store_true",
+                    help="also time each peer with its linear layers through oneDNN (mambairv2.ops.linear)")
     add_output_options(ap, ROOT / "benchmarks/results/peer_cpu.json")
     ap.add_argument("--docs", type=Path, default=None, help="rewrite the table in this markdown file")
     ap.add_argument("--from-json", action="store_true", help="only rewrite --docs from --json")
@@ -251,7 +317,7 @@ def main(argv: List[str] = None) -> int:
             if variant not in PEER:
                 ap.error(f"unknown variant {variant!r}; choose from {', '.join(PEER)}")
             cases.append((variant, int(size)))
-        report = measure(cases, args.rounds, args.threads)
+        report = measure(cases, args.rounds, args.threads, args.peer_fast)
         report["command"] = "python benchmarks/peer_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_report(args.json, report)
     print(table(report))

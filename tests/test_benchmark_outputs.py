@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPTS = ["peer_cpu.py", "profile_cpu.py", "scaling_cpu.py", "kernel_ab.py"]
+SCRIPTS = ["peer_cpu.py", "profile_cpu.py", "scaling_cpu.py", "kernel_ab.py", "bfloat16_cpu.py"]
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -49,3 +49,23 @@ def test_a_report_replaces_the_file_whole(tmp_path):
     peer_cpu.write_report(target, {"a": 2})
     assert target.read_text() == '{\n  "a": 2\n}\n'
     assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_peer_fast_runs_every_linear_through_onednn_with_the_same_result():
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import peer_cpu
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    stock = torch.nn.Sequential(torch.nn.Linear(12, 24), torch.nn.GELU(),
+                                torch.nn.Sequential(torch.nn.Linear(24, 12))).eval()
+    x = torch.randn(3, 50, 12)
+    with torch.inference_mode():
+        want = stock(x)
+        fast = peer_cpu.with_onednn_linears(stock)
+        wrapped = [m for m in fast.modules() if isinstance(m, peer_cpu.OneDNNLinear)]
+        assert len(wrapped) == 2
+        torch.testing.assert_close(fast(x), want, rtol=0, atol=1e-5)

@@ -105,7 +105,7 @@ def test_evaluate(here, capsys):
 def test_bench(here, capsys, monkeypatch):
     from mambairv2.analysis import measure
 
-    monkeypatch.setattr(measure, "sgemm_gflops", lambda device: 1.0)  # a matmul roofline: seconds, beside the point
+    monkeypatch.setattr(measure, "roofs", lambda device, dtype=None: {"matmul": 1.0, "onednn": 1.0, "roof": 1.0})  # the roofs: seconds, beside the point
     common = ["--size", "8", "--repeats", "1", "--warmup", "0", "--scale", "2"]
     rc, out, err = _run(["bench", *common], capsys)  # no --model: the variant, whatever ./light is
     assert rc == 0 and "light (variant, random weights) x2" in out and not _notes(err), (out, err)

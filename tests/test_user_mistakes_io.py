@@ -185,7 +185,7 @@ def test_bench_json_into_a_folder_is_refused_before_the_benchmark(tmp_path, caps
 
     folder = tmp_path / "report.json"
     folder.mkdir()
-    monkeypatch.setattr(measure, "sgemm_gflops", lambda *a, **k: pytest.fail("the benchmark started"))
+    monkeypatch.setattr(measure, "roofs", lambda *a, **k: pytest.fail("the benchmark started"))
     rc, out, err = run(["bench", "--json", str(folder)], capsys)
     assert rc == 2 and out == "" and "is a folder" in one_line(err) and str(folder) in err
 

@@ -32,8 +32,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
         description="Times the forward pass of a model (a variant name gives random weights: speed "
         "does not depend on them) on random square inputs: warm-up, several timed runs, median latency, peak memory, "
         "MACs (counted as the paper counts them, selective scan included: see `mambairv2 analyze complexity`), achieved GFLOP/s and "
-        "the device's sgemm GFLOP/s measured in the same run, so the fraction of the matmul "
-        "roofline is reported. With --train, the time of a training step instead.")
+        "the fraction of the machine's matmul roof measured in the same run: the faster of torch.mm (MKL) and oneDNN's "
+        "linear, both printed, in the run's dtype (bfloat16 runs against the bfloat16 roof). With --train, the time of a training step instead.")
     add_model_option(p, default="light", variants=True)
     p.add_argument("--scale", type=int, default=DEFAULT_VARIANT_SCALE,
                    help=f"SR scale of a variant (2, 3 or 4; default: {DEFAULT_VARIANT_SCALE}, as the bundled model)")
@@ -43,7 +43,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="compute dtype (half types use autocast on CUDA)")
+                   help="compute dtype: half types run under autocast with float32 weights (CPU "
+                        "bfloat16: refused where the CPU has no native bfloat16)")
     p.add_argument("--backend", default="auto",
                    help="selective scan backend: auto, chunked, compiled, reference, mamba_ssm, triton, export")
     p.add_argument("--compare", action="append", default=[], metavar="BACKEND",
@@ -93,23 +94,33 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
     dtype = getattr(torch, args.dtype)
-    if device.type == "cpu" and dtype != torch.float32:
-        print("note: half precision on CPU runs through autocast and is usually slower", file=sys.stderr)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from ..ops import check_cpu_bfloat16
+
+        try:
+            check_cpu_bfloat16()
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    elif device.type == "cpu" and dtype == torch.float16:
+        print("note: float16 on CPU runs through autocast and is usually slower", file=sys.stderr)
     ref, model = _model(args, device)
     runner = torch.compile(model) if args.compile else model
     from ..analysis import measure as bench
 
-    sgemm = bench.sgemm_gflops(device)
+    roof_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+    roofs = bench.roofs(device, roof_dtype)
     params = sum(p.numel() for p in model.parameters())
     print(f"{ref.label} x{model.config.upscale}  params {params:,}  device {device}  threads "
-          f"{torch.get_num_threads()}  sgemm {sgemm:.1f} GFLOP/s")
-    results = [_measure_size(args, model, runner, size, device, dtype, sgemm, compare) for size in sizes]
+          f"{torch.get_num_threads()}  {bench.describe_roofs(roofs, roof_dtype)}")
+    results = [_measure_size(args, model, runner, size, device, dtype, roofs["roof"], compare)
+               for size in sizes]
     report = {
         "variant": args.model, "scale": model.config.upscale, "params": params,
         "mode": "train_step" if args.train else "forward", "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "dtype": args.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "compile": bool(args.compile), "sgemm_gflops": sgemm, "results": results,
+        "compile": bool(args.compile), "sgemm_gflops": roofs["matmul"], "onednn_gflops": roofs["onednn"],
+        "roof_gflops": roofs["roof"], "roof_dtype": str(roof_dtype).replace("torch.", ""), "results": results,
     }
     _write_report(report, args.json_out, args.overwrite)
     return 0
@@ -139,7 +150,7 @@ def _model(args: argparse.Namespace, device):
     return ref, set_routing(model, "argmax").train(args.train)
 
 
-def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, compare: List[str]) -> Dict:
+def _measure_size(args, model, runner, size: int, device, dtype, roof: float, compare: List[str]) -> Dict:
     """Times one size (and the compared backends at it); prints a line, returns the JSON row."""
     import torch
 
@@ -160,11 +171,11 @@ def _measure_size(args, model, runner, size: int, device, dtype, sgemm: float, c
         "times_s": times, "peak_memory_mb": bench.peak_memory_mb(device),
         "macs_g": macs["total"] / 1e9, "macs_all_g": macs["all"] / 1e9,
         "macs_scan_g": macs["scan"] / 1e9, "gflops": gflops,
-        "roofline_fraction": gflops / sgemm,
+        "roofline_fraction": gflops / roof,
         "us_per_pixel": latency / (args.batch * size * size) * 1e6,
     }
     print(f"  {size:5d}²  {latency:8.3f} s  {row['macs_g']:8.2f} GMACs  {gflops:7.1f} GFLOP/s  "
-          f"{100 * row['roofline_fraction']:5.1f}% of sgemm  {row['us_per_pixel']:7.2f} µs/px  "
+          f"{100 * row['roofline_fraction']:5.1f}% of roof  {row['us_per_pixel']:7.2f} µs/px  "
           f"peak {row['peak_memory_mb']:.0f} MB")
     for name in compare:
         _compare_backend(args, model, runner, x, device, dtype, name, backend, latency, row)

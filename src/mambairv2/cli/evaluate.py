@@ -73,7 +73,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble (flips/transposes)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps", help="where to run (default: %(default)s)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="model precision (default: %(default)s)")
+                   help="model precision; bfloat16 on a CPU: mixed precision with float32 weights, "
+                        "refused where the CPU has no native bfloat16 (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the table")
     p.set_defaults(func=run)
     return p
@@ -105,13 +106,16 @@ def _spec(args: argparse.Namespace, model_scale: Optional[int]):
 
 def _load(args: argparse.Namespace):
     from ..models import set_routing
+    from ..ops import precision_plan
     from ..utils.devices import resolve_device, resolve_dtype
 
     try:
-        device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+        device = resolve_device(args.device)
+        plan = precision_plan(device, resolve_dtype(args.dtype))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    _, model = load_model_arg(args, device, dtype)
+    args.autocast_dtype = None if plan.autocast is None else args.dtype
+    _, model = load_model_arg(args, device, plan.weights)
     return set_routing(model, "argmax", None)
 
 
@@ -158,7 +162,8 @@ def _method(args: argparse.Namespace, label: str, model, spec):
     if isinstance(args.tile, int) and args.tile_overlap is not None and args.tile_overlap >= args.tile:
         raise CLIError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
     return ev.model_restorer(model, args.protocol, args.self_ensemble, scale=expected,
-                             tile=args.tile, tile_overlap=args.tile_overlap)
+                             tile=args.tile, tile_overlap=args.tile_overlap,
+                             dtype=getattr(args, "autocast_dtype", None))
 
 
 def _check_outputs(args: argparse.Namespace, datasets: List[tuple]) -> None:

@@ -85,7 +85,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
                    help="where to run (default: %(default)s: CUDA, else MPS, else CPU)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="computation precision (default: %(default)s)")
+                   help="computation precision; bfloat16 on a CPU: mixed precision with float32 "
+                        "weights (the scan and softmax in float32), refused where the CPU has no "
+                        "native bfloat16 (default: %(default)s)")
     p.add_argument("--routing", default="argmax", choices=("argmax", "gumbel"),
                    help="token routing of the attentive state-space module: 'argmax' is "
                         "deterministic, 'gumbel' samples as the released code does (default: %(default)s)")
@@ -258,7 +260,8 @@ def _restore_jobs(model, jobs, args: argparse.Namespace, rep: Reporter, rank: in
                dynamic_ncols=True, file=sys.stderr)
     options = RestoreOptions(tile=args.tile, tile_overlap=args.tile_overlap, self_ensemble=args.self_ensemble,
                              routing=args.routing, seed=args.seed, quality=args.quality,
-                             overwrite=args.overwrite, max_pixels=args.max_pixels, progress=rep.bar_wanted)
+                             overwrite=args.overwrite, max_pixels=args.max_pixels, progress=rep.bar_wanted,
+                             dtype=getattr(args, "autocast_dtype", None))
     results = []
     try:
         for job in jobs:
@@ -313,18 +316,21 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args)
     ranks = Ranks.from_env()
     rep = Reporter(args.quiet, prefix=f"[rank {ranks.rank}] " if ranks.distributed else "")
+    from ..ops import precision_plan
+
     try:
         device = resolve_device(ranks.device(args.device))
-        dtype = resolve_dtype(args.dtype)
+        plan = precision_plan(device, resolve_dtype(args.dtype))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    args.autocast_dtype = None if plan.autocast is None else args.dtype
     from ..models import set_routing
 
     ref = resolve_model(args)  # checked even when every output exists already
     ranks.share_cpu_threads()
     ranks.start()
     try:
-        _, model = load_model_arg(args, device, dtype)
+        _, model = load_model_arg(args, device, plan.weights)
         set_routing(model, args.routing, args.seed)
         _checked_tile(args, model, rep)
         if ranks.rank == 0:

@@ -24,6 +24,7 @@ from .ensemble import self_ensemble as _self_ensemble
 
 Tensor = torch.Tensor
 TileArg = Union[None, int, str]
+DtypeArg = Union[None, str, torch.dtype]
 
 #: Measured peak working memory of MambaIRv2-light x2 in float32 (CPU): about 22.5 kB per input
 #: pixel, i.e. ~470 bytes per pixel and embedding channel; used to choose ``tile="auto"``.
@@ -209,14 +210,18 @@ def _tiled(forward: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: i
 class _Runner:
     """Calls the model on float32 CPU tiles: device/dtype transfer, inference mode, self-ensemble."""
 
-    def __init__(self, model: torch.nn.Module, self_ensemble: bool) -> None:
+    def __init__(self, model: torch.nn.Module, self_ensemble: bool, dtype: DtypeArg = None) -> None:
+        from ..ops import compute_precision
+
         self.model = model
         self.device, self.dtype = _model_device_dtype(model)
         self.self_ensemble = self_ensemble
+        self.precision = lambda: compute_precision(self.device, dtype)
+        self.precision()  # refused here, before any tile, where the CPU lacks native bfloat16
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x.to(device=self.device, dtype=self.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision():
             y = _self_ensemble(self.model, x) if self.self_ensemble else self.model(x)
         y = y.float().cpu()
         # outside inference mode an inference tensor cannot be changed in place: hand back a
@@ -261,10 +266,13 @@ def _release_memory(device: torch.device) -> None:
 def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
                    tile_overlap: int = DEFAULT_TILE_OVERLAP, self_ensemble: bool = False,
                    progress: bool = False,
-                   on_tile: Optional[Callable[[Optional[int], int, str], None]] = None) -> Tensor:
+                   on_tile: Optional[Callable[[Optional[int], int, str], None]] = None,
+                   dtype: DtypeArg = None) -> Tensor:
     """Restores ``x`` (see :func:`_restore_tensor`) with ``model`` in eval mode (a model in
     training mode, as ``create_model`` returns it, is switched for the call and back after:
-    dropout and Gumbel routing would make the result random).
+    dropout and Gumbel routing would make the result random). ``dtype`` (None: the weights')
+    runs the forward under autocast to ``bfloat16`` or ``float16`` (see
+    :func:`mambairv2.ops.compute_precision`; CPUs without native bfloat16 are refused).
 
     Raises:
         NonFiniteOutputError: the model produced NaN or infinite values.
@@ -280,7 +288,7 @@ def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
     if was_training:
         model.eval()
     try:
-        y = _restore_tensor(model, x, tile, tile_overlap, self_ensemble, progress, on_tile)
+        y = _restore_tensor(model, x, tile, tile_overlap, self_ensemble, progress, on_tile, dtype)
     finally:
         if was_training:
             model.train()
@@ -293,7 +301,8 @@ def restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg = None,
 
 def _restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg, tile_overlap: int,
                     self_ensemble: bool, progress: bool,
-                    on_tile: Optional[Callable[[Optional[int], int, str], None]]) -> Tensor:
+                    on_tile: Optional[Callable[[Optional[int], int, str], None]],
+                    dtype: DtypeArg = None) -> Tensor:
     """Restores ``x``: ``1×C×H×W`` float in [0, 1] on the CPU, C = 1 (gray), 2 (gray + alpha),
     3 (RGB) or 4 (RGBA). Returns ``1×C×(H·s)×(W·s)`` float32 in [0, 1] on the CPU.
 
@@ -316,7 +325,7 @@ def _restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg, tile_overl
             tile = check_tile(int(tile), tile_overlap, window)
         elif tile_overlap < 0:
             raise ValueError(f"tile overlap must be ≥ 0, got {tile_overlap}")
-        return _restore_channels(model, x, tile, tile_overlap, self_ensemble, progress)
+        return _restore_channels(model, x, tile, tile_overlap, self_ensemble, progress, dtype)
     h, w = x.shape[-2:]
     chosen = auto_tile_size(model, h, w, self_ensemble, tile_overlap=tile_overlap)
     overlap = tile_overlap
@@ -326,7 +335,7 @@ def _restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg, tile_overl
         if on_tile is not None:
             on_tile(chosen, overlap, why)
         try:
-            return _restore_channels(model, x, chosen, overlap, self_ensemble, progress)
+            return _restore_channels(model, x, chosen, overlap, self_ensemble, progress, dtype)
         except Exception as exc:  # noqa: BLE001 - only allocation failures are retried
             current = chosen if chosen is not None else round_tile(max(h, w), window, up=True)
             if not is_out_of_memory(exc) or current < 2 * max(window, 1) or current <= 1:
@@ -338,14 +347,14 @@ def _restore_tensor(model: torch.nn.Module, x: Tensor, tile: TileArg, tile_overl
 
 
 def _restore_channels(model: torch.nn.Module, x: Tensor, tile: Optional[int], tile_overlap: int,
-                      self_ensemble: bool, progress: bool) -> Tensor:
+                      self_ensemble: bool, progress: bool, dtype: DtypeArg = None) -> Tensor:
     """:func:`restore_tensor` with a checked tile: channel and alpha handling."""
     h, w = x.shape[-2:]
     c = x.shape[1]
     colour, alpha = (x[:, :c - 1], x[:, c - 1:]) if c in (2, 4) else (x, None)
     in_chans = int(_config(model, "in_chans", 3))
     window = int(_config(model, "window_size", 1))
-    runner = _Runner(model, self_ensemble)
+    runner = _Runner(model, self_ensemble, dtype)
 
     def run(t: Tensor) -> Tensor:
         return _run(runner, t, tile, tile_overlap, window, progress)
@@ -434,7 +443,7 @@ def _array_to_float(arr: np.ndarray, value_range: ValueRange = None
 
 def restore(model: torch.nn.Module, image: Any, tile: TileArg = None,
             tile_overlap: int = DEFAULT_TILE_OVERLAP, self_ensemble: bool = False,
-            progress: bool = False, value_range: ValueRange = None) -> Any:
+            progress: bool = False, value_range: ValueRange = None, dtype: DtypeArg = None) -> Any:
     """Restores one image with ``model`` and returns the result as the same kind of object.
 
     Args:
@@ -453,13 +462,18 @@ def restore(model: torch.nn.Module, image: Any, tile: TileArg = None,
         value_range: ``(low, high)`` of the input values when they are not the dtype's usual
             range (float 0..1, uint8 0..255, uint16 0..65535), e.g. ``(0, 255)`` for 8-bit
             values held in a float array; the result uses the same range.
+        dtype: None (the weights' dtype), or ``"bfloat16"``/``"float16"`` for mixed precision
+            under autocast (on a CPU: bfloat16 only where it has native bfloat16 products;
+            see :func:`mambairv2.ops.compute_precision`).
     Returns:
         The restored image: same type, dtype, range and layout (and tensor device); size ×s.
     Raises:
         ValueError: float values outside the expected range (the message names it), an empty
-            image, or an unsupported shape. TypeError: an unsupported type or dtype.
+            image, or an unsupported shape (and DeviceError, a ValueError: bfloat16 on a CPU
+            without native support). TypeError: an unsupported type or dtype.
     """
-    kwargs = dict(tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble, progress=progress)
+    kwargs = dict(tile=tile, tile_overlap=tile_overlap, self_ensemble=self_ensemble, progress=progress,
+                  dtype=dtype)
     if isinstance(image, np.ndarray):
         x, back = _array_to_float(image, value_range)
         return back(restore_tensor(model, x, **kwargs))

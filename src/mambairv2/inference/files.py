@@ -28,6 +28,7 @@ class RestoreOptions:
     overwrite: bool = False
     max_pixels: int = 1 << 27
     progress: bool = False
+    dtype: Optional[str] = None  # autocast dtype of the forward (None: the weights')
 
 
 @dataclass
@@ -125,7 +126,8 @@ def _restore_and_write(model, job: Job, options: RestoreOptions, result: FileRes
     if options.routing == "gumbel":
         set_routing(model, "gumbel", options.seed)  # the same noise for every image
     y = restore_tensor(model, x, tile=options.tile, tile_overlap=options.tile_overlap,
-                       self_ensemble=options.self_ensemble, progress=options.progress, on_tile=on_tile)
+                       self_ensemble=options.self_ensemble, progress=options.progress, on_tile=on_tile,
+                       dtype=options.dtype)
     out_px = np.rint(y[0].permute(1, 2, 0).numpy() * peak).astype(px.dtype)
     del x, y
     fmt = format_for_name(job.out.suffix) or "PNG"

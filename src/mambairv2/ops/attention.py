@@ -70,7 +70,7 @@ def window_attention(qkv: Tensor, heads: int, bias: Tensor, groups: WindowGroups
     n = bias.shape[-1]
     name = choose(Probe.of(qkv, bias), hd).name
     if name == "compiled":
-        out, start = qkv.new_empty(qkv.shape[0], c), 0
+        out, start = qkv.new_empty(qkv.shape[0], c, dtype=torch.float32), 0
         for windows, mask in groups:
             tokens = windows * n
             window_attention_compiled(qkv[start:start + tokens], heads, bias, mask, scale,

@@ -65,6 +65,7 @@ def window_attention_compiled(qkv: Tensor, heads: int, bias: Tensor, mask: Optio
                          f"{heads} heads of windows of {n} tokens")
     if mask is not None and tuple(mask.shape) != (n, n):
         raise ValueError(f"mask must be {n}×{n}, got {tuple(mask.shape)}")
+    qkv = qkv.float()  # bfloat16 under autocast: the kernel computes in float32
     if qkv.stride(1) != 1:
         qkv = qkv.contiguous()
     bias = bias.float().contiguous()

@@ -75,18 +75,25 @@ class Probe(NamedTuple):
 
     @property
     def cpu_float32_inference(self) -> bool:
-        """The case the compiled CPU kernels and oneDNN fusions are written for."""
+        """The case the compiled CPU kernels and oneDNN fusions are written for: float32 CPU
+        inference, or CPU inference under bfloat16 autocast (the kernels then take their
+        bfloat16 inputs in float32 and compute in float32; oneDNN's GEMMs run in bfloat16)."""
         return self.not_cpu_float32_inference() is None
 
+    @property
+    def bfloat16_autocast(self) -> bool:
+        """Whether the call runs under CPU bfloat16 autocast."""
+        return self.autocast and cpu_autocast_dtype() == torch.bfloat16
+
     def not_cpu_float32_inference(self) -> Optional[str]:
-        """Why this is not float32 CPU inference (None where it is)."""
+        """Why this is not float32 (or bfloat16-autocast) CPU inference (None where it is)."""
         if self.device != "cpu":
             return f"{self.device} tensors (the CPU fast path does not apply)"
         if self.grad:
             return "gradients needed (the CPU fast path is inference only)"
-        if self.autocast:
-            return "CPU autocast on (the CPU fast path is float32)"
-        if self.dtype != torch.float32:
+        if self.autocast and not self.bfloat16_autocast:
+            return "CPU float16 autocast on (the CPU fast path is float32 or bfloat16 autocast)"
+        if self.dtype != torch.float32 and not (self.bfloat16_autocast and self.dtype == torch.bfloat16):
             return f"{str(self.dtype).replace('torch.', '')} (the CPU fast path is float32)"
         return None
 
@@ -115,6 +122,14 @@ def autocast_cpu() -> bool:
         return torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4
         return torch.is_autocast_cpu_enabled()
+
+
+def cpu_autocast_dtype() -> torch.dtype:
+    """The dtype CPU autocast casts to (meaningful while it is on)."""
+    try:
+        return torch.get_autocast_dtype("cpu")
+    except (AttributeError, TypeError):  # torch < 2.4
+        return torch.get_autocast_cpu_dtype()
 
 
 def _check(op: Optional[str], name: str) -> None:

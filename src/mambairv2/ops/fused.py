@@ -4,7 +4,9 @@ Implementations: ``pytorch`` (the module, then the activation) and ``onednn``: o
 primitive (PyTorch's ``mkldnn._linear_pointwise`` / ``_convolution_pointwise`` ops, the ones
 ``torch.compile`` uses on CPUs), so the bias and the activation run on data still in cache
 instead of in further passes over memory; for float32 CPU inference where PyTorch has oneDNN.
-Results equal the plain ops to float32 rounding.
+Results equal the plain ops to float32 rounding. Under CPU bfloat16 autocast the same primitive
+runs in bfloat16 (input, weight and bias rounded to bfloat16, accumulation in float32, a
+bfloat16 result), as autocast runs ``nn.Linear`` and ``nn.Conv2d``.
 """
 from __future__ import annotations
 
@@ -40,6 +42,16 @@ def _fused(x: Tensor, layer: nn.Module) -> bool:
     return choose(Probe.of(x, layer.weight)).name == "onednn"
 
 
+def _operands(x: Tensor, layer: nn.Module):
+    """``x``, the weight and the bias in the dtype the primitive runs in: bfloat16 under CPU
+    bfloat16 autocast (which does not reach the oneDNN ops), else as they are."""
+    weight, bias = layer.weight, layer.bias
+    if Probe.of(x, weight).bfloat16_autocast:
+        half = torch.bfloat16
+        return x.to(half), weight.to(half), None if bias is None else bias.to(half)
+    return x, weight, bias
+
+
 def _activate(y: Tensor, act: str) -> Tensor:
     if act == "gelu":
         return F.gelu(y)
@@ -53,9 +65,10 @@ def linear_act(x: Tensor, layer: nn.Linear, act: str = "none") -> Tensor:
     fused, the bias is added by the matmul's epilogue instead of in a pass over the output."""
     if not _fused(x, layer):
         return _activate(layer(x), act)
+    x, weight, bias = _operands(x, layer)
     flat = x.reshape(-1, x.shape[-1])
     algorithm = "none" if act == "gelu" else ""
-    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, act, [], algorithm)
+    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, act, [], algorithm)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -64,8 +77,9 @@ def conv_act(x: Tensor, conv: nn.Conv2d, act: str) -> Tensor:
     channels-last."""
     if not _fused(x, conv) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return _activate(conv(x), act)
+    x, weight, bias = _operands(x, conv)
     return torch.ops.mkldnn._convolution_pointwise(
-        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+        x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
         conv.groups, act, [], "none" if act == "gelu" else "")
 
 

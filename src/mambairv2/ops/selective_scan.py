@@ -79,8 +79,8 @@ def _compiled_unsupported(probe: Probe, groups: int, d_state: int) -> Optional[s
         return f"the compiled kernel runs on CPU, not {probe.device}"
     if probe.grad:
         return "gradients needed (the compiled kernel has no backward)"
-    if probe.dtype != torch.float32:
-        return f"{str(probe.dtype).replace('torch.', '')} (the compiled kernel is float32)"
+    if probe.not_cpu_float32_inference():
+        return f"{probe.not_cpu_float32_inference()}: the compiled kernel is float32"
     if d_state > MAX_STATE:
         return f"d_state {d_state} > {MAX_STATE}"
     return None

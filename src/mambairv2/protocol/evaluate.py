@@ -217,10 +217,11 @@ def official_crops(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 
 def model_restorer(model: torch.nn.Module, protocol: str = "whole", self_ensemble: bool = False,
                    scale: Optional[int] = None, tile: Union[None, int, str] = None,
-                   tile_overlap: Optional[int] = None) -> Restorer:
+                   tile_overlap: Optional[int] = None, dtype: Optional[str] = None) -> Restorer:
     """A MambaIRv2 model as a method: the whole image at once (``protocol="whole"``; with
     ``tile``, in blended overlapping tiles to bound memory, see :func:`mambairv2.inference.restore_tensor`)
-    or the released ~200-px crops (``"official"``), optionally with the x8 self-ensemble (per crop)."""
+    or the released ~200-px crops (``"official"``), optionally with the x8 self-ensemble (per crop);
+    ``dtype``: the forward's autocast dtype (see :func:`mambairv2.inference.restore_tensor`)."""
     from ..inference.api import DEFAULT_TILE_OVERLAP, restore_tensor
 
     if protocol not in PROTOCOLS:
@@ -231,7 +232,8 @@ def model_restorer(model: torch.nn.Module, protocol: str = "whole", self_ensembl
     overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else int(tile_overlap)
 
     def forward(t: torch.Tensor) -> torch.Tensor:
-        return restore_tensor(model, t, tile=tile, tile_overlap=overlap, self_ensemble=self_ensemble)
+        return restore_tensor(model, t, tile=tile, tile_overlap=overlap, self_ensemble=self_ensemble,
+                              dtype=dtype)
 
     def run(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None]

@@ -1,6 +1,9 @@
 """Devices and dtypes by name, as the command line and the library accept them."""
 from __future__ import annotations
 
+import functools
+import os
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -54,3 +57,32 @@ def resolve_dtype(name: str) -> torch.dtype:
         return DTYPES[name]
     except KeyError:
         raise DeviceError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
+
+
+#: overrides the detection of native CPU bfloat16: ``native`` or ``emulated`` (e.g. to check the
+#: refusal on a CPU that has it)
+CPU_BFLOAT16_ENV = "MAMBAIRV2_CPU_BFLOAT16"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def cpu_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 products natively (x86 AVX512-BF16 or AMX-BF16, Arm
+    BF16); without them oneDNN emulates bfloat16, slower than float32. ``$MAMBAIRV2_CPU_BFLOAT16``
+    (``native`` / ``emulated``) overrides the detection."""
+    forced = os.environ.get(CPU_BFLOAT16_ENV, "").strip().lower()
+    if forced in ("native", "emulated"):
+        return forced == "native"
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
