@@ -459,7 +459,8 @@ def arch_file(family: str) -> str:
                "four-direction 2D selective scan and a channel-attention block). Parameter names equal\n"
                "the authors' release (csguoh/MambaIR), so their state dicts load strictly.")
         body = [operators(False), shared_layers(False), v1_network()]
-    return HEADER.format(generated=GENERATED, doc=doc) + "\n\n" + "\n\n".join(body)
+    text = HEADER.format(generated=GENERATED, doc=doc) + "\n\n" + "\n\n".join(body)
+    return text.replace("``ops.shape_generic()``", ":func:`shape_generic`")
 
 
 def render(dest: Path) -> None:

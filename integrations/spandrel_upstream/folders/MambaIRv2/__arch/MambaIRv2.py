@@ -472,7 +472,7 @@ def mirror_pad(x: Tensor, h: int, w: int) -> Tensor:
     Where the released padding breaks (an image shorter than half the padded size) the
     [x, flip(x), x, flip(x), …] pattern is simply continued, which equals the released result
     wherever that one worked. One gather per axis, its indices computed from the sizes, so a
-    tracer records the padding for every size (``ops.shape_generic()``)."""
+    tracer records the padding for every size (:func:`shape_generic`)."""
     for dim, target in ((-2, h), (-1, w)):
         size = x.shape[dim]
         if shape_generic() or target > size:
@@ -767,7 +767,7 @@ class WindowPlan(NamedTuple):
 class RolledWindows(NamedTuple):
     """Swin's own formulation: ``roll`` by the shift, then window partition, with one mask per
     window computed from the size. Every step is a tensor operation on sizes read from the
-    tokens, so a tracer records one graph for every size (``ops.shape_generic()``)."""
+    tokens, so a tracer records one graph for every size (:func:`shape_generic`)."""
 
     size: tuple[int, int]  #: padded height and width (traced values when tracing)
     window_size: int
