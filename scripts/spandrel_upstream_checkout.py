@@ -65,12 +65,12 @@ def run(checkout: Path, python: str, offline: bool) -> int:
                     if str(p.relative_to(checkout)) not in tests)
     select = "not official" if offline else ""
     steps: List[List[str]] = [
-        [python, "-m", "pytest", "-q", "-p", "spandrel_clash_plugin", *tests, *([("-k"), select] if select else [])],
-        [python, "-m", "pytest", "-q", "-p", "spandrel_clash_plugin", "-k", "test_load", *others],
         [python, "-m", "ruff", "check", "libs", "tests"],
         [python, "-m", "ruff", "format", "--check", "libs", "tests"],
-        [python, "-m", "pyright", "libs/"],
-        [python, "-m", "pyright", "tests/"],
+        [python, "-m", "pyright", "--pythonpath", python, "libs/"],
+        [python, "-m", "pyright", "--pythonpath", python, "tests/"],
+        [python, "-m", "pytest", "-q", "-p", "spandrel_clash_plugin", *tests, *(["-k", select] if select else [])],
+        [python, "-m", "pytest", "-q", "-p", "spandrel_clash_plugin", "--durations=5", "-k", "test_load", *others],
     ]
     failed = 0
     for cmd in steps:
