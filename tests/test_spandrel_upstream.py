@@ -125,3 +125,12 @@ def test_the_project_defers_to_spandrels_own_architectures(monkeypatch):
     assert ours.install() == [] and len(future) == len(spandrel.MAIN_REGISTRY)
     desc = future.load(torch.load(shared_path("golden_v1", "light_x2.pth"), weights_only=True)["params"])
     assert type(desc.model).__module__ == "spandrel.architectures.MambaIR.__arch.MambaIR"
+
+
+def test_no_other_spandrel_architecture_claims_the_golden_state_dicts(loader):
+    """Registry order cannot matter: of all of spandrel's detectors plus the two new ones, only
+    the family's own accepts each golden state dict."""
+    for folder, case in GOLDEN:
+        sd = torch.load(shared_path(folder, f"{case}.pth"), weights_only=True)["params"]
+        claims = [a.architecture.id for a in loader.registry.architectures("detection") if a.detect(sd)]
+        assert claims == ["MambaIR" if folder == "golden_v1" else "MambaIRv2"], (case, claims)
