@@ -53,13 +53,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from mambairv2.models import create_model
 
     arch = upstream("MambaIRv2").MambaIRv2Arch()
     results = {}
-    for label, (variant, scale, size) in CASES.items():
+    for label in args.cases:
+        variant, scale, size = CASES[label]
         torch.manual_seed(0)
         project = create_model(variant, scale=scale).eval()
         ours = arch.load(project.state_dict()).model.eval()
@@ -74,12 +76,13 @@ def main() -> None:
         rows["max_abs_difference"] = diff
         results[label] = rows
         print(label, json.dumps({k: (v["median_s"] if isinstance(v, dict) else v) for k, v in rows.items()}))
-    args.out.write_text(json.dumps({
-        "command": "PYTHONPATH=src python benchmarks/upstream_cpu.py --out " + str(args.out),
-        "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "note": "shared 2-core machine with other jobs running: timings are indicative only",
-        "results": results}, indent=1) + "\n")
+        # written after each case, so a run cut short keeps what it measured
+        args.out.write_text(json.dumps({
+            "command": f"PYTHONPATH=src python benchmarks/upstream_cpu.py --out {args.out} --threads {args.threads}",
+            "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "note": "shared 2-core machine with other jobs running: timings are indicative only",
+            "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
