@@ -100,12 +100,23 @@ def architecture():
     return architectures()[0]
 
 
+def builtin_ids() -> List[str]:
+    """The families spandrel itself already has (a spandrel version that ships the
+    ``MambaIRv2`` / ``MambaIR`` architectures proposed from ``integrations/spandrel_upstream``)."""
+    from spandrel import MAIN_REGISTRY
+
+    return [i for i in ARCH_IDS if i in MAIN_REGISTRY
+            and type(MAIN_REGISTRY[i].architecture).__module__.startswith("spandrel.")]
+
+
 def install(*, ignore_duplicates: bool = False) -> List[Any]:
     """Adds every family to ``spandrel.MAIN_REGISTRY`` (as ``spandrel_extra_arches.install()``
     does); returns the added ``ArchSupport`` entries (empty when already installed and
-    ``ignore_duplicates`` is set). No other architecture claims these keys, and the families'
+    ``ignore_duplicates`` is set). A family spandrel already ships (:func:`builtin_ids`) is left
+    to spandrel's own architecture. No other architecture claims these keys, and the families'
     detection rejects theirs, so the registry order does not matter."""
     from spandrel import MAIN_REGISTRY, ArchSupport
 
-    return MAIN_REGISTRY.add(*(ArchSupport.from_architecture(a) for a in architectures()),
+    builtin = set(builtin_ids())
+    return MAIN_REGISTRY.add(*(ArchSupport.from_architecture(a) for a in architectures() if a.id not in builtin),
                              ignore_duplicates=ignore_duplicates)
