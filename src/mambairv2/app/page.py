@@ -206,7 +206,7 @@ def _controls(gr: Any, settings: Settings, store: ModelStore) -> Dict[str, Any]:
     gr.Markdown("A `.pth` or `.safetensors` file, read as tensors only (no code in it runs); "
                 "its configuration is detected from the weights.", elem_classes=["hint"])
     with gr.Accordion("Options", open=True):
-        c["tile"] = gr.Slider(*TILE_SLIDER, value=0, elem_id="tile", label="Tile size",
+        c["tile"] = gr.Slider(minimum=TILE_SLIDER[0], maximum=TILE_SLIDER[1], step=TILE_SLIDER[2], value=0, elem_id="tile", label="Tile size",
                               info="input pixels per tile; 0 = automatic (whole image when it fits in memory); "
                                    "below the model's smallest tile (48 for MambaIRv2), the smallest")
         c["ensemble"] = gr.Checkbox(False, label="Self-ensemble (8 flips, 8× slower, a little better)",
