@@ -87,7 +87,7 @@ def operators(windows: bool) -> str:
         cut("ops/attention.py", "window_attention"),
         ("    name = choose(Probe.of(qkv, bias), hd).name\n", ""),
         ("""    if name == "compiled":
-        out, start = qkv.new_empty(qkv.shape[0], c), 0
+        out, start = qkv.new_empty(qkv.shape[0], c, dtype=torch.float32), 0
         for windows, mask in groups:
             tokens = windows * n
             window_attention_compiled(qkv[start:start + tokens], heads, bias, mask, scale,
@@ -155,11 +155,21 @@ def shared_layers(v2: bool) -> str:
     return "\n\n".join([
         cut("models/layers/layout.py", "tokens_to_image", "image_to_tokens"),
         cut("models/layers/stem.py", *names),
-        cut("models/layers/heads.py", "NUM_FEAT", "Upsample", "UpsampleOneStep", "_conv_before",
-            "_build_pixelshuffle", "_build_direct", "_build_nearest", "_build_residual",
-            "_forward_pixelshuffle", "_forward_direct", "_forward_nearest", "_forward_residual",
-            "StateDict", "_detect_pixelshuffle", "_detect_direct", "_detect_nearest", "_detect_residual",
-            "Head", "HEADS", "detect_head"),
+        patch(
+            cut("models/layers/heads.py", "NUM_FEAT", "Upsample", "UpsampleOneStep", "_conv_before",
+                "_build_pixelshuffle", "_build_direct", "_build_nearest", "_build_residual",
+                "_forward_pixelshuffle", "_forward_direct", "_forward_nearest", "_forward_residual",
+                "StateDict", "_detect_pixelshuffle", "_detect_direct", "_detect_nearest", "_detect_residual",
+                "Head", "HEADS", "detect_head"),
+            # the project's memory bound (state sizes counted from a configuration) stays in the project
+            ("    size: Callable[[int, int, int], S.Size]  #: (embed_dim, out_ch, scale) → its tensors and values\n", ""),
+            ('("conv_before_upsample.", "upsample.", "conv_last."), _size_pixelshuffle)',
+             '("conv_before_upsample.", "upsample.", "conv_last."))'),
+            ('("upsample.",), _size_direct)', '("upsample.",))'),
+            ('("conv_before_upsample.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last."),\n                         _size_nearest)',
+             '("conv_before_upsample.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last."))'),
+            ('("conv_last.",), _size_residual)', '("conv_last.",))'),
+        ),
         cut("models/layers/depths.py", "group_depths"),
     ])
 

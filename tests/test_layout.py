@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 import re
 from pathlib import Path
@@ -107,11 +108,19 @@ def test_no_import_circle():
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
+#: optional extras whose own modules (e.g. the Triton kernels) import them at the top
+OPTIONAL = ("triton",)
+
+
 def test_restore_stays_the_function_after_importing_every_module():
     for info in pkgutil.walk_packages(mambairv2.__path__, "mambairv2."):
         if info.name.endswith("__main__") or ".comfyui" in info.name:
             continue
-        importlib.import_module(info.name)
+        try:
+            importlib.import_module(info.name)
+        except ModuleNotFoundError as exc:  # a module of an optional extra that is not installed
+            if exc.name not in OPTIONAL or importlib.util.find_spec(exc.name) is not None:
+                raise
     assert callable(mambairv2.restore) and mambairv2.restore.__name__ == "restore"
     assert not isinstance(mambairv2.restore, type(mambairv2))
 
