@@ -133,6 +133,8 @@ def test_restore_in_the_browser_equals_the_cli(page, bird, tmp_path, tmp_path_fa
     assert downloaded.read_bytes() == expected.read_bytes()
 
     page.mouse.move(0, 0)
+    # nothing pending when the screenshot is taken: no request open for 0.5 s
+    page.wait_for_load_state("networkidle", timeout=30_000)
     shots = tmp_path_factory.mktemp("app-screenshot")
     shot = shots / "app_screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -235,6 +237,40 @@ def test_a_run_clears_the_last_warning_and_shows_one_progress_display(page, tmp_
     page.wait_for_selector("#status :text('✓')", timeout=RUN_TIMEOUT_MS)
     assert "notes.txt" not in page.locator("#status").inner_text()
 
+
+def test_the_page_goes_network_idle_after_loading_and_after_a_run(browser, app_url, bird):
+    """No request stays open once the page has loaded or a run has ended (Gradio holds its
+    heartbeat stream open for as long as the page is when the page has a gr.State)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        pg = context.new_page()
+        urls = []
+        pg.on("request", lambda r: urls.append(r.url))
+        pg.goto(app_url + "/")
+        pg.wait_for_selector("#model-card :text('task')", timeout=120_000)
+        pg.wait_for_load_state("networkidle", timeout=30_000)
+        assert "✓" in upload_and_run(pg, bird)
+        pg.wait_for_load_state("networkidle", timeout=30_000)
+        assert not [u for u in urls if "/heartbeat/" in u], [u for u in urls if "/heartbeat/" in u][:3]
+    finally:
+        context.close()
+
+
+def test_the_result_picker_shows_the_chosen_result(page, tmp_path):
+    """Two uploads: the picker lists both results and choosing the second shows its images."""
+    paths = []
+    for side, name in ((40, "small"), (56, "wide")):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    status = upload_and_run(page, *paths)
+    page.wait_for_selector("#status :text('wide')", timeout=RUN_TIMEOUT_MS)
+    assert "✓" in page.locator("#status").inner_text(), status
+    after = "() => { const i = document.querySelector('#after img'); return i && i.complete ? i.naturalWidth : 0 }"
+    page.wait_for_function(f"({after})() === 160", timeout=60_000)
+    page.locator("#pick input").click()
+    page.locator("[role=option]:has-text('wide.png')").click()
+    page.wait_for_function(f"({after})() === 224", timeout=60_000)
 
 
 def test_a_tab_opened_while_starting_becomes_the_app_by_itself(browser, tmp_path, monkeypatch):

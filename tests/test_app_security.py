@@ -307,3 +307,28 @@ def test_no_route_serves_another_clients_uploads_or_results(app):
     assert not leaked, leaked
     # and the owner still reads its files after all that
     assert alice.http.get(f"/gradio_api/file={upload}").content == secrets_[upload]
+
+
+def test_the_result_picker_shows_a_client_only_its_own_last_results(tmp_path, monkeypatch):
+    """The results a client can switch between are its own last run's, never another client's,
+    and the page forgets the oldest clients' beyond a bound (paths only are kept)."""
+    pytest.importorskip("gradio", reason="the [app] extra (gradio) is not installed")
+    from types import SimpleNamespace
+
+    from mambairv2.app import page
+
+    unchanged = {"unchanged": True}
+    on = page.Handlers(SimpleNamespace(update=lambda **kw: unchanged), store=None, limits=None, work=tmp_path)
+    on._remember("alice", {"a.png": ("alice-before.png", "alice-after.png")})
+    on._remember("bob", {"b.png": ("bob-before.png", "bob-after.png")})
+    assert on.show("a.png", "alice") == (("alice-before.png", "alice-after.png"), "alice-before.png",
+                                         "alice-after.png")
+    assert on.show("a.png", "bob") == (unchanged,) * 3
+    assert on.show("b.png", None) == (unchanged,) * 3
+    on._remember("alice", {"c.png": ("c0.png", "c1.png")})  # a new run replaces the last one
+    assert on.show("a.png", "alice") == (unchanged,) * 3
+    monkeypatch.setattr(page, "KEPT_CLIENTS", 3)
+    for i in range(5):
+        on._remember(f"client-{i}", {"x.png": ("b.png", "a.png")})
+    assert on.show("x.png", "client-0") == (unchanged,) * 3 and on.show("x.png", "client-4")[1] == "b.png"
+    assert len(on._shown) == 3

@@ -10,6 +10,8 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -22,6 +24,9 @@ from .settings import Settings
 MAX_CHECKPOINT_MB = 1024
 #: Jobs waiting in the queue beyond the running one; more are refused with a message.
 QUEUE_SIZE = 16
+#: Clients whose last results the page can still switch between (their preview paths only);
+#: the oldest client's are forgotten first.
+KEPT_CLIENTS = 256
 #: System fonts only: the page needs no font server (the default theme loads web fonts).
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
@@ -86,6 +91,11 @@ class Handlers:
         self.gr, self.store, self.limits, self.work = gr, store, limits, work
         self.uploads = uploads or ClientFiles()
         self.model_errors = (CheckpointError, KeyError, ValueError, RuntimeError)
+        # each client's last results (download name → preview paths), kept here rather than in
+        # a gr.State: a State makes Gradio hold an event stream open for as long as the page is
+        # (to free the State when the tab closes), so the page would never be idle
+        self._shown: "OrderedDict[Optional[str], Dict[str, Tuple[str, str]]]" = OrderedDict()
+        self._shown_lock = threading.Lock()
 
     def choices(self, client: Optional[str] = None):
         """The model names this client may choose (its own uploads, nobody else's)."""
@@ -128,7 +138,7 @@ class Handlers:
             client: Optional[str] = None):
         """Restores (or degrades, restores and scores) every upload: status text, the first result
         in the slider and side by side, all results, the downloads and the result picker."""
-        nothing = (None, None, None, None, [], self.gr.update(choices=[], value=None, visible=False))
+        nothing = (None, None, None, None, self.gr.update(choices=[], value=None, visible=False))
         if not files:
             return (_warn("Upload one or more images first."), *nothing)
         if not name:
@@ -148,10 +158,18 @@ class Handlers:
             return ("\n\n".join(lines), *nothing)
         first = results[0]
         picks = [r.download.name for r in results]
-        gallery = [(r.name, r.before, r.after) for r in results]
+        self._remember(client, {r.download.name: (r.before, r.after) for r in results})
         return ("\n\n".join(lines), (first.before, first.after), first.before, first.after,
-                gallery, [str(r.download) for r in results],
+                [str(r.download) for r in results],
                 self.gr.update(choices=picks, value=picks[0], visible=len(results) > 1))
+
+    def _remember(self, client: Optional[str], shown: Dict[str, Tuple[str, str]]) -> None:
+        """Keeps ``client``'s last results (replacing its earlier ones), for :meth:`show`."""
+        with self._shown_lock:
+            self._shown.pop(client, None)
+            self._shown[client] = shown
+            while len(self._shown) > KEPT_CLIENTS:
+                self._shown.popitem(last=False)
 
     def _each(self, model: Any, files: List[str], options: Options, progress: Callable,
               client: Optional[str]) -> Tuple[list, list]:
@@ -186,12 +204,13 @@ class Handlers:
             results.append(done)
         return lines, results
 
-    def show(self, pick: Optional[str], gallery: list, downloads: Optional[List[str]]):
-        """The chosen result in the slider and side by side."""
-        names = [Path(p).name for p in (downloads or [])]
-        if not pick or pick not in names or not gallery:
+    def show(self, pick: Optional[str], client: Optional[str] = None):
+        """The chosen result of this client's last run in the slider and side by side."""
+        with self._shown_lock:
+            found = self._shown.get(client, {}).get(pick or "")
+        if found is None:
             return self.gr.update(), self.gr.update(), self.gr.update()
-        _, before, after = gallery[names.index(pick)]
+        before, after = found
         return (before, after), before, after
 
 
@@ -282,7 +301,10 @@ def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optio
     def choices(request: gr.Request):
         return on.choices(_client(request))
 
-    for handler in (run, describe, add_checkpoint, choices):
+    def show(pick, request: gr.Request):
+        return on.show(pick, _client(request))
+
+    for handler in (run, describe, add_checkpoint, choices, show):
         # Gradio finds the request argument by its annotation, which must be the class itself
         # (this module's annotations are strings)
         handler.__annotations__["request"] = gr.Request
@@ -295,7 +317,6 @@ def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optio
                 c = _controls(gr, settings, store)
             with gr.Column(scale=3):
                 c.update(_results(gr))
-        gallery = gr.State([])
         model = [c["model"], c["device"], c["dtype"]]
         card = [c["card"], c["sigma"], c["quality"]]
         views = [c["slider"], c["before"], c["after"]]
@@ -310,10 +331,10 @@ def build(settings: Settings, store: Optional[ModelStore] = None, uploads: Optio
         # one progress display (the status line), not one over every panel the run fills
         c["run"].click(run, [c["images"], c["model"], c["tile"], c["ensemble"], c["device"], c["dtype"],
                              c["simulate"], c["sigma"], c["quality"]],
-                       [c["status"], *views, gallery, c["downloads"], c["pick"]],
+                       [c["status"], *views, c["downloads"], c["pick"]],
                        concurrency_limit=1, concurrency_id="restore", api_name="restore",
                        show_progress_on=[c["status"]])
-        c["pick"].change(on.show, [c["pick"], gallery, c["downloads"]], views)
+        c["pick"].change(show, c["pick"], views)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
