@@ -8,8 +8,14 @@ PyTorch ops they call. Every other top-level PyTorch op is put in a category by 
 forward's CPU times; ``python`` is the rest of the profiled wall time (interpreter, hooks).
 The un-profiled latency of the same forward is reported beside it.
 
+``--dtype bfloat16`` profiles the CPU's bfloat16 mode (``mambairv2.ops.compute_precision``).
+A float32 profile also gives the share of its time spent in GEMMs (linears and dense
+convolutions) and the bfloat16 bound that follows from it (Amdahl): the speed-up if every GEMM
+ran faster by the ratio of the machine's bfloat16 and float32 roofs (measured in the same run)
+and nothing else changed.
+
     python benchmarks/profile_cpu.py [--cases light:128,base:64] [--threads 1] [--repeats 3]
-        [--json benchmarks/results/profile_cpu.json]
+        [--dtype float32|bfloat16] [--json benchmarks/results/profile_cpu.json]
 """
 from __future__ import annotations
 
@@ -42,6 +48,10 @@ ATEN_CATEGORIES = {
                     "aten::pad", "aten::constant_pad_nd", "aten::reflection_pad2d", "aten::flip",
                     "aten::repeat", "aten::to", "aten::_to_copy", "aten::empty", "aten::zeros"),
 }
+
+
+#: the categories that are matrix products (what bfloat16 makes faster)
+GEMM_CATEGORIES = ("linear", "linear_act", "conv", "conv_gate", "gemm (aten)")
 
 
 @contextlib.contextmanager
@@ -87,11 +97,13 @@ def category(name: str, shapes: List[Any]) -> str:
     return "elementwise/other"
 
 
-def profile_case(variant: str, size: int, repeats: int) -> Dict[str, Any]:
+def profile_case(variant: str, size: int, repeats: int, dtype: str = "float32") -> Dict[str, Any]:
     """Profiles ``repeats`` forwards of ``variant`` x4 on a size² input after a warm-up."""
+    from mambairv2.ops import compute_precision
+
     model = peer_cpu.build(variant)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_precision(torch.device("cpu"), dtype):
         model(x)
         plain = []
         for _ in range(repeats):
@@ -118,21 +130,61 @@ def profile_case(variant: str, size: int, repeats: int) -> Dict[str, Any]:
     total = wall / repeats
     per_cat["python"] = max(0.0, total - sum(per_cat.values()))
     rows = sorted(per_cat.items(), key=lambda kv: -kv[1])
-    return {"variant": variant, "size": size, "repeats": repeats,
+    return {"variant": variant, "size": size, "repeats": repeats, "dtype": dtype,
+            "gemm_fraction": sum(per_cat.get(c, 0.0) for c in GEMM_CATEGORIES) / total,
             "latency_s": statistics.median(plain), "latency_runs_s": plain, "profiled_s": total,
             "categories": [{"category": c, "seconds": s, "fraction": s / total} for c, s in rows],
             "top_aten_ops": [{"op": o, "seconds": s, "fraction": s / total}
                              for o, s in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]]}
 
 
+def bfloat16_bound(gemm_fraction: float, roof_ratio: float) -> float:
+    """Amdahl's bound: the speed-up of a forward whose GEMM share ``gemm_fraction`` runs
+    ``roof_ratio`` times faster while the rest does not change."""
+    return 1.0 / ((1.0 - gemm_fraction) + gemm_fraction / roof_ratio)
+
+
+def add_bounds(report: Dict[str, Any]) -> None:
+    """Adds the bfloat16 bound to every float32 case of ``report`` (needs both roofs)."""
+    roofs = report.get("roofs_gflops") or {}
+    if not roofs.get("bfloat16") or not roofs.get("float32"):
+        return
+    ratio = roofs["bfloat16"] / roofs["float32"]
+    report["roof_ratio_bfloat16"] = ratio
+    for case in report["cases"]:
+        if case.get("dtype", "float32") == "float32":
+            case["bfloat16_bound"] = bfloat16_bound(case["gemm_fraction"], ratio)
+
+
 def table(report: Dict[str, Any]) -> str:
     lines = [f"Commit `{report['commit']}`, {report['cpu']}, {report['threads']} thread(s), load average "
              f"{report['load_average'][0][0]:.2f} → {report['load_average'][-1][0]:.2f}."]
+    if report.get("roof_ratio_bfloat16"):
+        r = report["roofs_gflops"]
+        lines.append(f"Roofs: float32 {r['float32']:.0f} GFLOP/s, bfloat16 {r['bfloat16']:.0f} GFLOP/s "
+                     f"({report['roof_ratio_bfloat16']:.2f}×).")
     for case in report["cases"]:
-        lines += ["", f"MambaIRv2-{case['variant']} x4 {case['size']}²: {case['latency_s']:.3f} s per forward "
-                      f"({case['profiled_s']:.3f} s profiled)", "", "| category | s | share |", "|---|---|---|"]
+        gemm = f"; GEMMs {100 * case['gemm_fraction']:.0f}% of it" if "gemm_fraction" in case else ""
+        if "bfloat16_bound" in case:
+            gemm += f", so bfloat16 GEMMs alone give at most {case['bfloat16_bound']:.2f}×"
+        lines += ["", f"MambaIRv2-{case['variant']} x4 {case['size']}², {case.get('dtype', 'float32')}: "
+                      f"{case['latency_s']:.3f} s per forward ({case['profiled_s']:.3f} s profiled{gemm})",
+                  "", "| category | s | share |", "|---|---|---|"]
         lines += [f"| {r['category']} | {r['seconds']:.4f} | {100 * r['fraction']:.1f}% |" for r in case["categories"]]
     return "\n".join(lines)
+
+
+def machine_roofs() -> Dict[str, Any]:
+    """The float32 and (where the CPU has it natively) bfloat16 roofs, best of three each."""
+    from mambairv2.analysis.measure import roofs
+    from mambairv2.ops.precision import cpu_native_bfloat16
+
+    cpu = torch.device("cpu")
+    out: Dict[str, Any] = {"float32": max(roofs(cpu)["roof"] for _ in range(3))}
+    if not cpu_native_bfloat16():
+        return out
+    out["bfloat16"] = max(roofs(cpu, torch.bfloat16)["roof"] for _ in range(3))
+    return out
 
 
 def main(argv: List[str] = None) -> int:
@@ -140,6 +192,7 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--cases", default="light:128,base:64", help="comma-separated VARIANT:SIZE")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     peer_cpu.add_output_options(ap, ROOT / "benchmarks/results/profile_cpu.json")
     args = ap.parse_args(argv)
     peer_cpu.check_output(ap, args)
@@ -148,11 +201,13 @@ def main(argv: List[str] = None) -> int:
     cases = []
     for item in args.cases.split(","):
         variant, size = item.split(":")
-        cases.append(profile_case(variant, int(size), args.repeats))
+        cases.append(profile_case(variant, int(size), args.repeats, args.dtype))
         load.append(list(os.getloadavg()))
     report = {"threads": args.threads, "torch": torch.__version__, "cpu": peer_cpu._cpu_name(),
               "commit": peer_cpu._commit(), "load_average": load, "cases": cases,
+              "roofs_gflops": machine_roofs(),
               "command": "python benchmarks/profile_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    add_bounds(report)
     peer_cpu.write_report(args.json, report)
     print(table(report))
     return 0
