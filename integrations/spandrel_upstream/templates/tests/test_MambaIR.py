@@ -12,8 +12,10 @@ from .util import (
 
 skip_if_unchanged(__file__)
 
-# the authors' checkpoints (Hugging Face, cguoh/MambaIR)
-HF = "https://huggingface.co/cguoh/MambaIR/resolve/main/"
+# the authors' checkpoints: the Google Drive files their README links (model summary table)
+LIGHT_SR_X2 = (
+    "https://drive.google.com/file/d/1eWovtH7YvEn2Bm9wBK5REOhbIgapsLxM/view?usp=sharing"
+)
 
 
 def test_load():
@@ -106,7 +108,7 @@ def test_descriptor(snapshot):
 
 
 def test_official_MambaIR_lightSR_x2(snapshot):
-    file = ModelFile.from_url(HF + "lightSR_x2.pth", name="MambaIR_lightSR_x2.pth")
+    file = ModelFile.from_url(LIGHT_SR_X2, name="MambaIR_lightSR_x2.pth")
     model = file.load_model()
     assert model == snapshot(exclude=disallowed_props)
     assert isinstance(model.model, MambaIR)

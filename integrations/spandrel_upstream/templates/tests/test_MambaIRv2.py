@@ -12,8 +12,8 @@ from .util import (
 
 skip_if_unchanged(__file__)
 
-# the authors' checkpoints (Hugging Face, cguoh/MambaIR, folder MambaIRv2_ckpt)
-HF = "https://huggingface.co/cguoh/MambaIR/resolve/main/MambaIRv2_ckpt/"
+# the authors' checkpoints: the assets of their GitHub release v1.0, which their README links
+RELEASE = "https://github.com/csguoh/MambaIR/releases/download/v1.0/"
 
 
 def test_load():
@@ -151,7 +151,7 @@ def test_descriptor(snapshot):
 
 
 def test_official_MambaIRv2_lightSR_x4(snapshot):
-    file = ModelFile.from_url(HF + "mambairv2_lightSR_x4.pth")
+    file = ModelFile.from_url(RELEASE + "mambairv2_lightSR_x4.pth")
     model = file.load_model()
     assert model == snapshot(exclude=disallowed_props)
     assert isinstance(model.model, MambaIRv2)
@@ -162,8 +162,8 @@ def test_official_MambaIRv2_lightSR_x4(snapshot):
     )
 
 
-def test_official_MambaIRv2_SR_x2(snapshot):
-    file = ModelFile.from_url(HF + "mambairv2_SR_x2.pth")
+def test_official_MambaIRv2_classicSR_Base_x4(snapshot):
+    file = ModelFile.from_url(RELEASE + "mambairv2_classicSR_Base_x4.pth")
     model = file.load_model()
     assert model == snapshot(exclude=disallowed_props)
     assert isinstance(model.model, MambaIRv2)
