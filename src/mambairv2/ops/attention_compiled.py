@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .native import F32, I64, INT, PTR, NativeKernel
+from .native import F32, I64, INT, PTR, NativeKernel, as_dtype
 
 Tensor = torch.Tensor
 MAX_HEAD_DIM = 32
@@ -65,11 +65,11 @@ def window_attention_compiled(qkv: Tensor, heads: int, bias: Tensor, mask: Optio
                          f"{heads} heads of windows of {n} tokens")
     if mask is not None and tuple(mask.shape) != (n, n):
         raise ValueError(f"mask must be {n}×{n}, got {tuple(mask.shape)}")
-    qkv = qkv.float()  # bfloat16 under autocast: the kernel computes in float32
+    qkv = as_dtype(qkv, torch.float32)  # bfloat16 under autocast: the kernel computes in float32
     if qkv.stride(1) != 1:
         qkv = qkv.contiguous()
-    bias = bias.float().contiguous()
-    mask = None if mask is None else mask.float().contiguous()
+    bias = as_dtype(bias, torch.float32).contiguous()
+    mask = None if mask is None else as_dtype(mask, torch.float32).contiguous()
     if out is None:
         out = torch.empty(tokens, c)
     elif tuple(out.shape) != (tokens, c) or out.stride(1) != 1 or out.dtype != torch.float32:

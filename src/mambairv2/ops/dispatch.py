@@ -68,10 +68,12 @@ class Probe(NamedTuple):
     @classmethod
     def of(cls, *tensors: Optional[torch.Tensor]) -> "Probe":
         """The probe of a call on ``tensors`` (None entries ignored; the first sets device/dtype)."""
-        present = [t for t in tensors if t is not None]
-        first = present[0]
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
-        return cls(first.device.type, first.dtype, grad, first.device.type == "cpu" and autocast_cpu())
+        first = tensors[0]
+        if first is None:
+            first = next(t for t in tensors if t is not None)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        device = first.device.type
+        return cls(device, first.dtype, grad, device == "cpu" and autocast_cpu())
 
     @property
     def cpu_float32_inference(self) -> bool:
@@ -98,12 +100,31 @@ class Probe(NamedTuple):
         return None
 
 
+#: decisions of :func:`cpu_inference_choice` by operator, selection, probe and autocast dtype:
+#: a handful per process (bounded all the same); a kernel's availability is settled once
+_choices: Dict[tuple, Choice] = {}
+_MAX_CHOICES = 256
+
+
 def cpu_inference_choice(op: str, probe: Probe, fast: str, available: Callable[[], bool],
                          unavailable: Callable[[], Optional[str]], plain: str = "pytorch") -> Choice:
     """The choice of an operator whose only fast path (``fast``) is for float32 CPU inference:
     the selection in force, else ``fast`` where it applies and ``available()``, else ``plain``
-    with the reason (``unavailable()`` says why the fast path is missing)."""
+    with the reason (``unavailable()`` says why the fast path is missing). Taken once per
+    operator, selection and probe (every call of a forward asks the same question)."""
     sel = selected(op)
+    key = (op, sel, probe, probe.autocast and cpu_autocast_dtype(), fast, plain)
+    choice = _choices.get(key)
+    if choice is None:
+        choice = _cpu_inference_choice(op, sel, probe, fast, available, unavailable, plain)
+        if len(_choices) >= _MAX_CHOICES:
+            _choices.clear()
+        _choices[key] = choice
+    return choice
+
+
+def _cpu_inference_choice(op: str, sel: str, probe: Probe, fast: str, available: Callable[[], bool],
+                          unavailable: Callable[[], Optional[str]], plain: str) -> Choice:
     if sel in SELECTIONS and sel != "auto":  # a whole-model selection: the op's own, else plain
         return Choice(sel if sel in OPS[op] else plain, f"selected {sel!r}")
     if sel != "auto":

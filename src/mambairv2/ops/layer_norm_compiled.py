@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .native import F32, I64, INT, PTR, NativeKernel
+from .native import F32, I64, INT, PTR, NativeKernel, as_dtype
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,7 @@ def layer_norm_compiled(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> 
     c = x.shape[-1]
     if tuple(weight.shape) != (c,) or tuple(bias.shape) != (c,):
         raise ValueError(f"weight and bias must have {c} elements, got {tuple(weight.shape)} and {tuple(bias.shape)}")
-    rows = x.float().reshape(-1, c)  # a view where possible (bfloat16 under autocast: a float32 copy)
+    rows = as_dtype(x, torch.float32).reshape(-1, c)  # a view where possible (bfloat16 under autocast: a float32 copy)
     if rows.stride(1) != 1:
         rows = rows.contiguous()
     w, b = weight.contiguous(), bias.contiguous()

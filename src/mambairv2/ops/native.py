@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import torch
+
 from ..utils.cache_dir import cache_dir
 
 # OpenMP first: the kernels then share PyTorch's thread pool (see kernel_parallel.h)
@@ -147,3 +149,9 @@ class NativeKernel:
     def native(self) -> bool:
         """Whether it is loaded and was built for this CPU's vector units (-march=native)."""
         return self.load() is not None and "-march=native" in self.flags
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, without the operator call where ``t`` has that dtype already (the usual
+    case for the kernels' float32 inputs: a no-op ``to`` still costs a dispatch)."""
+    return t if t.dtype == dtype else t.to(dtype)

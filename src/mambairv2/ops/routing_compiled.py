@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .native import I64, INT, PTR, NativeKernel
+from .native import I64, INT, PTR, NativeKernel, as_dtype
 
 Tensor = torch.Tensor
 
@@ -39,7 +39,7 @@ def sgn_route_compiled(logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     flat = logits.reshape(b * length, ntok)
     if flat.stride(1) != 1:
         flat = flat.contiguous()
-    flat = flat.float()
+    flat = as_dtype(flat, torch.float32)
     groups, order, inverse = (torch.empty(b, length, dtype=torch.int64) for _ in range(3))
     rc = lib.mambairv2_sgn_route_f32(b, length, ntok, flat.data_ptr(), flat.stride(0),
                                      groups.data_ptr(), order.data_ptr(), inverse.data_ptr(),

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .native import I64, I64_PTR, INT, PTR, NativeKernel
+from .native import I64, I64_PTR, INT, PTR, NativeKernel, as_dtype
 from .scan_common import ScanInputs
 
 Tensor = torch.Tensor
@@ -71,11 +71,11 @@ def selective_scan_compiled(u: Tensor, delta: Optional[Tensor], A: Tensor, B: Te
         Ck = Ck.contiguous()
     A = s.A.contiguous()
     Dskip = None if s.D is None else s.D.contiguous()
-    bias = None if delta_bias is None else delta_bias.float().contiguous()
-    dtl = delta_low.float() if low else None
+    bias = None if delta_bias is None else as_dtype(delta_bias, torch.float32).contiguous()
+    dtl = as_dtype(delta_low, torch.float32) if low else None
     if low and dtl.stride(1) != 1 and dtl.stride(2) != 1:
         dtl = dtl.contiguous()
-    dtw = delta_proj.float().contiguous() if low else None
+    dtw = as_dtype(delta_proj, torch.float32).contiguous() if low else None
     batch, dim, length = s.u.shape
     token_major = s.u.stride(1) == 1
     y = torch.empty(batch, length, dim).transpose(1, 2) if token_major else torch.empty(batch, dim, length)
