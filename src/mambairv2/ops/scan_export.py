@@ -92,45 +92,38 @@ def _step_major_index(length: Tensor | int, chunk: int, device: torch.device) ->
 
 
 def _steps(x: Tensor, chunk: int) -> Tensor:
-    """``B×G×K×L`` → ``chunk×B×G×nc×K``: the sequence padded and cut into ``nc`` chunks, step
+    """``B×G×K×L`` → ``chunk×nc×B×G×K``: the sequence padded and cut into ``nc`` chunks, step
     first. One row gather of the sequence-first tensor puts the steps outermost, so that every
     step is one contiguous slice (no transpose in front of the per-step slices for onnxruntime
     to move past them)."""
     rows = x.permute(3, 0, 1, 2).index_select(0, _step_major_index(x.shape[-1], chunk, x.device))
-    return rows.reshape(chunk, -1, *x.shape[:-1]).permute(0, 2, 3, 1, 4)
-
-
-def _carry(chunk_decay: Tensor, end: Tensor, chunk: int, max_chunks: int) -> Tensor:
-    """The state entering each chunk from each chunk's decay and local end state (all
-    ``B×G×N×nc×Dg``)."""
-    h = linear_recurrence(chunk_decay.permute(3, 0, 1, 2, 4), end.permute(3, 0, 1, 2, 4), chunk, max_chunks)
-    return _entering(h).permute(1, 2, 3, 0, 4)
+    return rows.reshape(chunk, -1, *x.shape[:-1])
 
 
 def selective_scan_export(s: ScanInputs, chunk: int = CHUNK, max_tokens: int = MAX_TOKENS) -> Tensor:
     """Same result as the reference recurrence for sequences up to ``max_tokens``. Returns ``B×D×L``.
 
-    States are laid out ``B×G×N×nc×Dg`` (channels innermost): every broadcast (Δ against ``A``,
-    Δ·u against ``B``, the state against ``C``) then runs over contiguous spans of ``Dg``
-    channels, several times faster in onnxruntime than the spans of ``N`` of a ``…×Dg×N``
-    layout."""
+    States are laid out ``nc×B×G×N×Dg`` (channels innermost): every broadcast (Δ against ``A``,
+    Δ·u against ``B``) then runs over contiguous spans of ``Dg`` channels, several times faster
+    in onnxruntime than the spans of ``N`` of a ``…×Dg×N`` layout, and the read-out ``C·h`` is
+    one batched matrix product."""
     batch, dim, length = s.u.shape
     groups, n = s.B.shape[1], s.A.shape[1]
-    delta = _steps(s.delta.reshape(batch, groups, -1, length), chunk).unsqueeze(3)  # chunk×B×G×1×nc×Dg
-    delta_u = delta * _steps(s.u.reshape(batch, groups, -1, length), chunk).unsqueeze(3)
-    Bs = _steps(s.B, chunk).transpose(-1, -2).unsqueeze(-1)  # chunk×B×G×N×nc×1
-    Cs = _steps(s.C, chunk).transpose(-1, -2).unsqueeze(-1)
-    A = s.A.view(groups, -1, n).transpose(1, 2).unsqueeze(2)  # G×N×1×Dg
+    delta = _steps(s.delta.reshape(batch, groups, -1, length), chunk).unsqueeze(-2)  # chunk×nc×B×G×1×Dg
+    delta_u = delta * _steps(s.u.reshape(batch, groups, -1, length), chunk).unsqueeze(-2)
+    Bs = _steps(s.B, chunk).unsqueeze(-1)  # chunk×nc×B×G×N×1
+    Cs = _steps(s.C, chunk).unsqueeze(-2)  # chunk×nc×B×G×1×N
+    A = s.A.view(groups, -1, n).transpose(1, 2)  # G×N×Dg
     decays = [torch.exp(torch.clamp(delta[t] * A, min=MIN_LOG_DECAY)) for t in range(chunk)]
-    inputs = [delta_u[t] * Bs[t] for t in range(chunk)]  # each B×G×N×nc×Dg
+    inputs = [delta_u[t] * Bs[t] for t in range(chunk)]  # each nc×B×G×N×Dg
     h = inputs[0]  # 1. each chunk from a zero state: its local end state
     for t in range(1, chunk):
         h = decays[t] * h + inputs[t]
     chunk_decay = torch.exp(torch.clamp(delta.sum(0) * A, min=MIN_LOG_DECAY))
-    h = _carry(chunk_decay, h, chunk, math.ceil(max_tokens / chunk))
+    h = _entering(linear_recurrence(chunk_decay, h, chunk, math.ceil(max_tokens / chunk)))
     ys = []
     for t in range(chunk):  # 2. again from the true entry states, reading out y
         h = decays[t] * h + inputs[t]
-        ys.append((h * Cs[t]).sum(2))  # B×G×nc×Dg
-    y = torch.stack(ys, 3).reshape(batch, groups, -1, dim // groups)[:, :, :length]  # B×G×L×Dg
-    return s.finish(y.permute(0, 1, 3, 2).reshape(batch, dim, length))
+        ys.append(torch.matmul(Cs[t], h))  # nc×B×G×1×Dg
+    y = torch.stack(ys, 1).reshape(-1, batch, groups, dim // groups)[:length]  # L×B×G×Dg
+    return s.finish(y.permute(1, 2, 3, 0).reshape(batch, dim, length))
