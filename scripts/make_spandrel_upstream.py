@@ -94,6 +94,8 @@ def operators(windows: bool) -> str:
                                       out[start:start + tokens])
             start += tokens
         return out
+    if name == "export":
+        return _window_attention_export(qkv, heads, bias, groups, scale)
 """, """    # CPU SDPA with a bias that needs a gradient takes a slower unfused fallback
     plain = qkv.device.type == "cpu" and torch.is_grad_enabled() and bias.requires_grad
 """),

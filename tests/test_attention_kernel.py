@@ -110,7 +110,7 @@ def test_chosen_only_where_it_is_faster_and_correct():
             assert chosen(qkv, bias) == "reference"
 
 
-@pytest.mark.parametrize("selection", ["reference", "pytorch", "auto"])
+@pytest.mark.parametrize("selection", ["reference", "pytorch", "auto", "export"])
 def test_every_implementation_gives_the_same_attention(selection):
     qkv, bias, mask = _inputs(3, 16, 2, 6, True)
     groups = [(2, None), (1, mask)]
@@ -129,3 +129,22 @@ def test_bad_arguments_are_reported():
         window_attention_compiled(qkv, 2, bias, torch.zeros(8, 8), 0.5)
     with pytest.raises(ValueError, match="out"):
         window_attention_compiled(qkv, 2, bias, None, 0.5, out=torch.empty(16, 9))
+
+
+@pytest.mark.parametrize("images,nw,parts", [(2, 5, 2), (1, 3, 8), (3, 7, 7)])
+def test_export_attention_in_parts_equals_the_formula_with_per_window_masks(images, nw, parts):
+    """The export formulation cuts the windows of every image into runs (more parts than
+    windows: empty runs; runs of unequal length); window i takes mask i mod nW."""
+    from mambairv2.ops import attention
+
+    qkv, bias, _ = _inputs(images * nw, 16, 2, 4, False, seed=images)
+    g = torch.Generator().manual_seed(nw)
+    masks = torch.where(torch.rand(nw, 16, 16, generator=g) < 0.3, -100.0, 0.0)
+    expected = _formula(qkv, 2, bias, masks.repeat(images, 1, 1).unsqueeze(1), 0.4)
+    old, attention.EXPORT_PARTS = attention.EXPORT_PARTS, parts
+    try:
+        with torch.no_grad(), implementation("export"):
+            out = window_attention(qkv, 2, bias, [(None, masks)], 0.4)
+    finally:
+        attention.EXPORT_PARTS = old
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=1e-5)

@@ -36,7 +36,7 @@ SELECTIONS = ("auto", "pytorch", "reference", "export")
 #: every operator with its concrete implementations (besides the three selections)
 OPS: Mapping[str, tuple] = {
     "selective_scan": ("reference", "chunked", "compiled", "mamba_ssm", "triton", "export"),
-    "window_attention": ("reference", "sdpa", "compiled"),
+    "window_attention": ("reference", "sdpa", "compiled", "export"),
     "sgn_route": ("pytorch", "compiled", "export"),
     "layer_norm": ("pytorch", "compiled"),
     "linear_act": ("pytorch", "onednn"),

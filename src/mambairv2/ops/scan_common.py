@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,10 @@ class ScanInputs:
     @classmethod
     def prepare(cls, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                 D: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None,
-                delta_softplus: bool = False) -> "ScanInputs":
+                delta_softplus: bool = False,
+                softplus: Callable[[Tensor], Tensor] = F.softplus) -> "ScanInputs":
+        """Checks the shapes and normalises; ``softplus`` is the function applied to Δ (+ bias)
+        when ``delta_softplus`` (an implementation may pass its own formulation)."""
         if u.dim() != 3 or delta.shape != u.shape:
             raise ValueError(f"u and delta must both be B×D×L, got {tuple(u.shape)} and {tuple(delta.shape)}")
         batch, dim, length = u.shape
@@ -49,7 +52,7 @@ class ScanInputs:
         if delta_bias is not None:
             delta = delta + delta_bias.to(ct).view(1, dim, 1)
         if delta_softplus:
-            delta = F.softplus(delta)
+            delta = softplus(delta)
         return cls(u.to(ct), delta, A.to(ct), B.to(ct), C.to(ct),
                    None if D is None else D.to(ct), u.dtype)
 

@@ -10,6 +10,11 @@ out ``y``. The entry states come from the same chunked scheme applied to the chu
 state) pairs, level after level, until one chunk is left; the number of levels is fixed by
 ``max_tokens`` (levels a shorter sequence does not need run on a single chunk and change
 nothing). Every loop here runs a number of times fixed in Python: nothing depends on the size.
+
+The layout is chosen for onnxruntime's CPU kernels (benchmarks/onnx_latency.py --profile):
+each step's decays and inputs are computed once and used by both sweeps, the states are
+``B×G×N×nc×Dg`` so that every broadcast runs over contiguous channel spans, every step is a
+contiguous slice, and Δ's softplus is spelled out in elementwise operators.
 """
 from __future__ import annotations
 
@@ -73,32 +78,52 @@ def linear_recurrence(a: Tensor, b: Tensor, chunk: int = CHUNK, max_length: int 
     return torch.stack(out, 1).reshape(-1, *a.shape[2:])[:length]
 
 
+def softplus_export(x: Tensor) -> Tensor:
+    """``softplus(x) = max(x, 0) + log(1 + exp(−|x|))`` as elementwise operators (onnxruntime's
+    own ``Softplus`` is several times slower than this sequence on CPU)."""
+    return torch.relu(x) + torch.log1p(torch.exp(-x.abs()))
+
+
+def _step_major_index(length: Tensor | int, chunk: int, device: torch.device) -> Tensor:
+    """Token ``min(c·chunk + t, L−1)`` at place ``t·nc + c``: the padded sequence cut into ``nc``
+    chunks, ordered step by step."""
+    index = _pad_index(length, chunk, device)
+    return index.reshape(-1, chunk).t().reshape(-1)
+
+
+def _steps(x: Tensor, chunk: int) -> Tensor:
+    """``B×G×K×L`` → ``chunk×nc×B×G×K``: the sequence padded and cut into ``nc`` chunks, step
+    first. One row gather of the sequence-first tensor puts the steps outermost, so that every
+    step is one contiguous slice (no transpose in front of the per-step slices for onnxruntime
+    to move past them)."""
+    rows = x.permute(3, 0, 1, 2).index_select(0, _step_major_index(x.shape[-1], chunk, x.device))
+    return rows.reshape(chunk, -1, *x.shape[:-1])
+
+
 def selective_scan_export(s: ScanInputs, chunk: int = CHUNK, max_tokens: int = MAX_TOKENS) -> Tensor:
-    """Same result as the reference recurrence for sequences up to ``max_tokens``. Returns ``B×D×L``."""
+    """Same result as the reference recurrence for sequences up to ``max_tokens``. Returns ``B×D×L``.
+
+    States are laid out ``nc×B×G×N×Dg`` (channels innermost): every broadcast (Δ against ``A``,
+    Δ·u against ``B``) then runs over contiguous spans of ``Dg`` channels, several times faster
+    in onnxruntime than the spans of ``N`` of a ``…×Dg×N`` layout, and the read-out ``C·h`` is
+    one batched matrix product."""
     batch, dim, length = s.u.shape
     groups, n = s.B.shape[1], s.A.shape[1]
-
-    def steps(x: Tensor) -> Tensor:  # B×G×K×L → chunk×nc×B×G×K
-        return _chunks(x.permute(3, 0, 1, 2), chunk)
-
-    delta = steps(s.delta.reshape(batch, groups, -1, length)).unsqueeze(-1)  # chunk×nc×B×G×Dg×1
-    delta_u = delta * steps(s.u.reshape(batch, groups, -1, length)).unsqueeze(-1)
-    Bs = steps(s.B).unsqueeze(-2)  # chunk×nc×B×G×1×N
-    Cs = steps(s.C).unsqueeze(-2)
-    A = s.A.view(groups, -1, n)  # G×Dg×N
-
-    def decay(t: int) -> Tensor:
-        return torch.exp(torch.clamp(delta[t] * A, min=MIN_LOG_DECAY))
-
-    h = delta_u[0] * Bs[0]  # 1. each chunk from a zero state: its local end state
+    delta = _steps(s.delta.reshape(batch, groups, -1, length), chunk).unsqueeze(-2)  # chunk×nc×B×G×1×Dg
+    delta_u = delta * _steps(s.u.reshape(batch, groups, -1, length), chunk).unsqueeze(-2)
+    Bs = _steps(s.B, chunk).unsqueeze(-1)  # chunk×nc×B×G×N×1
+    Cs = _steps(s.C, chunk).unsqueeze(-2)  # chunk×nc×B×G×1×N
+    A = s.A.view(groups, -1, n).transpose(1, 2)  # G×N×Dg
+    decays = [torch.exp(torch.clamp(delta[t] * A, min=MIN_LOG_DECAY)) for t in range(chunk)]
+    inputs = [delta_u[t] * Bs[t] for t in range(chunk)]  # each nc×B×G×N×Dg
+    h = inputs[0]  # 1. each chunk from a zero state: its local end state
     for t in range(1, chunk):
-        h = decay(t) * h + delta_u[t] * Bs[t]
+        h = decays[t] * h + inputs[t]
     chunk_decay = torch.exp(torch.clamp(delta.sum(0) * A, min=MIN_LOG_DECAY))
     h = _entering(linear_recurrence(chunk_decay, h, chunk, math.ceil(max_tokens / chunk)))
     ys = []
     for t in range(chunk):  # 2. again from the true entry states, reading out y
-        h = decay(t) * h + delta_u[t] * Bs[t]
-        ys.append((h * Cs[t]).sum(-1))  # nc×B×G×Dg
-    y = torch.stack(ys, -1)  # nc×B×G×Dg×chunk
-    y = y.permute(1, 2, 3, 0, 4).reshape(batch, dim, -1)[:, :, :length]
-    return s.finish(y)
+        h = decays[t] * h + inputs[t]
+        ys.append(torch.matmul(Cs[t], h))  # nc×B×G×1×Dg
+    y = torch.stack(ys, 1).reshape(-1, batch, groups, dim // groups)[:length]  # L×B×G×Dg
+    return s.finish(y.permute(1, 2, 3, 0).reshape(batch, dim, length))

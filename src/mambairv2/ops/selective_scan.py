@@ -26,7 +26,7 @@ import torch
 from .dispatch import OPS, Choice, Probe, selected
 from .scan_chunked import selective_scan_chunked
 from .scan_common import ScanInputs
-from .scan_export import selective_scan_export
+from .scan_export import selective_scan_export, softplus_export
 from .scan_compiled import MAX_RANK, MAX_STATE, kernel_available, kernel_error, selective_scan_compiled
 from .scan_reference import selective_scan_reference
 from .scan_triton import selective_scan_triton, triton_available, triton_unavailable_reason
@@ -135,11 +135,12 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
         return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "compiled":
         return selective_scan_compiled(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "export":
+        return selective_scan_export(ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                                        softplus=softplus_export))
     s = ScanInputs.prepare(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "reference":
         return selective_scan_reference(s)
-    if name == "export":
-        return selective_scan_export(s)
     return selective_scan_chunked(s)
 
 

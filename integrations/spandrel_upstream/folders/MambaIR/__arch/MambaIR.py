@@ -92,7 +92,10 @@ class ScanInputs:
         D: Tensor | None = None,
         delta_bias: Tensor | None = None,
         delta_softplus: bool = False,
+        softplus: Callable[[Tensor], Tensor] = F.softplus,
     ) -> ScanInputs:
+        """Checks the shapes and normalises; ``softplus`` is the function applied to Δ (+ bias)
+        when ``delta_softplus`` (an implementation may pass its own formulation)."""
         if u.dim() != 3 or delta.shape != u.shape:
             raise ValueError(
                 f"u and delta must both be B×D×L, got {tuple(u.shape)} and {tuple(delta.shape)}"
@@ -110,7 +113,7 @@ class ScanInputs:
         if delta_bias is not None:
             delta = delta + delta_bias.to(ct).view(1, dim, 1)
         if delta_softplus:
-            delta = F.softplus(delta)
+            delta = softplus(delta)
         return cls(
             u.to(ct),
             delta,
