@@ -66,6 +66,7 @@ def main() -> None:
         project = create_model(variant, scale=scale).eval()
         ours = arch.load(project.state_dict()).model.eval()
         x = torch.rand(1, 3, size, size)
+        load_before = os.getloadavg()
         with torch.inference_mode():
             diff = (ours(x) - project(x)).abs().max().item()
         rows = {}
@@ -74,12 +75,17 @@ def main() -> None:
             rows[name] = {"median_s": statistics.median(t), "runs_s": t}
         rows["upstream_over_fast"] = rows["spandrel_upstream"]["median_s"] / rows["project_fast_path"]["median_s"]
         rows["max_abs_difference"] = diff
+        # the machine's 1/5/15-minute load averages before and after the case (shared machines)
+        rows["loadavg_before"], rows["loadavg_after"] = list(load_before), list(os.getloadavg())
         results[label] = rows
         print(label, json.dumps({k: (v["median_s"] if isinstance(v, dict) else v) for k, v in rows.items()}))
+        cases = "" if args.cases == list(CASES) else " --cases " + " ".join(args.cases)
         # written after each case, so a run cut short keeps what it measured
         args.out.write_text(json.dumps({
-            "command": f"PYTHONPATH=src python benchmarks/upstream_cpu.py --out {args.out} --threads {args.threads}",
+            "command": f"PYTHONPATH=src python benchmarks/upstream_cpu.py --out {args.out} --threads {args.threads}"
+                       f" --repeats {args.repeats}{cases}",
             "torch": torch.__version__, "threads": args.threads, "cpu_count": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "platform": platform.platform(),
             "note": "shared 2-core machine with other jobs running: timings are indicative only",
             "results": results}, indent=1) + "\n")

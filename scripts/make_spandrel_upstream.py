@@ -105,7 +105,8 @@ def operators(windows: bool) -> str:
          "        groups: runs of consecutive windows with their mask (see :data:`WindowGroups`).\n"))
     scan = cut("ops/scan_common.py", "compute_dtype", "ScanInputs", "_groups", "_per_channel") + "\n\n" + \
         cut("ops/scan_chunked.py", "SLAB_ELEMENTS", "GPU_TOKENS_PER_STEP", "MIN_LOG_DECAY",
-            "default_chunk_size", "_entry_states", "selective_scan_chunked", "_sweeps_inplace",
+            "BLOCK_ELEMENTS", "default_chunk_size", "_entry_states", "selective_scan_chunked",
+            "_token_major", "_prefix_in_place", "_scan_blocks", "_sweeps_inplace",
             "_ChunkedScan", "_reduce")
     parts = [
         '''def shape_generic() -> bool:

@@ -326,3 +326,21 @@ def test_kernel_build_is_cached(tmp_path, monkeypatch):
     for _ in range(2):
         assert _fresh_scan_kernel().available()
     assert len(list(tmp_path.glob("scan_kernel-*.so"))) == 1
+
+
+@pytest.mark.parametrize("block", [None, 1, 5, 36])
+@pytest.mark.parametrize("groups", [(1, 1), (2, 2), (1, 2)])
+def test_chunked_inference_token_major_inputs_and_blocks(block, groups):
+    """The CPU inference scan (blocks of tokens, log-depth within a block) on the network's
+    layout: u and Δ as ``B×D×L`` views of token-major ``B×L×D`` memory, B and C as views of a
+    ``B×L×N`` projection, with as many or fewer B groups than C groups."""
+    a = _random(length=37)
+    g = torch.Generator().manual_seed(3)
+    a["B"] = torch.randn(2, 37, groups[0], 4, generator=g, dtype=torch.float64).permute(0, 2, 3, 1)
+    a["C"] = torch.randn(2, 37, groups[1], 4, generator=g, dtype=torch.float64).permute(0, 2, 3, 1)
+    ref = selective_scan(**a, delta_softplus=True, backend="reference")
+    a["u"] = a["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    a["delta"] = a["delta"].transpose(1, 2).contiguous().transpose(1, 2)
+    with torch.no_grad():
+        out = selective_scan_chunked(ScanInputs.prepare(**a, delta_softplus=True), chunk_size=block)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
