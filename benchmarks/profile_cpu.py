@@ -51,7 +51,7 @@ ATEN_CATEGORIES = {
 
 
 #: the categories that are matrix products (what bfloat16 makes faster)
-GEMM_CATEGORIES = ("linear", "linear_act", "conv", "conv_gate", "gemm (aten)")
+GEMM_CATEGORIES = ("linear", "linear_act", "conv", "conv_act", "conv_gate", "gemm (aten)")
 
 
 @contextlib.contextmanager
