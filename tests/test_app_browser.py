@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -238,19 +239,32 @@ def test_a_run_clears_the_last_warning_and_shows_one_progress_display(page, tmp_
     assert "notes.txt" not in page.locator("#status").inner_text()
 
 
+def wait_network_idle(pg, pending: dict, timeout_ms: int = 30_000) -> None:
+    """Waits for Playwright's network idle (no request for 0.5 s); on a timeout, fails naming
+    the requests still open (``pending``: request → (start, url), kept by the caller)."""
+    try:
+        pg.wait_for_load_state("networkidle", timeout=timeout_ms)
+    except playwright_api.TimeoutError:
+        now = time.monotonic()
+        pytest.fail(f"not network idle after {timeout_ms} ms; open: "
+                    f"{[(round(now - t, 1), u) for t, u in pending.values()][:5]}")
+
+
 def test_the_page_goes_network_idle_after_loading_and_after_a_run(browser, app_url, bird):
     """No request stays open once the page has loaded or a run has ended (Gradio holds its
     heartbeat stream open for as long as the page is when the page has a gr.State)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         pg = context.new_page()
-        urls = []
-        pg.on("request", lambda r: urls.append(r.url))
+        urls, pending = [], {}
+        pg.on("request", lambda r: (urls.append(r.url), pending.__setitem__(r, (time.monotonic(), r.url))))
+        pg.on("requestfinished", lambda r: pending.pop(r, None))
+        pg.on("requestfailed", lambda r: pending.pop(r, None))
         pg.goto(app_url + "/")
         pg.wait_for_selector("#model-card :text('task')", timeout=120_000)
-        pg.wait_for_load_state("networkidle", timeout=30_000)
+        wait_network_idle(pg, pending)
         assert "✓" in upload_and_run(pg, bird)
-        pg.wait_for_load_state("networkidle", timeout=30_000)
+        wait_network_idle(pg, pending)
         assert not [u for u in urls if "/heartbeat/" in u], [u for u in urls if "/heartbeat/" in u][:3]
     finally:
         context.close()

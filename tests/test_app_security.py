@@ -269,7 +269,7 @@ def test_no_route_serves_another_clients_uploads_or_results(app):
     upload = alice.upload(png(root / "alice.png", seed=7))
     kind, out = alice.restore(upload)
     assert kind == "complete" and "✓" in out[0], out
-    files = [upload] + [view["path"] for view in out[2:4]] + [d["path"] for d in out[5]]
+    files = [upload] + [view["path"] for view in out[2:4]] + [d["path"] for d in out[4]]
     secrets_ = {p: Path(p).read_bytes() for p in files}
     for p in files:  # the owner reads them
         assert alice.http.get(f"/gradio_api/file={p}").content == secrets_[p]
