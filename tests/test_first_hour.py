@@ -108,3 +108,45 @@ def test_importing_the_main_module_runs_nothing():
     code = "import mambairv2.__main__ as m; print('imported', callable(m.main))"
     r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "imported True", (r.stdout, r.stderr)
+
+
+def _declared_distributions() -> set:
+    """Every distribution pyproject.toml declares: core dependencies and every extra."""
+    import re
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        pytest.skip("tomllib needs Python 3.11")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"]) + [s for extra in project["optional-dependencies"].values() for s in extra]
+    return {re.split(r"[<>=!~\[ ;]", s, maxsplit=1)[0].lower().replace("_", "-") for s in specs}
+
+
+def test_every_package_the_tests_import_at_the_top_is_declared():
+    """A package imported at module level by a test file (so needed at collection) belongs to a
+    declared requirement; one that is not declared fails a fresh venv before any test runs.
+    Imports inside functions and ``pytest.importorskip`` are not at collection, so not counted."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    local = {p.stem for p in (REPO / "tests").glob("*.py")} | {"mambairv2"}
+    owners = packages_distributions()
+    declared = _declared_distributions()
+    missing = {}
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in local or top == "__future__":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & declared:
+                    missing.setdefault(top, path.name)
+    assert not missing, f"imported by tests, declared nowhere in pyproject.toml: {missing}"
