@@ -120,3 +120,24 @@ def test_a_port_in_use_is_an_oserror_before_anything_loads(monkeypatch):
     with listen("127.0.0.1", 0) as taken:
         with pytest.raises(OSError):
             launch(Settings(port=taken.getsockname()[1]), block=False, quiet=True)
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_a_sigterm_that_surfaces_wrapped_during_start_up_is_a_clean_stop(monkeypatch, stopping):
+    """A SIGTERM's interrupt that library code re-raises as another error while the app starts
+    (Python wraps it in RuntimeError when it lands in a class's ``__set_name__`` during an import)
+    stops the app cleanly; the same error without a SIGTERM still propagates."""
+    from mambairv2.app import server
+
+    def start(*args):
+        if stopping:
+            server._STOPPING.set()
+        raise RuntimeError("Error calling __set_name__ on 'Field' instance 'artifacts' in 'CacheInfo'")
+
+    monkeypatch.setattr(server, "_start", start)
+    monkeypatch.setattr(server, "_STOPPING", threading.Event())
+    if stopping:
+        assert launch(Settings(port=0), block=True) is None
+    else:
+        with pytest.raises(RuntimeError, match="__set_name__"):
+            launch(Settings(port=0), block=True)

@@ -185,6 +185,11 @@ def launch(settings: Settings, block: bool = True, quiet: bool = False,
         server.wait(_STOPPING)
     except KeyboardInterrupt:
         pass
+    except Exception:
+        # the SIGTERM's KeyboardInterrupt can surface wrapped by the code it landed in (during an
+        # import, a RuntimeError "Error calling __set_name__ ..."): a stop all the same
+        if not _STOPPING.is_set():
+            raise
     finally:
         if previous is not None:  # a second signal must not cut the clean-up short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
